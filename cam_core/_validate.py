@@ -1,0 +1,141 @@
+"""Input checks shared by the whole core.
+
+Every public function of the core turns its array arguments into NumPy arrays with the helpers
+below, so that the rules are stated once:
+
+- **Dtypes.** float32 stays float32 and float64 stays float64; float16 is computed in float32;
+  integers and bools become float64. Anything else (strings, objects, complex) is a ``TypeError``.
+- **Shapes.** A wrong rank or shape is a ``ValueError`` that names the parameter, says what was
+  expected and echoes what came, e.g. "`maps` must have shape (N, H, W); got (3, 5)".
+- **Values.** NaN or Inf in a map is a ``ValueError`` that says where the first one is.
+- **Inputs are never modified.** The helpers may return a view of the caller's array; the core only
+  ever reads from it (the tests pass read-only arrays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "as_int_array",
+    "as_size",
+    "check_finite",
+    "check_same_batch",
+]
+
+
+def _shape_text(shape: Sequence[str | int]) -> str:
+    inner = ", ".join(str(s) for s in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def as_float_array(x, name: str, *, shape: Sequence[str | int] | None = None) -> np.ndarray:
+    """Return ``x`` as a floating array following the dtype rules of this module.
+
+    Parameters
+    ----------
+    x : array_like
+        The caller's value.
+    name : str
+        The parameter name used in error messages.
+    shape : sequence of str or int, optional
+        The expected shape, one entry per axis: an int fixes that axis, a str is a free axis named
+        in messages (e.g. ``("N", "K", "h", "w")``). Only the rank and the fixed axes are checked.
+    """
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"`{name}` must be a numeric array; got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"`{name}` must be a numeric array; got {type(x).__name__}") from exc
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype == np.float16:
+            arr = arr.astype(np.float32)
+        elif arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
+    elif kind in "biu":
+        arr = arr.astype(np.float64)
+    else:
+        raise TypeError(f"`{name}` must have a numeric dtype; got dtype {arr.dtype}")
+    if shape is not None:
+        _check_shape(arr, name, shape)
+    return arr
+
+
+def as_int_array(x, name: str, *, shape: Sequence[str | int] | None = None) -> np.ndarray:
+    """Return ``x`` as an int64 array; floats must hold whole numbers, bools are refused."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"`{name}` must be an integer array; got {type(x).__name__}")
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"`{name}` must hold whole numbers; got {arr.ravel()[:6]!r}")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind in "iu":
+        arr = arr.astype(np.int64, copy=False)
+    else:
+        raise TypeError(f"`{name}` must have an integer dtype; got dtype {arr.dtype}")
+    if shape is not None:
+        _check_shape(arr, name, shape)
+    return arr
+
+
+def _check_shape(arr: np.ndarray, name: str, shape: Sequence[str | int]) -> None:
+    ok = arr.ndim == len(shape) and all(
+        isinstance(s, str) or arr.shape[i] == s for i, s in enumerate(shape)
+    )
+    if not ok:
+        raise ValueError(
+            f"`{name}` must have shape {_shape_text(shape)}; got {_shape_text(arr.shape)}"
+        )
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` naming the first NaN or Inf of ``arr`` (by index)."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        bad = arr[where]
+        raise ValueError(
+            f"`{name}` must be finite; got {bad} at index {where} "
+            f"({int((~finite).sum())} non-finite values in all)"
+        )
+
+
+def check_same_batch(**arrays) -> int:
+    """Check that all given arrays share their first axis and return its length.
+
+    An empty batch is a ``ValueError``: every core function needs at least one item.
+    """
+    sizes = {name: len(a) for name, a in arrays.items() if a is not None}
+    values = set(sizes.values())
+    if len(values) > 1:
+        listing = ", ".join(f"`{k}` has {v}" for k, v in sizes.items())
+        raise ValueError(f"batch sizes differ: {listing}")
+    n = values.pop() if values else 0
+    if n == 0:
+        names = ", ".join(f"`{k}`" for k in sizes)
+        raise ValueError(f"{names}: the batch is empty; need at least one item")
+    return n
+
+
+def as_size(size, name: str = "size") -> tuple[int, int]:
+    """Return ``size`` as ``(H, W)``: an int means a square, a pair is (height, width)."""
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        pair = (int(size), int(size))
+    else:
+        try:
+            pair = tuple(int(s) for s in size)
+        except TypeError as exc:
+            raise TypeError(
+                f"`{name}` must be an int or a (height, width) pair; got {size!r}"
+            ) from exc
+        if len(pair) != 2 or any(float(s) != int(s) for s in size):
+            raise ValueError(f"`{name}` must be an int or a (height, width) pair; got {size!r}")
+    if pair[0] < 1 or pair[1] < 1:
+        raise ValueError(f"`{name}` must be positive; got {size!r}")
+    return pair

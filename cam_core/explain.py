@@ -1,0 +1,370 @@
+"""The bridge between adapters and the core: `Capture`, `Explanation` and `explain()`.
+
+An adapter (``cam_core.adapters.torch``, ``cam_core.adapters.keras``) talks to its framework and
+hands the core one :class:`Capture` per target layer: NumPy arrays of the layer's activations
+``(N, K, h, w)`` (channels-first, whatever the framework's layout), the gradients of the target
+scores with respect to them, the logits ``(N, C)``, the target class of each image, and the
+classifier weights ``(C, K)`` when the model ends in global average pooling + a linear layer.
+
+Everything after that is the core's: :func:`raw_maps` turns a capture into a method's raw maps,
+and :func:`explain_session` runs the whole pipeline
+
+    raw (N, h, w) --ReLU where the method's paper applies it--> --upsample to the input size-->
+    --per-map min-max to [0, 1]--> maps (N, H, W), fused over layers when there are several.
+
+Upsampling comes before min-max so that every map spans exactly [0, 1] whatever the
+interpolation (bicubic overshoots), as in the WSOL protocol (resize, then normalise).
+
+Perturbation methods (Score-CAM, Ablation-CAM) reach the model only through two callables of the
+adapter's session, called in chunks of ``batch_size``:
+
+- ``score_masked(index, masks)``: the target score of image ``index`` multiplied by each mask of
+  ``masks`` ``(B, H, W)`` (values in [0, 1]), returned as ``(B,)``;
+- ``score_ablated(layer, index, channels)``: the target score of image ``index`` when channel
+  ``channels[b]`` of layer number ``layer`` is set to zero, returned as ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from cam_core._validate import as_float_array, as_int_array, as_size
+
+__all__ = [
+    "METHODS",
+    "Capture",
+    "Explanation",
+    "MethodSpec",
+    "explain",
+    "explain_session",
+    "raw_maps",
+    "resolve_targets",
+]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a CAM method needs from the model and how its raw map is displayed."""
+
+    name: str
+    needs_gradients: bool
+    relu: bool
+    needs_weights: bool = False
+    perturbation: str | None = None  # "masked" (Score-CAM) or "ablated" (Ablation-CAM)
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        # Zhou et al. min-max normalise the signed map; no ReLU in the paper.
+        MethodSpec("cam", needs_gradients=False, relu=False, needs_weights=True),
+        MethodSpec("gradcam", needs_gradients=True, relu=True),
+        MethodSpec("gradcam++", needs_gradients=True, relu=True),
+        MethodSpec("xgradcam", needs_gradients=True, relu=True),
+        MethodSpec("layercam", needs_gradients=True, relu=True),
+        MethodSpec("hirescam", needs_gradients=True, relu=True),
+        # The projection's sign is fixed by the core; the map is min-max normalised as it is.
+        MethodSpec("eigencam", needs_gradients=False, relu=False),
+        MethodSpec("scorecam", needs_gradients=False, relu=True, perturbation="masked"),
+        MethodSpec("ablationcam", needs_gradients=False, relu=True, perturbation="ablated"),
+    )
+}
+
+
+def method_spec(method: str) -> MethodSpec:
+    """Return the :class:`MethodSpec` of ``method`` or raise a ``ValueError`` listing the names."""
+    if not isinstance(method, str):
+        raise TypeError(f"`method` must be a str; got {type(method).__name__}")
+    key = method.lower().replace("_", "").replace("-", "")
+    key = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}.get(key, key)
+    if key not in METHODS:
+        raise ValueError(f"`method` must be one of {sorted(METHODS)}; got {method!r}")
+    return METHODS[key]
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What an adapter records for one target layer of one batch (all NumPy, channels-first).
+
+    Attributes
+    ----------
+    activations : ndarray, shape (N, K, h, w), float32
+        The target layer's output.
+    logits : ndarray, shape (N, C), float32
+        The model's pre-softmax scores.
+    targets : ndarray, shape (N,), int64
+        The class explained for each image; -1 where the target is a user callable.
+    scores : ndarray, shape (N,), float32
+        The target score of each image (the logit of its target, or the callable's value).
+    gradients : ndarray, shape (N, K, h, w), float32, optional
+        d scores[n] / d activations[n]; None when the method needs no gradient.
+    weights : ndarray, shape (C, K), float32, optional
+        The linear layer after global average pooling, when the head is GAP + linear.
+    layer : str
+        The layer's name in the model.
+    """
+
+    activations: np.ndarray
+    logits: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+    gradients: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    layer: str = ""
+
+
+class Session(Protocol):
+    """What an adapter provides to :func:`explain_session` for one call on one batch."""
+
+    input_size: tuple[int, int]
+
+    def capture(self, *, gradients: bool) -> list[Capture]: ...
+
+    def score_masked(self, index: int, masks: np.ndarray) -> np.ndarray: ...
+
+    def score_ablated(self, layer: int, index: int, channels: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The result of :func:`explain`.
+
+    Attributes
+    ----------
+    maps : ndarray, shape (N, H, W), float32
+        Normalised maps at the input's spatial size, each in [0, 1] (all zeros when constant).
+    raw : ndarray, shape (N, h, w), or tuple of them
+        The method's raw maps, sign and scale kept; a tuple with one array per layer when several
+        layers were fused.
+    logits : ndarray, shape (N, C)
+    targets : ndarray, shape (N,), int64 (-1 for a callable target)
+    method : str
+    layers : tuple of str
+    """
+
+    maps: np.ndarray
+    raw: np.ndarray | tuple[np.ndarray, ...]
+    logits: np.ndarray
+    targets: np.ndarray
+    method: str
+    layers: tuple[str, ...] = field(default=())
+
+    def boxes(
+        self,
+        threshold: float = 0.2,
+        *,
+        mode: str = "largest",
+        connectivity: int = 8,
+    ) -> list[np.ndarray]:
+        """Boxes of each map at ``threshold`` times its maximum (the CAM paper's 20% by default).
+
+        Returns one ``(K, 4)`` int64 array of half-open ``(x0, y0, x1, y1)`` boxes per image; see
+        :func:`cam_core.boxes_from_map` for ``mode`` and ``connectivity``.
+        """
+        from cam_core.boxes import boxes_from_map
+
+        return [
+            boxes_from_map(m, threshold=threshold, mode=mode, connectivity=connectivity)
+            for m in self.maps
+        ]
+
+
+def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
+    """Turn the user's ``targets`` into one class index per image.
+
+    ``None`` picks each image's predicted class; an int is broadcast to the whole batch; a
+    sequence must have exactly one entry per image. Classes outside ``[0, C)`` are refused.
+    Callables are handled by the adapters (they need the framework's logits) and never reach here.
+    """
+    logits = as_float_array(logits, "logits", shape=("N", "C"))
+    n, c = logits.shape
+    if targets is None:
+        out = np.argmax(logits, axis=1).astype(np.int64)
+    elif isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
+        out = np.full(n, int(targets), dtype=np.int64)
+    else:
+        if isinstance(targets, bool):
+            raise TypeError("`targets` must be None, an int, a sequence of ints or a callable")
+        out = as_int_array(targets, "targets")
+        if out.ndim != 1:
+            raise ValueError(f"`targets` must be one-dimensional; got shape {out.shape}")
+        if len(out) != n:
+            raise ValueError(
+                f"`targets` must have one entry per image ({n}); got {len(out)}"
+            )
+    bad = (out < 0) | (out >= c)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"`targets` must be class indices in [0, {c}); got {int(out[i])} for image {i}"
+        )
+    return out
+
+
+def raw_maps(
+    method: str,
+    capture: Capture,
+    *,
+    score_masked: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    score_ablated: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    input_size=None,
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Compute ``method``'s raw maps ``(N, h, w)`` from one layer's :class:`Capture`.
+
+    ``score_masked`` and ``input_size`` are needed by Score-CAM, ``score_ablated`` (already bound
+    to the layer) by Ablation-CAM.
+    """
+    from cam_core import methods as m
+
+    spec = method_spec(method)
+    a = capture.activations
+    if spec.needs_weights:
+        if capture.weights is None:
+            raise ValueError(
+                f"CAM needs a model whose head is global average pooling + one linear layer; "
+                f"layer {capture.layer!r} is not followed by one. Use method='gradcam', which "
+                f"equals CAM (up to a constant) on such heads and works on any head."
+            )
+        if np.any(capture.targets < 0):
+            raise ValueError("CAM needs class indices as targets, not a callable score")
+        return m.cam(a, capture.weights, capture.targets)
+    if spec.needs_gradients:
+        if capture.gradients is None:
+            raise ValueError(f"method {spec.name!r} needs gradients; the capture has none")
+        fn = {
+            "gradcam": m.gradcam,
+            "gradcam++": m.gradcam_pp,
+            "xgradcam": m.xgradcam,
+            "layercam": m.layercam,
+            "hirescam": m.hirescam,
+        }[spec.name]
+        return fn(a, capture.gradients)
+    if spec.name == "eigencam":
+        return m.eigencam(a)
+    if spec.perturbation == "masked":
+        if score_masked is None or input_size is None:
+            raise ValueError("Score-CAM needs the adapter's `score_masked` and the `input_size`")
+        return m.scorecam(
+            a, score_masked, input_size=input_size, batch_size=batch_size, progress=progress
+        )
+    if score_ablated is None:
+        raise ValueError("Ablation-CAM needs the adapter's `score_ablated`")
+    return m.ablationcam(
+        a, score_ablated, capture.scores, batch_size=batch_size, progress=progress
+    )
+
+
+def explain_session(
+    session: Session,
+    method: str,
+    *,
+    fuse: str = "mean",
+    upsample: str = "bilinear",
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> Explanation:
+    """Run the core pipeline on an adapter's session and return the :class:`Explanation`."""
+    from cam_core.maps import fuse as fuse_maps
+    from cam_core.maps import normalize
+    from cam_core.resize import upsample as upsample_maps
+
+    spec = method_spec(method)
+    size = as_size(session.input_size, "input_size")
+    captures = session.capture(gradients=spec.needs_gradients)
+    raws, layer_maps = [], []
+    for li, cap in enumerate(captures):
+        raw = raw_maps(
+            spec.name,
+            cap,
+            score_masked=session.score_masked,
+            score_ablated=lambda n, ch, li=li: session.score_ablated(li, n, ch),
+            input_size=size,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        raws.append(raw)
+        display = np.maximum(raw, 0) if spec.relu else raw
+        layer_maps.append(normalize(upsample_maps(display, size, method=upsample), relu=False))
+    maps = layer_maps[0] if len(layer_maps) == 1 else fuse_maps(layer_maps, how=fuse)
+    first = captures[0]
+    return Explanation(
+        maps=maps.astype(np.float32, copy=False),
+        raw=raws[0] if len(raws) == 1 else tuple(raws),
+        logits=first.logits,
+        targets=first.targets,
+        method=spec.name,
+        layers=tuple(c.layer for c in captures),
+    )
+
+
+_FRAMEWORK_ROOTS = {
+    "torch": "torch",
+    "keras": "keras",
+    "tf_keras": "keras",
+    "tensorflow": "keras",
+}
+
+
+def _adapter_for(model):
+    """Pick the adapter from the model's class, importing only the framework it comes from."""
+    for cls in type(model).__mro__:
+        root = (getattr(cls, "__module__", "") or "").split(".")[0]
+        kind = _FRAMEWORK_ROOTS.get(root)
+        if kind is not None and root in sys.modules:
+            if kind == "torch":
+                from cam_core.adapters import torch as adapter
+            else:
+                from cam_core.adapters import keras as adapter
+            return adapter
+    raise TypeError(
+        f"`model` must be a torch.nn.Module or a Keras model; got {type(model).__module__}."
+        f"{type(model).__qualname__}"
+    )
+
+
+def explain(
+    model,
+    inputs,
+    *,
+    method: str = "gradcam",
+    layer=None,
+    targets=None,
+    **options,
+) -> Explanation:
+    """Explain a batch with a class activation map method, for a PyTorch or a Keras model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or keras.Model
+        The classifier. It is never modified (training flags are restored, no layer is edited).
+    inputs : tensor or ndarray
+        The batch exactly as the model takes it: NCHW for torch, the model's own channels-last
+        layout for Keras.
+    method : str
+        One of "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
+        "scorecam", "ablationcam".
+    layer : str, layer object, or a sequence of them, optional
+        The target layer(s); by default the last 4-D output before global pooling. Several layers
+        are fused (``fuse="mean"`` or ``"max"``).
+    targets : None, int, sequence of int, or callable
+        None explains each image's predicted class; an int is used for every image; a sequence
+        gives one class per image; a callable maps the logits (a framework tensor) to one score
+        per image.
+    **options
+        Passed to the adapter: ``fuse``, ``upsample``, ``batch_size``, ``progress`` and the
+        adapter's own (e.g. ``reshape`` for token outputs).
+
+    Returns
+    -------
+    Explanation
+    """
+    spec = method_spec(method)
+    adapter = _adapter_for(model)
+    return adapter.explain(model, inputs, method=spec.name, layer=layer, targets=targets, **options)
