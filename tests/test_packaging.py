@@ -1,0 +1,60 @@
+"""The package contract: importing cam_core loads no framework, and CI runs the README's command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
+
+
+def _loaded_after(statement: str) -> list[str]:
+    code = (
+        f"import sys\n{statement}\n"
+        f"print(','.join(m for m in {FRAMEWORKS!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_import_cam_core_loads_no_framework():
+    assert _loaded_after("import cam_core") == []
+
+
+def test_import_of_every_core_module_and_the_adapters_package_loads_no_framework():
+    modules = sorted(
+        p.stem for p in (ROOT / "cam_core").glob("*.py") if p.stem not in {"__init__", "__main__"}
+    )
+    statement = "\n".join(f"import cam_core.{m}" for m in modules) + "\nimport cam_core.adapters"
+    assert _loaded_after(statement) == []
+
+
+def test_the_check_itself_can_fail():
+    # The probe sees a framework when one is imported, so an empty answer above means something.
+    pytest.importorskip("torch")
+    assert _loaded_after("import json, numpy") == []
+    assert "torch" in _loaded_after("import torch")
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```(?:bash|sh)?\n(.*?)```", text, re.S)
+    assert block, "README.md must open with a code block holding the two set-up commands"
+    return [ln.strip() for ln in block.group(1).splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    commands = _readme_commands()
+    assert len(commands) == 2, commands
+    main_job, test_command = commands
+    assert "benchmarks/run.py" in main_job
+    assert "pytest" in test_command
+    ci_lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci_lines
