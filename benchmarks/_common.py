@@ -1,0 +1,345 @@
+"""Helpers shared by the benchmark stages: timing, memory, environment, files and progress bars.
+
+Timing follows the house rule: a function is called ``warmup`` times first (the very first call
+is reported on its own as the cold call), then ``repeats`` times, and the median of those
+repeats is the figure. Memory is the process's peak resident set size, which only grows, so two
+readings taken at two points of a streamed loop show whether memory stayed flat.
+
+Every file the suite writes goes through :func:`write_text`, :func:`write_json` or
+:func:`save_figure`, which write a temporary file next to the target and ``os.replace`` it, so a
+reader never sees half a report.
+
+Nothing here imports a framework; :func:`environment` reports the versions of torch, TensorFlow
+and Keras only when they are already imported (or when asked to import them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+__all__ = [
+    "ROOT",
+    "cpu_model",
+    "environment",
+    "fmt",
+    "md_table",
+    "median_time",
+    "peak_rss_mb",
+    "progress_bar",
+    "rss_mb",
+    "save_figure",
+    "set_seeds",
+    "set_threads",
+    "write_json",
+    "write_text",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Packages whose versions go into every report, and the frameworks reported only when loaded.
+_LIBRARIES = ("numpy", "scipy", "skimage", "PIL", "tqdm", "matplotlib", "cv2")
+_FRAMEWORKS = ("torch", "tensorflow", "keras")
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict:
+    """Time ``fn()``: ``warmup`` calls first, then the median of ``repeats`` calls.
+
+    Parameters
+    ----------
+    fn : callable
+        Called with no argument; its result is discarded.
+    repeats : int
+        Timed calls (at least 1) whose median is reported.
+    warmup : int
+        Untimed calls before them (at least 0). The first call of all, warm-up or not, is
+        reported separately as ``cold_s``.
+
+    Returns
+    -------
+    dict
+        ``median_s``, ``min_s``, ``cold_s`` (seconds of the first call), ``times_s`` (the timed
+        calls, in order), ``repeats`` and ``warmup``.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int):
+        raise TypeError(f"`repeats` must be an int; got {type(repeats).__name__}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int):
+        raise TypeError(f"`warmup` must be an int; got {type(warmup).__name__}")
+    if repeats < 1:
+        raise ValueError(f"`repeats` must be >= 1; got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"`warmup` must be >= 0; got {warmup}")
+    if not callable(fn):
+        raise TypeError(f"`fn` must be callable; got {type(fn).__name__}")
+    cold = None
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        cold = dt if cold is None else cold
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "cold_s": times[0] if cold is None else cold,
+        "times_s": times,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
+
+
+def peak_rss_mb() -> float:
+    """The peak resident set size of this process so far, in MiB (it never decreases)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports kibibytes, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def rss_mb() -> float | None:
+    """The current resident set size in MiB (from /proc; None where that is not available)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _version(name: str) -> str | None:
+    try:
+        mod = importlib.import_module(name)
+    except Exception:  # a broken optional package must not stop a report
+        return None
+    return str(getattr(mod, "__version__", getattr(mod, "VERSION", "unknown")))
+
+
+def _gpus() -> list[str]:
+    """GPU names as seen by the frameworks already imported (nothing is imported here)."""
+    names = []
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                names += [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        except Exception:
+            pass
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and not names:
+        try:
+            names += [d.name for d in tf.config.list_physical_devices("GPU")]
+        except Exception:
+            pass
+    return names
+
+
+def environment(*, import_frameworks: bool = False) -> dict:
+    """Versions, machine and threads, for the report.
+
+    Parameters
+    ----------
+    import_frameworks : bool
+        If False (the default), torch, TensorFlow and Keras are reported only when some code has
+        already imported them (``"not loaded"`` otherwise), so asking costs no framework import.
+        If True, each is imported (``None`` when not installed).
+
+    Returns
+    -------
+    dict
+        ``python``, ``platform``, ``versions`` (package -> version or None), ``machine``
+        (``cpu``, ``logical_cpus``, ``usable_cpus``, ``gpus``), ``threads`` (per framework
+        loaded, plus the OMP/MKL environment variables) and ``date`` (UTC, ISO 8601).
+    """
+    versions = {name: _version(name) for name in _LIBRARIES}
+    threads: dict[str, object] = {
+        var: os.environ.get(var)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
+    for name in _FRAMEWORKS:
+        if name in sys.modules or import_frameworks:
+            versions[name] = _version(name)
+        else:
+            versions[name] = "not loaded"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        threads["torch_intra_op"] = torch.get_num_threads()
+        threads["torch_inter_op"] = torch.get_num_interop_threads()
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        try:
+            threads["tf_intra_op"] = tf.config.threading.get_intra_op_parallelism_threads()
+            threads["tf_inter_op"] = tf.config.threading.get_inter_op_parallelism_threads()
+        except Exception:
+            pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "machine": {
+            "cpu": cpu_model(),
+            "logical_cpus": os.cpu_count(),
+            "usable_cpus": usable,
+            "gpus": _gpus(),
+        },
+        "threads": threads,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def set_threads(n: int | None = None) -> int:
+    """Use ``n`` threads (default: the usable CPUs) in the frameworks already imported.
+
+    Returns the number chosen. TensorFlow's pools can only be set before its first operation; a
+    refusal there is ignored.
+    """
+    if n is None:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:
+            n = os.cpu_count() or 1
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+        except RuntimeError:
+            pass
+    return n
+
+
+def set_seeds(seed: int) -> None:
+    """Seed Python, NumPy and the frameworks already imported."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.utils.set_random_seed(seed)
+
+
+def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs):
+    """A tqdm bar, shown only when ``enabled`` and stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    show = bool(enabled) and sys.stderr.isatty()
+    return tqdm(iterable, disable=not show, dynamic_ncols=True, **kwargs)
+
+
+def _atomic_path(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def write_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a temporary file, then ``os.replace``)."""
+    path = Path(path)
+    fd, tmp = _atomic_path(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj):
+    """Turn NumPy scalars/arrays, paths and non-finite floats into plain JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # NumPy arrays and scalars
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as indented JSON atomically; NumPy values become plain numbers, NaN null."""
+    return write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def save_figure(fig, path, *, dpi: int = 110) -> Path:
+    """Save a Matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fd, tmp = _atomic_path(path)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def fmt(value, digits: int = 1) -> str:
+    """A number for a Markdown table: fixed digits, "-" for None or NaN."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; cells that are not strings go through :func:`fmt`."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [c if isinstance(c, str) else fmt(c) for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

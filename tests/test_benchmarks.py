@@ -1,0 +1,239 @@
+"""The benchmark runner and its helpers: CLI, report files, failure handling, timing, memory."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import _common
+from benchmarks import run as runner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- _common helpers
+def test_median_time_counts_calls_and_takes_the_median(monkeypatch):
+    calls = []
+    # a fake clock: each call of fn takes the next duration in the list
+    durations = iter([9.0, 3.0, 1.0, 2.0])
+    now = [0.0]
+
+    def fake_clock():
+        return now[0]
+
+    def fn():
+        calls.append(1)
+        now[0] += next(durations)
+
+    monkeypatch.setattr(_common.time, "perf_counter", fake_clock)
+    out = _common.median_time(fn, repeats=3, warmup=1)
+    assert len(calls) == 4
+    assert out["cold_s"] == 9.0  # the warm-up call, reported apart
+    assert out["times_s"] == [3.0, 1.0, 2.0]
+    assert out["median_s"] == 2.0
+    assert out["min_s"] == 1.0
+    assert (out["repeats"], out["warmup"]) == (3, 1)
+
+
+def test_median_time_without_warmup_reports_the_first_timed_call_as_cold(monkeypatch):
+    durations = iter([5.0, 1.0])
+    now = [0.0]
+    monkeypatch.setattr(_common.time, "perf_counter", lambda: now[0])
+
+    def fn():
+        now[0] += next(durations)
+
+    out = _common.median_time(fn, repeats=2, warmup=0)
+    assert out["cold_s"] == 5.0
+    assert out["median_s"] == 3.0  # median of two values is their mean
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, text",
+    [
+        ({"repeats": 0}, ValueError, "`repeats` must be >= 1; got 0"),
+        ({"warmup": -1}, ValueError, "`warmup` must be >= 0; got -1"),
+        ({"repeats": 2.0}, TypeError, "`repeats` must be an int; got float"),
+        ({"warmup": True}, TypeError, "`warmup` must be an int; got bool"),
+    ],
+)
+def test_median_time_rejects_bad_counts(kwargs, exc, text):
+    with pytest.raises(exc, match=text.replace("(", r"\(").replace(")", r"\)")):
+        _common.median_time(lambda: None, **kwargs)
+
+
+def test_median_time_rejects_a_non_callable():
+    with pytest.raises(TypeError, match="`fn` must be callable; got int"):
+        _common.median_time(3)
+
+
+def test_peak_rss_grows_with_a_large_allocation():
+    before = _common.peak_rss_mb()
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    after = _common.peak_rss_mb()
+    assert block.sum() == block.size
+    assert before > 0
+    assert after >= before
+    current = _common.rss_mb()
+    assert current is None or current <= after + 1
+
+
+def test_environment_does_not_import_frameworks():
+    code = (
+        "import sys; from benchmarks._common import environment; e = environment(); "
+        "assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules), sorted(sys.modules); "
+        "assert e['versions']['torch'] == 'not loaded', e['versions']; "
+        "assert e['machine']['usable_cpus'] >= 1; assert e['versions']['numpy']; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_cpu_model_is_a_string():
+    name = _common.cpu_model()
+    assert isinstance(name, str) and name
+
+
+def test_write_json_is_atomic_and_plain(tmp_path):
+    path = tmp_path / "sub" / "r.json"
+    _common.write_json(path, {"a": np.float32(1.5), "b": np.arange(3), "c": math.nan,
+                              "d": (1, 2), "e": Path("x/y")})
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1, 2], "c": None,
+                                            "d": [1, 2], "e": "x/y"}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_write_text_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "report.md"
+    _common.write_text(path, "old")
+
+    class Boom:
+        def __str__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(TypeError):
+        _common.write_text(path, Boom())  # fh.write refuses a non-str
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_md_table_and_fmt():
+    table = _common.md_table(["a", "b"], [["x", 1.234], ["y", None], ["z", 7]])
+    assert table.splitlines() == [
+        "| a | b |",
+        "|---|---|",
+        "| x | 1.2 |",
+        "| y | - |",
+        "| z | 7 |",
+    ]
+    assert _common.fmt(math.nan) == "-"
+    assert _common.fmt(0.5, 3) == "0.500"
+
+
+# ----------------------------------------------------------------------------- the runner
+def test_parse_args_defaults_and_data_adds_the_real_stage(tmp_path):
+    args = runner.parse_args([])
+    assert args.quick is True
+    assert args.stage_names == list(runner.DEFAULT_STAGES)
+    assert args.model == "tiny"
+    args = runner.parse_args(["--full", "--data", str(tmp_path)])
+    assert args.quick is False
+    assert args.stage_names == [*runner.DEFAULT_STAGES, "real"]
+    args = runner.parse_args(["--stages", "core, train,core"])
+    assert args.stage_names == ["core", "train"]
+
+
+@pytest.mark.parametrize("argv", [["--stages", "nope"], ["--stages", ","],
+                                  ["--data", "/nonexistent/folder"], ["--threads", "0"]])
+def test_parse_args_rejects_bad_options(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        runner.parse_args(argv)
+    assert info.value.code == 2
+
+
+def _fake_stage(monkeypatch, name, run):
+    module = types.ModuleType(f"benchmarks.{name}")
+    module.run = run
+    monkeypatch.setitem(sys.modules, f"benchmarks.{name}", module)
+
+
+def test_a_failing_stage_is_recorded_and_the_suite_goes_on(monkeypatch, tmp_path):
+    seen = {}
+
+    def good(*, quick, out_dir, progress=True):
+        seen["good"] = (quick, out_dir, progress)
+        (out_dir / "fake.png").write_bytes(b"png")
+        return {"name": "good", "figures": {"x": 1.5}, "markdown": "# Good\n\nall fine",
+                "headline": {"x": 1.5}}
+
+    def bad(*, quick, out_dir, progress=True, data=None):
+        raise RuntimeError("this stage broke")
+
+    def no_torch(*, quick, out_dir):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    def skipper(*, quick, out_dir, **kw):
+        seen["skipper"] = sorted(kw)
+        return {"name": "skipper", "skipped": "nothing to do"}
+
+    for n, f in [("stage_good", good), ("stage_bad", bad), ("stage_notorch", no_torch),
+                 ("stage_skipper", skipper)]:
+        _fake_stage(monkeypatch, n, f)
+    monkeypatch.setitem(runner.STAGES, "fake",
+                        ("stage_good", "stage_bad", "stage_notorch", "stage_skipper"))
+    code = runner.main(["--stages", "fake", "--out", str(tmp_path), "--no-progress"])
+    assert code == 1
+    assert seen["good"] == (True, tmp_path.resolve(), False)
+    assert seen["skipper"] == ["data", "model", "progress"]
+    data = json.loads((tmp_path / "results.json").read_text())
+    status = {r["module"]: r["status"] for r in data["stages"]}
+    assert status == {"stage_good": "ok", "stage_bad": "failed", "stage_notorch": "skipped",
+                      "stage_skipper": "skipped"}
+    bad_rec = data["stages"][1]
+    assert bad_rec["error"] == "RuntimeError: this stage broke"
+    assert "this stage broke" in bad_rec["traceback"]
+    assert data["stages"][2]["reason"] == "PyTorch is not installed"
+    assert data["stages"][0]["figures"] == {"x": 1.5}
+    assert data["stages"][0]["pngs"] == ["fake.png"]
+    assert data["finished"] is True
+    assert "markdown" not in data["stages"][0]
+    report = (tmp_path / "report.md").read_text()
+    assert report.index("## Headline") < report.index("## fake / good") < report.index(
+        "## Environment")
+    assert "### Good" in report  # the stage's own heading demoted under the runner's
+    assert "**Failed**" in report and "RuntimeError: this stage broke" in report
+    assert "[fake.png](fake.png)" in report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.png", "report.md",
+                                                          "results.json"]
+
+
+def test_runner_script_smoke(tmp_path):
+    """The script runs from any folder; 'real' without --data is skipped and exits 0."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--stages", "real",
+         "--out", str(tmp_path), "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["stages"][0]["status"] == "skipped"
+    assert "--data" in data["stages"][0]["reason"]
+    assert data["settings"]["stages"] == ["real"]
+    assert data["command"].endswith("--stages real --out " + str(tmp_path) + " --no-progress")
+    assert "Skipped: needs --data DIR" in (tmp_path / "report.md").read_text()
+
+
+def test_stage_headings_are_shifted_below_the_runner_sections():
+    md = "## Title\n\ntext\n\n### Sub\n```\n# a comment in code\n```\n#hashtag"
+    assert runner._demote_headings(md, top=3).splitlines() == [
+        "### Title", "", "text", "", "#### Sub", "```", "# a comment in code", "```", "#hashtag",
+    ]
+    assert runner._demote_headings("no headings", top=3) == "no headings"
