@@ -1,0 +1,118 @@
+"""Per-map normalisation and the fusion of several layers' maps.
+
+Maps are ``(N, H, W)``: one map per image. Normalisation is per map (never over the batch):
+an optional ReLU, then min-max to ``[0, 1]``; a constant map has no range and becomes all zeros
+(never NaN). NaN or Inf in a map is a ``ValueError`` that says where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cam_core._validate import as_float_array, check_finite
+
+__all__ = ["FUSIONS", "fuse", "normalize"]
+
+FUSIONS = ("mean", "max")
+
+
+def normalize(maps, /, *, relu: bool = False) -> np.ndarray:
+    """Min-max normalise each map to ``[0, 1]``, after a ReLU if asked.
+
+    Parameters
+    ----------
+    maps : array_like, shape (N, H, W)
+        Finite maps.
+    relu : bool
+        Clip negative values to 0 before normalising (the display step of Grad-CAM and most
+        gradient methods).
+
+    Returns
+    -------
+    ndarray, shape (N, H, W)
+        Each map's minimum becomes exactly 0 and its maximum exactly 1; a constant map (after
+        the ReLU) becomes zeros. float32 for float32 input, float64 otherwise. Normalising a
+        normalised batch returns it unchanged.
+    """
+    x = as_float_array(maps, "maps", shape=("N", "H", "W"))
+    if len(x) == 0:
+        raise ValueError("`maps`: the batch is empty; need at least one map")
+    if x.shape[1] == 0 or x.shape[2] == 0:
+        raise ValueError(f"`maps` must have non-empty spatial axes; got {x.shape}")
+    check_finite(x, "maps")
+    # float64 arithmetic: no overflow of max - min for float32 input, and the cast back rounds
+    # once. The maximum maps to (max - min) / (max - min) == 1 exactly.
+    work = x.astype(np.float64)
+    if relu:
+        np.maximum(work, 0.0, out=work)
+    low = work.min(axis=(1, 2), keepdims=True)
+    high = work.max(axis=(1, 2), keepdims=True)
+    with np.errstate(over="ignore"):
+        span = high - low
+    if not np.all(np.isfinite(span)):  # float64 range overflow (|values| near 1.8e308)
+        work *= 0.5
+        low *= 0.5
+        span = high * 0.5 - low
+    work -= low
+    flat = span == 0
+    np.divide(work, np.where(flat, 1.0, span), out=work)
+    work[np.broadcast_to(flat, work.shape)] = 0.0
+    return work.astype(x.dtype, copy=False)
+
+
+def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
+    """Fuse the maps of several layers of the same images into one map per image.
+
+    Parameters
+    ----------
+    maps : sequence of array_like (N, H, W), or array_like (L, N, H, W)
+        One batch of maps per layer, already normalised and resized to a common size.
+    how : {"mean", "max"}
+        ``"mean"`` (the default) averages the layers: every layer contributes and a strong spot
+        found by one layer alone is damped, so the fused map is smoother and less noisy than
+        its noisiest (usually earliest) layer. ``"max"`` keeps each pixel's strongest layer,
+        which keeps fine detail from early layers and their noise. For reference, torch-cam's
+        ``fuse_cams`` takes the element-wise maximum (its LayerCAM first rescales the maps of
+        shallow layers with ``tanh``, as the LayerCAM paper does); weighted sums are also
+        found in published code.
+
+    Returns
+    -------
+    ndarray, shape (N, H, W)
+        float32 when all inputs are float32, float64 otherwise. The result of ``"mean"`` or
+        ``"max"`` of maps in ``[0, 1]`` stays in ``[0, 1]`` (not re-normalised).
+    """
+    if not isinstance(how, str):
+        raise TypeError(f"`how` must be a str; got {type(how).__name__}")
+    if how not in FUSIONS:
+        raise ValueError(f"`how` must be one of {list(FUSIONS)}; got {how!r}")
+    if isinstance(maps, np.ndarray):
+        stack = as_float_array(maps, "maps", shape=("L", "N", "H", "W"))
+    else:
+        if isinstance(maps, (str, bytes)) or not isinstance(maps, Sequence):
+            raise TypeError(
+                f"`maps` must be a sequence of (N, H, W) arrays or an (L, N, H, W) array; "
+                f"got {type(maps).__name__}"
+            )
+        layers = [
+            as_float_array(m, f"maps[{i}]", shape=("N", "H", "W")) for i, m in enumerate(maps)
+        ]
+        for i, m in enumerate(layers[1:], start=1):
+            if m.shape != layers[0].shape:
+                raise ValueError(
+                    f"`maps` must all have the same shape; maps[0] has {layers[0].shape}, "
+                    f"maps[{i}] has {m.shape}"
+                )
+        if not layers:
+            raise ValueError("`maps` is empty; need at least one layer")
+        stack = np.stack(layers) if len(layers) > 1 else layers[0][None]
+    if stack.shape[0] == 0:
+        raise ValueError("`maps` is empty; need at least one layer")
+    if stack.shape[1] == 0:
+        raise ValueError("`maps`: the batch is empty; need at least one map")
+    check_finite(stack, "maps")
+    if how == "max":
+        return stack.max(axis=0)
+    return stack.mean(axis=0, dtype=np.float64).astype(stack.dtype, copy=False)
