@@ -44,6 +44,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,7 +356,9 @@ def load_model(spec: str | None) -> LoadedModel:
                     "pip install 'cam-core[torch]'"
                 ) from None
             try:
-                model = torch.jit.load(str(path), map_location="cpu")
+                with warnings.catch_warnings():  # torch 2.9+ calls torch.jit deprecated
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    model = torch.jit.load(str(path), map_location="cpu")
             except Exception as exc:
                 raise CliError(
                     f"could not load TorchScript model {spec} (expected a file written by "
@@ -391,28 +394,23 @@ def load_model(spec: str | None) -> LoadedModel:
 
 def read_class_names(path) -> list[str]:
     """Class names from a TSV with ``index`` and ``names`` columns, or one name per line."""
+    from cam_core.data import read_class_names as read_table
+
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read --class-names {path}: {_first_line(exc)}") from None
-    lines = [ln for ln in lines if ln.strip()]
-    if not lines:
+    if "\t" in first and "index" in first.split("\t"):
+        try:
+            return list(read_table(path))
+        except ValueError as exc:
+            raise CliError(f"--class-names: {_first_line(exc)}") from None
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not names:
         raise CliError(f"--class-names {path} is empty")
-    header = [h.strip().lower() for h in lines[0].split("\t")]
-    if "\t" in lines[0] and "index" in header:
-        i_col = header.index("index")
-        n_col = header.index("names") if "names" in header else len(header) - 1
-        names: dict[int, str] = {}
-        for ln in lines[1:]:
-            cells = ln.split("\t")
-            try:
-                names[int(cells[i_col])] = cells[n_col].strip()
-            except (ValueError, IndexError):
-                raise CliError(f"--class-names {path}: malformed line {ln!r}") from None
-        n = max(names) + 1
-        return [names.get(i, str(i)) for i in range(n)]
-    return [ln.strip() for ln in lines]
+    return names
 
 
 def short_name(name: str) -> str:
@@ -430,8 +428,12 @@ def _class_label(index: int, names: list[str] | None) -> str:
 # running a method
 
 
-def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, targets, batch_size):
-    """Run :func:`cam_core.explain.explain` on one preprocessed batch; library errors -> CliError."""
+def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, targets, batch_size,
+                   upsample: str = "bilinear", targets_are: str = "--class"):
+    """Run :func:`cam_core.explain.explain` on one preprocessed batch; library errors -> CliError.
+
+    ``targets_are`` names the origin of ``targets`` in messages (the option, or the dataset).
+    """
     from cam_core.explain import explain
 
     inputs = lm.to_inputs(x_nhwc)
@@ -444,14 +446,15 @@ def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, target
             targets=targets,
             batch_size=batch_size,
             progress=False,
+            upsample=upsample,
         )
     except (ValueError, TypeError, KeyError, LookupError) as exc:
         msg = _first_line(exc)
         if "target" in msg and targets is not None:
-            raise CliError(f"--class: {msg}") from None
+            raise CliError(f"{targets_are}: {msg}") from exc
         if layer is not None and "layer" in msg.lower():
-            raise CliError(f"--layer {layer}: {msg}") from None
-        raise CliError(msg) from None
+            raise CliError(f"--layer {layer}: {msg}") from exc
+        raise CliError(msg) from exc
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -604,6 +607,540 @@ def cmd_explain(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# evaluate: datasets
+
+
+def _class_index(path) -> dict[str, int]:
+    """Name -> index from a class table (both its ``wnid`` and ``names`` columns when present)."""
+    from cam_core.data import read_class_names as read_table
+
+    out: dict[str, int] = {}
+    for column in ("names", "wnid"):
+        try:
+            values = read_table(path, column=column)
+        except ValueError:
+            continue
+        out.update({v: i for i, v in enumerate(values)})
+    if not out:
+        raise CliError(f"--class-names {path}: expected a TSV with an index column and a names "
+                       "or wnid column")
+    return out
+
+
+def load_dataset(data: str, *, fmt: str | None = None, images: str | None = None,
+                 class_names: str | None = None):
+    """Read the dataset of ``--data`` (format detected when ``fmt`` is None); ``CliError`` on failure."""
+    from cam_core import data as dsets
+
+    root = Path(data)
+    if not root.exists():
+        raise CliError(f"--data {data}: no such file or folder")
+    if fmt is None:
+        if (root / "metadata" / "image_ids.txt").is_file():
+            fmt = "wsol"
+        elif root.is_file() and root.suffix.lower() == ".csv":
+            fmt = "csv"
+        elif root.is_dir() and (any(root.glob("*.xml")) or (root / "Annotations").is_dir()):
+            fmt = "voc"
+        elif root.is_dir() and len(list(root.glob("*.csv"))) == 1:
+            fmt = "csv"
+        else:
+            raise CliError(
+                f"--data {data} holds no dataset: expected metadata/image_ids.txt (wsol), XML "
+                "annotations (voc) or one .csv file (csv)"
+            )
+    index = _class_index(class_names) if class_names and fmt != "wsol" else None
+    try:
+        if fmt == "wsol":
+            if not (root / "metadata" / "image_ids.txt").is_file():
+                raise CliError(f"--data {data}: no metadata/image_ids.txt (the wsol layout)")
+            ds = dsets.read_wsol(root)
+        elif fmt == "voc":
+            ann = root / "Annotations" if (root / "Annotations").is_dir() else root
+            if not any(ann.glob("*.xml")):
+                raise CliError(f"--data {data}: no XML annotation files in {ann}")
+            img_dir = Path(images) if images else (
+                root / "JPEGImages" if (root / "JPEGImages").is_dir() else root)
+            ds = dsets.read_voc(ann, img_dir, class_index=index)
+        else:
+            csv_path = root if root.is_file() else next(iter(sorted(root.glob("*.csv"))), None)
+            if csv_path is None:
+                raise CliError(f"--data {data}: no .csv file")
+            img_dir = Path(images) if images else csv_path.parent
+            ds = dsets.read_csv_boxes(csv_path, images_dir=img_dir, class_index=index)
+    except (ValueError, OSError) as exc:
+        raise CliError(_first_line(exc)) from None
+    if len(ds) == 0:
+        raise CliError(f"--data {data}: the dataset is empty")
+    return ds, fmt
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate: the resumable loop
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What an evaluation computes; a checkpoint is reused only under the same settings."""
+
+    methods: tuple[str, ...]
+    layer: object = None
+    protocol: str = "native"
+    batch_size: int = 32
+    gallery: int = 4
+    n_thresholds: int = 100  # numpy.arange(0, 1, 1 / n), the reference's grid
+    fixed_thresholds: tuple[float, ...] = (0.2, 0.15)
+    iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
+
+    def as_dict(self) -> dict:
+        return {
+            "methods": list(self.methods),
+            "layer": self.layer,
+            "protocol": self.protocol,
+            "batch_size": self.batch_size,
+            "gallery": self.gallery,
+            "n_thresholds": self.n_thresholds,
+            "fixed_thresholds": list(self.fixed_thresholds),
+            "iou_thresholds": list(self.iou_thresholds),
+        }
+
+
+def _fingerprint(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings) -> dict:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for r in dataset:
+        digest.update(f"{r.id}|{r.label}|{r.size}|{r.boxes.tolist()}\n".encode())
+    model = {"spec": lm.spec, "framework": lm.framework}
+    path = Path(lm.spec)
+    if path.is_file():
+        st = path.stat()
+        model.update(bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+    return {
+        "dataset_sha256": digest.hexdigest(),
+        "model": model,
+        "preprocess": pre.settings(),
+        **{k: v for k, v in settings.as_dict().items() if k != "gallery"},
+    }
+
+
+def _batch_file(folder: Path, start: int, stop: int) -> Path:
+    return folder / f"batch-{start:07d}-{stop:07d}.npz"
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, buf.getvalue())
+
+
+def _open_checkpoint(out_dir: Path, fingerprint: dict, *, restart: bool) -> Path:
+    """The checkpoint folder of ``out_dir``; ``CliError`` if it belongs to other settings.
+
+    Its ``settings.json`` is written with the first finished batch, so a
+    run that fails before any batch leaves nothing behind.
+    """
+    folder = out_dir / CHECKPOINT
+    meta = folder / "settings.json"
+    if restart and folder.is_dir():
+        for p in folder.glob("batch-*.npz"):
+            p.unlink()
+        meta.unlink(missing_ok=True)
+    if meta.is_file():
+        try:
+            old = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != _jsonable(fingerprint):
+            raise CliError(
+                f"{out_dir} holds a partial evaluation with other settings (dataset, model, "
+                "methods, layer, protocol, size or batch size); use another --out or add --restart"
+            )
+    return folder
+
+
+class Interrupted(CliError):
+    """Ctrl-C: the finished batches are kept; exit status 130."""
+
+
+def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _explain_targets(lm: LoadedModel, x: np.ndarray, labels: np.ndarray, method: str,
+                     settings: EvalSettings):
+    # the WSOL reference resizes maps bicubically; cam_core's own protocol bilinearly
+    upsample = "bicubic" if settings.protocol == "wsol" else "bilinear"
+    return _explain_batch(lm, x, method=method, layer=settings.layer,
+                          targets=[int(v) for v in labels], batch_size=settings.batch_size,
+                          upsample=upsample, targets_are="the dataset's class labels")
+
+
+def _evaluate_batch(lm: LoadedModel, batch, records, pre: Preprocess, settings: EvalSettings,
+                    start: int) -> dict[str, np.ndarray]:
+    """Every method on one batch: the accumulator states and per-image figures, as arrays."""
+    x = pre(list(batch.images))
+    arrays: dict[str, np.ndarray] = {"index": np.arange(start, start + len(batch.labels))}
+    for method in settings.methods:
+        exp = _explain_targets(lm, x, batch.labels, method, settings)
+        if "predicted" not in arrays:
+            arrays["predicted"] = np.argmax(exp.logits, axis=1).astype(np.int64)
+            arrays["labels"] = batch.labels.astype(np.int64)
+            arrays["layers"] = np.array(exp.layers)
+        for key, value in _score_batch(exp, batch, records, settings).items():
+            arrays[f"{method}/{key}"] = value
+    return arrays
+
+
+def evaluate_dataset(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, *,
+                     out_dir, limit: int | None = None, restart: bool = False,
+                     progress: bool = True) -> dict:
+    """Evaluate ``settings.methods`` on ``dataset`` (its first ``limit`` images), resumably.
+
+    Batch ``[start, stop)`` of the dataset is evaluated once and its accumulator states and
+    per-image figures saved atomically to ``out_dir/checkpoint/batch-<start>-<stop>.npz``; a
+    later call with the same settings skips the batches already there, and the summary is always
+    merged from these files in dataset order, so an interrupted and resumed run gives the same
+    figures as an uninterrupted one. Ctrl-C raises :class:`Interrupted` after the last finished
+    batch was saved.
+    """
+    from cam_core.data import iter_batches
+
+    out_dir = Path(out_dir)
+    fingerprint = _fingerprint(lm, dataset, pre, settings)
+    folder = _open_checkpoint(out_dir, fingerprint, restart=restart)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    bounds = _batch_bounds(n, settings.batch_size)
+    done = sum(_batch_file(folder, a, b).is_file() for a, b in bounds)
+    if done:
+        _info(f"resuming: {done} of {len(bounds)} batches already done (in {folder})")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(bounds), initial=done, unit="batch", desc="evaluate",
+               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
+    try:
+        for start, stop in bounds:
+            path = _batch_file(folder, start, stop)
+            if path.is_file():
+                continue
+            records = dataset[start:stop]
+            try:
+                batch = next(iter_batches(records, batch_size=stop - start, size=pre.size))
+            except ValueError as exc:
+                raise CliError(_first_line(exc)) from None
+            arrays = _evaluate_batch(lm, batch, records, pre, settings, start)
+            if not (folder / "settings.json").is_file():
+                write_json(folder / "settings.json", fingerprint)
+            _save_npz(path, arrays)
+            bar.update(1)
+    except KeyboardInterrupt:
+        finished = sum(_batch_file(folder, a, b).is_file() for a, b in bounds)
+        raise Interrupted(
+            f"interrupted after {finished} of {len(bounds)} batches; they are kept in {folder}: "
+            "run the same command again to resume"
+        ) from None
+    finally:
+        bar.close()
+    parts = []
+    for a, b in bounds:
+        with np.load(_batch_file(folder, a, b)) as z:
+            parts.append({k: z[k] for k in z.files})
+    return _summarise(parts, settings)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate: per-batch figures and their summary
+
+
+def _fixed_key(tau: float) -> str:
+    return f"{round(tau * 100):02d}"
+
+
+def _best_iou(boxes: np.ndarray, gt: np.ndarray) -> float:
+    from cam_core.boxes import box_iou
+
+    if len(boxes) == 0 or len(gt) == 0:
+        return 0.0
+    return float(box_iou(boxes, gt).max())
+
+
+def _box_accuracy(settings: EvalSettings):
+    from cam_core.metrics import BoxAccuracy
+
+    return BoxAccuracy(taus=settings.n_thresholds, deltas=settings.iou_thresholds,
+                       protocol=settings.protocol)
+
+
+def _gt_for_sweep(batch, records, settings: EvalSettings) -> list[np.ndarray]:
+    """Ground truth in the map's frame as the protocol wants it."""
+    if settings.protocol == "native":
+        return list(batch.boxes)
+    from cam_core.metrics import scale_boxes_wsol
+
+    size = batch.images.shape[1:3]
+    out = []
+    for r in records:
+        inclusive = r.boxes - np.array([0, 0, 1, 1])
+        out.append(scale_boxes_wsol(inclusive, (r.size[1], r.size[0]), size))
+    return out
+
+
+def _sweep_state(exp, batch, records, settings: EvalSettings) -> dict[str, np.ndarray]:
+    """The :class:`~cam_core.metrics.BoxAccuracy` state of one batch, as arrays."""
+    acc = _box_accuracy(settings)
+    keep = [i for i, b in enumerate(batch.boxes) if len(b)]  # an image without a box: no score
+    if keep:
+        acc.update(exp.maps[keep], [g for i, g in enumerate(_gt_for_sweep(batch, records, settings))
+                                    if i in keep])
+    return {f"acc.{k}": np.asarray(v) for k, v in vars(acc).items() if k.startswith("_")}
+
+
+def _restore_accuracy(states: list[dict], settings: EvalSettings):
+    """Merge the saved per-batch states, in order, into one accumulator."""
+    total = _box_accuracy(settings)
+    for st in states:
+        part = _box_accuracy(settings)
+        for name, value in vars(part).items():
+            key = f"acc.{name}"
+            if key not in st:
+                raise CliError("the checkpoint was written by another version of cam_core; "
+                               "rerun with --restart")
+            saved = st[key]
+            setattr(part, name, saved.item() if not isinstance(value, np.ndarray) else saved)
+        total = total.merge(part)
+    return total
+
+
+def _sweep_summary(states: list[dict], settings: EvalSettings) -> tuple[dict, dict]:
+    res = _restore_accuracy(states, settings).result()
+    metrics = {
+        "MaxBoxAcc": res.max_box_acc,
+        "MaxBoxAccV2": res.max_box_acc_v2,
+        "best threshold": res.best_tau,
+        "mean IoU@best": res.mean_iou,
+        "images with boxes": res.count,
+    }
+    curves = {
+        "thresholds": res.taus.tolist(),
+        "box_acc": {f"{d:g}": res.box_acc[:, j].tolist() for j, d in enumerate(res.deltas)},
+        "box_acc_all": {f"{d:g}": res.box_acc_all[:, j].tolist()
+                        for j, d in enumerate(res.deltas)},
+    }
+    return metrics, curves
+
+
+def _score_batch(exp, batch, records, settings: EvalSettings) -> dict[str, np.ndarray]:
+    """Accumulator states of the threshold sweep and per-image IoUs at the fixed thresholds."""
+    from cam_core.boxes import boxes_from_map
+
+    out: dict[str, np.ndarray] = {}
+    out.update(_sweep_state(exp, batch, records, settings))
+    for tau in settings.fixed_thresholds:
+        ious, first = [], []
+        for m, gt in zip(exp.maps, batch.boxes):
+            boxes = boxes_from_map(m, threshold=tau, mode="largest")
+            ious.append(_best_iou(boxes, gt))
+            first.append(boxes[0] if len(boxes) else np.zeros(4, dtype=np.int64))
+        out[f"iou@{_fixed_key(tau)}"] = np.asarray(ious, dtype=np.float64)
+        out[f"box@{_fixed_key(tau)}"] = np.asarray(first, dtype=np.int64).reshape(-1, 4)
+    return out
+
+
+def _summarise(parts: list[dict], settings: EvalSettings) -> dict:
+    """Merge the per-batch arrays (in dataset order) into the figures of every method."""
+    index = np.concatenate([p["index"] for p in parts])
+    labels = np.concatenate([p["labels"] for p in parts])
+    predicted = np.concatenate([p["predicted"] for p in parts])
+    correct = predicted == labels
+    summary = {
+        "images": int(len(index)),
+        "top1": float(100.0 * correct.mean()),
+        "layers": [str(v) for v in parts[0]["layers"]],
+        "methods": {},
+    }
+    for method in settings.methods:
+        states = [{k.split("/", 1)[1]: v for k, v in p.items() if k.startswith(method + "/")}
+                  for p in parts]
+        metrics, curves = _sweep_summary(states, settings)
+        per_image = {}
+        for tau in settings.fixed_thresholds:
+            key = _fixed_key(tau)
+            iou = np.concatenate([st[f"iou@{key}"] for st in states])
+            hit = iou >= 0.5
+            metrics[f"GT-known loc@{key}"] = float(100.0 * hit.mean())
+            metrics[f"top-1 loc@{key}"] = float(100.0 * (hit & correct).mean())
+            metrics[f"mean IoU@{key}"] = float(100.0 * iou.mean())
+            per_image[key] = (iou, np.concatenate([st[f"box@{key}"] for st in states]))
+        summary["methods"][method] = {"metrics": metrics, "curves": curves,
+                                      "per_image": per_image}
+    summary["index"], summary["labels"], summary["predicted"] = index, labels, predicted
+    return summary
+
+
+TABLE_COLUMNS = ("MaxBoxAcc", "MaxBoxAccV2", "top-1 loc@20", "GT-known loc@20", "top-1 loc@15",
+                 "GT-known loc@15", "mean IoU@20")
+
+
+def _table(summary: dict, settings: EvalSettings) -> dict:
+    cols = [c for c in TABLE_COLUMNS
+            if all(c in r["metrics"] for r in summary["methods"].values())]
+    rows = [[m] + [round(r["metrics"][c], 2) for c in cols] for m, r in summary["methods"].items()]
+    notes = (
+        f"{summary['images']} images; classification top-1 {summary['top1']:.1f}%. "
+        f"MaxBoxAcc and MaxBoxAccV2 ({settings.protocol} protocol) in percent: the best BoxAcc over "
+        f"{settings.n_thresholds} thresholds at IoU 0.5 (largest box), and the mean over IoU "
+        f"{', '.join(str(d) for d in settings.iou_thresholds)} of the best BoxAcc (all boxes). "
+        "loc@20 / loc@15: the largest component at 20% / 15% of the map's maximum, IoU >= 0.5 "
+        "(top-1 also needs the predicted class to be right); mean IoU at 20%. Maps are "
+        "computed for the true class (ground-truth-known)."
+    )
+    return {"columns": ["method", *cols], "rows": rows, "notes": notes}
+
+
+def _markdown_table(table: dict) -> str:
+    head = "| " + " | ".join(table["columns"]) + " |"
+    sep = "|" + "---|" * len(table["columns"])
+    body = ["| " + " | ".join([str(r[0])] + [f"{v:.1f}" for v in r[1:]]) + " |"
+            for r in table["rows"]]
+    return "\n".join([head, sep, *body])
+
+
+def _curves_png(path: Path, summary: dict) -> bool:
+    """BoxAcc versus threshold, one panel per IoU criterion (needs Matplotlib; False without)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    import io
+
+    methods = summary["methods"]
+    keys = list(next(iter(methods.values()))["curves"]["box_acc"])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for m, r in methods.items():
+            ax.plot(r["curves"]["thresholds"], r["curves"]["box_acc"][key], label=m)
+        ax.set_title(f"BoxAcc at IoU >= {key}")
+        ax.set_xlabel("threshold (fraction of the map's maximum)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("BoxAcc (%)")
+    axes[0][-1].legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+    return True
+
+
+GALLERY_SIZE = 192  # gallery images are enlarged to about this many pixels when smaller
+
+
+def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, summary: dict,
+             out_dir: Path, class_names) -> None:
+    """Render the best and worst localised images of each method into ``out_dir/gallery``."""
+    from cam_core.data import iter_batches
+
+    key = _fixed_key(settings.fixed_thresholds[0])
+    for method, r in summary["methods"].items():
+        iou, boxes = r["per_image"][key]
+        order = np.argsort(-iou, kind="stable")
+        k = min(settings.gallery, len(iou))
+        worst = np.argsort(iou, kind="stable")[:k]
+        picks = [("best", int(i)) for i in order[:k]] + [("worst", int(i)) for i in worst]
+        items = []
+        chosen = sorted({i for _, i in picks})
+        batch = next(iter_batches(dataset[chosen], batch_size=len(chosen), size=pre.size))
+        exp = _explain_targets(lm, pre(list(batch.images)), batch.labels, method, settings)
+        row_of = {i: j for j, i in enumerate(chosen)}
+        counts = {"best": 0, "worst": 0}
+        for rank, i in picks:
+            j = row_of[i]
+            counts[rank] += 1
+            box = boxes[i][None] if boxes[i].any() else np.zeros((0, 4), dtype=np.int64)
+            gt = np.round(batch.boxes[j]).astype(np.int64)
+            label = short_name(_class_label(int(batch.labels[j]), class_names))
+            text = f"{label}  IoU {iou[i]:.2f}"
+            # small inputs are enlarged by a whole factor (nearest), so boxes scale exactly
+            f = max(1, GALLERY_SIZE // max(batch.images.shape[1:3]))
+            image = np.repeat(np.repeat(batch.images[j], f, axis=0), f, axis=1)
+            heat = np.repeat(np.repeat(exp.maps[j], f, axis=0), f, axis=1)
+            img = render_overlay(image, heat, box * f, text, gt_boxes=gt * f)
+            name = f"gallery/{method}_{rank}_{counts[rank]}.png"
+            save_png(out_dir / name, img)
+            items.append({"rank": rank, "image": dataset[i].id, "iou": float(iou[i]), "file": name,
+                          "target": int(summary["labels"][i]),
+                          "predicted": int(summary["predicted"][i])})
+        r["gallery"] = items
+
+
+def cmd_evaluate(args) -> int:
+    from cam_core.explain import method_spec
+
+    methods = []
+    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        try:
+            methods.append(method_spec(name).name)
+        except ValueError as exc:
+            raise CliError(f"--methods: {_first_line(exc)}") from None
+    if not methods:
+        raise CliError("--methods must name at least one method")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be at least 1; got {args.limit}")
+    dataset, fmt = load_dataset(args.data, fmt=args.format, images=args.images,
+                                class_names=args.class_names)
+    lm = load_model(args.model)
+    size = (args.size, args.size) if args.size else (lm.input_size or (224, 224))
+    pre = make_preprocess(args, default_preset=lm.default_preset, size=size)
+    settings = EvalSettings(methods=tuple(dict.fromkeys(methods)), layer=_parse_layer(args.layer),
+                            protocol=args.protocol, batch_size=args.batch_size,
+                            gallery=args.gallery)
+    out_dir = Path(args.out)
+    summary = evaluate_dataset(lm, dataset, pre, settings, out_dir=out_dir, limit=args.limit,
+                               restart=args.restart, progress=args.progress)
+    names = list(dataset.class_names) if dataset.class_names else None
+    if args.gallery > 0:
+        _gallery(lm, dataset, pre, settings, summary, out_dir, names)
+    table = _table(summary, settings)
+    results = {
+        "kind": "cam-core evaluate",
+        "schema": 1,
+        "dataset": {"path": str(args.data), "format": fmt, "images": summary["images"],
+                    "limit": args.limit},
+        "model": {"spec": lm.spec, "framework": lm.framework, "layers": summary["layers"]},
+        "settings": {**settings.as_dict(), "preprocess": pre.settings()},
+        "classification": {"top1": summary["top1"]},
+        "methods": {m: {k: v for k, v in r.items() if k != "per_image"}
+                    for m, r in summary["methods"].items()},
+        "table": table,
+    }
+    md = "\n\n".join([
+        f"# Localisation: {args.data}",
+        f"Model `{lm.spec}`, layer(s) {', '.join(summary['layers'])}; methods "
+        f"{', '.join(settings.methods)}.",
+        _markdown_table(table),
+        table["notes"],
+    ]) + "\n"
+    has_png = _curves_png(out_dir / "curves.png", summary)
+    results["curves_png"] = "curves.png" if has_png else None
+    write_text(out_dir / "table.md", md)
+    write_json(out_dir / "results.json", results)
+    print(_markdown_table(table))
+    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'table.md'}"
+          + (f", {out_dir / 'curves.png'}" if has_png else "")
+          + (f" and {out_dir / 'gallery'}/" if args.gallery > 0 else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # argument parsing and main
 
 
@@ -644,6 +1181,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="cam-core-explain", help="output folder")
     p.set_defaults(func=cmd_explain, batch_size=8)
 
+    p = sub.add_parser("evaluate", help="localisation figures of CAM methods on a dataset")
+    p.add_argument("--data", required=True, help="the dataset folder (or CSV file)")
+    p.add_argument("--format", choices=("wsol", "voc", "csv"), default=None,
+                   help="annotation layout (default: detected)")
+    p.add_argument("--images", default=None, help="image folder for voc/csv (default: next to "
+                   "the annotations, or JPEGImages/)")
+    p.add_argument("--class-names", default=None, dest="class_names",
+                   help="class table (TSV) mapping the class names of voc/csv files to indices")
+    _add_model_args(p)
+    p.add_argument("--methods", default="cam,gradcam", help="comma-separated CAM methods")
+    p.add_argument("--protocol", choices=("native", "wsol"), default="native",
+                   help="native: cam_core's boxes on the maps; wsol: the reference protocol of "
+                        "Choe et al. (CVPR 2020), bit-compatible")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--gallery", type=int, default=4,
+                   help="best and worst images shown per method (0: none)")
+    p.add_argument("--out", default="cam-core-eval", help="output folder")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the finished batches of an earlier run in --out")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_evaluate, batch_size=32)
+
     p = sub.add_parser("report", help="one self-contained HTML page from an evaluate folder")
     p.add_argument("results", metavar="RESULTS_DIR",
                    help="a folder written by `cam-core evaluate` (or by benchmarks/run.py)")
@@ -671,6 +1230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.batch_size = 32
     try:
         return int(args.func(args) or 0)
+    except Interrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 130
     except CliError as exc:
         if os.environ.get("CAM_CORE_DEBUG"):
             raise
