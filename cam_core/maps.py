@@ -42,24 +42,25 @@ def normalize(maps, /, *, relu: bool = False) -> np.ndarray:
     if x.shape[1] == 0 or x.shape[2] == 0:
         raise ValueError(f"`maps` must have non-empty spatial axes; got {x.shape}")
     check_finite(x, "maps")
-    # float64 arithmetic: no overflow of max - min for float32 input, and the cast back rounds
-    # once. The maximum maps to (max - min) / (max - min) == 1 exactly.
-    work = x.astype(np.float64)
+    # Computed in the input's dtype, in place on one copy. The maximum maps to
+    # (max - min) / (max - min) == 1 exactly and the minimum to 0, so a second call is a no-op.
+    work = np.array(x, dtype=x.dtype, copy=True)
     if relu:
-        np.maximum(work, 0.0, out=work)
+        np.maximum(work, 0, out=work)
     low = work.min(axis=(1, 2), keepdims=True)
     high = work.max(axis=(1, 2), keepdims=True)
     with np.errstate(over="ignore"):
         span = high - low
-    if not np.all(np.isfinite(span)):  # float64 range overflow (|values| near 1.8e308)
-        work *= 0.5
-        low *= 0.5
-        span = high * 0.5 - low
+    for i in np.flatnonzero(~np.isfinite(span)):  # the range overflows the dtype: halve first
+        work[i] *= 0.5
+        low[i] *= 0.5
+        span[i] = high[i] * 0.5 - low[i]
     work -= low
-    flat = span == 0
-    np.divide(work, np.where(flat, 1.0, span), out=work)
-    work[np.broadcast_to(flat, work.shape)] = 0.0
-    return work.astype(x.dtype, copy=False)
+    flat = (span == 0).ravel()
+    span[span == 0] = 1
+    work /= span
+    work[flat] = 0  # a constant map has no range: zeros, not NaN
+    return work
 
 
 def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
