@@ -29,9 +29,9 @@ import numpy as np
 
 from cam_core._validate import as_float_array, as_size, check_finite
 
-__all__ = ["METHODS", "interpolation_matrix", "upsample"]
+__all__ = ["INTERPOLATIONS", "interpolation_matrix", "upsample"]
 
-METHODS = ("bilinear", "bicubic", "nearest")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 _CUBIC_A = -0.75
 
@@ -39,8 +39,8 @@ _CUBIC_A = -0.75
 def _check_method(method) -> str:
     if not isinstance(method, str):
         raise TypeError(f"`method` must be a str; got {type(method).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {list(METHODS)}; got {method!r}")
+    if method not in INTERPOLATIONS:
+        raise ValueError(f"`method` must be one of {list(INTERPOLATIONS)}; got {method!r}")
     return method
 
 
