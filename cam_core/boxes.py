@@ -1,0 +1,343 @@
+"""Boxes: from masks and maps, between formats, and their overlaps.
+
+**The box convention of cam_core.** A box is ``(x0, y0, x1, y1)`` on half-open pixel edges: it
+covers the pixels with ``x0 <= x < x1`` and ``y0 <= y < y1`` (x is the column, y the row), so one
+pixel at column 3, row 5 is ``(3, 5, 4, 6)`` and the area is ``(x1 - x0) * (y1 - y0)``. Boxes of
+one image are a ``(K, 4)`` array; boxes found in a mask are int64, and a mask with no component
+gives an empty ``(0, 4)`` int64 array, never a sentinel box. The IoU of two boxes whose union is
+empty is 0. Other layouts (inclusive corners, width/height, centres, TFDS's normalised
+``(ymin, xmin, ymax, xmax)``) are converted with :func:`convert_boxes`.
+
+Components are found with :func:`scipy.ndimage.label` at 8- or 4-connectivity. "Largest" means
+the most pixels; ties go to the component whose first pixel comes first in row-major order (top
+row first, then leftmost), which is also the order in which :func:`scipy.ndimage.label` numbers
+them.
+
+Validation: boxes must have shape ``(N, 4)`` (the shape received is echoed), hold finite numbers,
+and satisfy ``x1 >= x0`` and ``y1 >= y0``; a violation is a ``ValueError`` naming the parameter
+and the first offending row. Inputs are never modified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from cam_core._validate import as_float_array, as_size, check_finite
+
+__all__ = [
+    "FORMATS",
+    "box_area",
+    "box_iou",
+    "boxes_from_map",
+    "boxes_from_mask",
+    "convert_boxes",
+    "mask_iou",
+]
+
+#: Box layouts understood by :func:`convert_boxes`.
+FORMATS = ("xyxy", "xyxy_inclusive", "xywh", "cxcywh", "yxyx_normalized")
+_MODES = ("largest", "all", "peak")
+_EMPTY = np.zeros((0, 4), dtype=np.int64)
+
+
+def _structure(connectivity) -> np.ndarray:
+    if isinstance(connectivity, bool) or connectivity not in (4, 8):
+        raise ValueError(f"`connectivity` must be 4 or 8; got {connectivity!r}")
+    return ndi.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+
+
+def _as_mask(mask, name: str, ndim: int | tuple[int, ...] = 2) -> np.ndarray:
+    """A bool array; bools as they are, integers must hold only 0 and 1."""
+    if isinstance(mask, (str, bytes)):
+        raise TypeError(f"`{name}` must be a boolean array; got {type(mask).__name__}")
+    arr = np.asarray(mask)
+    if arr.dtype.kind in "iu":
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise ValueError(f"`{name}` must hold only 0 and 1 (or bools); got values "
+                             f"from {arr.min()} to {arr.max()}")
+        arr = arr.astype(bool)
+    elif arr.dtype.kind != "b":
+        raise TypeError(f"`{name}` must be a boolean array; got dtype {arr.dtype}")
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if arr.ndim not in dims:
+        want = " or ".join({2: "(H, W)", 3: "(N, H, W)"}[d] for d in dims)
+        raise ValueError(f"`{name}` must have shape {want}; got {tuple(arr.shape)}")
+    return arr
+
+
+def _as_boxes(boxes, name: str) -> np.ndarray:
+    """Boxes as an (N, 4) int64 or float array, checked (finite, x1 >= x0, y1 >= y0)."""
+    if isinstance(boxes, (str, bytes)):
+        raise TypeError(f"`{name}` must be a numeric array; got {type(boxes).__name__}")
+    arr = np.asarray(boxes)
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.int64, copy=False)
+    elif arr.dtype.kind == "f":
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
+        check_finite(arr, name)
+    elif arr.dtype.kind == "b":
+        raise TypeError(f"`{name}` must have a numeric dtype; got dtype bool")
+    else:
+        raise TypeError(f"`{name}` must have a numeric dtype; got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"`{name}` must have shape (N, 4); got {tuple(arr.shape)}")
+    return arr
+
+
+def _check_order(arr: np.ndarray, name: str, *, echo: np.ndarray | None = None) -> None:
+    """``x1 >= x0`` and ``y1 >= y0`` in half-open xyxy; ``echo`` is what the caller gave."""
+    echo = arr if echo is None else echo
+    for lo, hi, axis in ((0, 2, "x"), (1, 3, "y")):
+        bad = np.flatnonzero(arr[:, hi] < arr[:, lo])
+        if bad.size:
+            row = int(bad[0])
+            raise ValueError(
+                f"`{name}` row {row}: {axis}1 < {axis}0 (got {echo[row].tolist()}); boxes are "
+                f"(x0, y0, x1, y1) with x1 >= x0 and y1 >= y0"
+            )
+
+
+def _checked_boxes(boxes, name: str) -> np.ndarray:
+    arr = _as_boxes(boxes, name)
+    _check_order(arr, name)
+    return arr
+
+
+def boxes_from_mask(mask, /, *, mode: str = "largest", connectivity: int = 8,
+                    score_map=None) -> np.ndarray:
+    """Bounding boxes of the connected components of a mask.
+
+    Parameters
+    ----------
+    mask : array_like of bool, shape (H, W)
+        Integers 0/1 are accepted too.
+    mode : {"largest", "all", "peak"}
+        ``"largest"``: the component with the most pixels (ties: first in row-major order of the
+        components' first pixels). ``"all"``: every component, sorted by pixel count, largest
+        first (ties in row-major order). ``"peak"``: the component holding the mask pixel with
+        the highest ``score_map`` value (ties: the first such pixel in row-major order).
+    connectivity : {8, 4}
+        8: pixels touching by a corner are connected; 4: only by an edge.
+    score_map : array_like, shape (H, W), optional
+        Required for ``mode="peak"``, refused otherwise.
+
+    Returns
+    -------
+    ndarray of int64, shape (K, 4)
+        Half-open ``(x0, y0, x1, y1)`` boxes; ``K`` is 0 for an empty mask, else 1 (``"largest"``,
+        ``"peak"``) or the number of components (``"all"``).
+    """
+    mask = _as_mask(mask, "mask")
+    if mode not in _MODES:
+        raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}")
+    structure = _structure(connectivity)
+    if mode == "peak":
+        if score_map is None:
+            raise ValueError("`score_map` is required for mode='peak'; got None")
+        score = as_float_array(score_map, "score_map", shape=mask.shape)
+        check_finite(score, "score_map")
+    elif score_map is not None:
+        raise ValueError(f"`score_map` is only used with mode='peak'; got mode={mode!r}")
+    labels, count = ndi.label(mask, structure=structure)
+    if count == 0:
+        return _EMPTY.copy()
+    slices = ndi.find_objects(labels)
+    if mode == "largest":
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        chosen = [int(np.argmax(sizes))]  # argmax takes the first maximum: row-major order
+    elif mode == "all":
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        chosen = np.argsort(-sizes, kind="stable").tolist()
+    else:
+        flat = np.where(mask, score, -np.inf).ravel()
+        chosen = [int(labels.ravel()[int(np.argmax(flat))]) - 1]
+    out = np.empty((len(chosen), 4), dtype=np.int64)
+    for row, k in enumerate(chosen):
+        ys, xs = slices[k]
+        out[row] = (xs.start, ys.start, xs.stop, ys.stop)
+    return out
+
+
+def boxes_from_map(map, /, *, threshold: float = 0.2, method: str = "fraction",  # noqa: A002
+                   mode: str = "largest", connectivity: int = 8) -> np.ndarray:
+    """Boxes of one map: threshold it (:func:`cam_core.threshold.binarize`), then box components.
+
+    Parameters
+    ----------
+    map : array_like, shape (H, W)
+        One map (finite values; normalised maps lie in [0, 1]).
+    threshold : float
+        The fraction of the maximum for ``method="fraction"`` (0.2: the CAM paper; 0.15:
+        Grad-CAM), the percentile ``q`` for ``method="percentile"``; not used by ``"otsu"``.
+    method : {"fraction", "otsu", "percentile"}
+    mode : {"largest", "all", "peak"}
+        As in :func:`boxes_from_mask`; ``"peak"`` uses the map itself as the score.
+    connectivity : {8, 4}
+
+    Returns
+    -------
+    ndarray of int64, shape (K, 4)
+        Half-open ``(x0, y0, x1, y1)`` boxes (empty ``(0, 4)`` when nothing passes the threshold).
+    """
+    from cam_core.threshold import binarize
+
+    arr = as_float_array(map, "map")
+    if arr.ndim != 2:
+        raise ValueError(f"`map` must have shape (H, W); got {tuple(arr.shape)}")
+    mask = binarize(arr, method=method, value=None if method == "otsu" else threshold)
+    return boxes_from_mask(mask, mode=mode, connectivity=connectivity,
+                           score_map=arr if mode == "peak" else None)
+
+
+def _snap(values: np.ndarray, scale: float) -> np.ndarray:
+    """Round values within 1e-9 pixels of a whole number to it (exact integer round trips)."""
+    near = np.round(values)
+    return np.where(np.abs(values - near) <= 1e-9 * max(scale, 1.0), near, values)
+
+
+def convert_boxes(boxes, /, src: str, dst: str, *, size=None) -> np.ndarray:
+    """Convert boxes between layouts.
+
+    Parameters
+    ----------
+    boxes : array_like, shape (N, 4)
+    src, dst : {"xyxy", "xyxy_inclusive", "xywh", "cxcywh", "yxyx_normalized"}
+        ``"xyxy"``: cam_core's half-open ``(x0, y0, x1, y1)``. ``"xyxy_inclusive"``: the last
+        covered pixel, ``(x0, y0, x1 - 1, y1 - 1)`` (VOC, ImageNet, the WSOL metadata).
+        ``"xywh"``: ``(x0, y0, width, height)`` (COCO). ``"cxcywh"``: centre and size,
+        ``((x0 + x1) / 2, (y0 + y1) / 2, width, height)``. ``"yxyx_normalized"``: TFDS's
+        ``(ymin, xmin, ymax, xmax)`` as fractions of the image height and width, on the same
+        half-open edges (``ymax = y1 / H``).
+    size : int or (H, W), optional
+        The image size; required when either layout is ``"yxyx_normalized"``.
+
+    Returns
+    -------
+    ndarray, shape (N, 4)
+        int64 when the input is integer and both layouts are integer ones (``"xyxy"``,
+        ``"xyxy_inclusive"``, ``"xywh"``); float otherwise (float32 stays float32, else float64).
+        Integer boxes survive a round trip through any layout exactly: pixel values within 1e-9
+        of a whole number after un-normalising are snapped to it.
+    """
+    for name, value in (("src", src), ("dst", dst)):
+        if value not in FORMATS:
+            raise ValueError(f"`{name}` must be one of {FORMATS}; got {value!r}")
+    arr = _as_boxes(boxes, "boxes")
+    if "yxyx_normalized" in (src, dst):
+        if size is None:
+            raise ValueError("`size` (H, W) is required with 'yxyx_normalized'; got None")
+        height, width = as_size(size)
+    integer = arr.dtype.kind == "i" and src in FORMATS[:3] and dst in FORMATS[:3]
+    out_dtype = np.int64 if integer else (np.float32 if arr.dtype == np.float32 else np.float64)
+    a = arr.astype(np.int64 if integer else np.float64)
+    # to half-open xyxy
+    if src == "xyxy":
+        xyxy = a.copy()
+    elif src == "xyxy_inclusive":  # x1 = x0 - 1 is an empty box
+        xyxy = a + np.array([0, 0, 1, 1], dtype=a.dtype)
+    elif src == "xywh":
+        if np.any(a[:, 2:] < 0):
+            row = int(np.flatnonzero((a[:, 2:] < 0).any(axis=1))[0])
+            raise ValueError(f"`boxes` row {row}: negative width or height (got {a[row].tolist()})")
+        xyxy = np.concatenate([a[:, :2], a[:, :2] + a[:, 2:]], axis=1)
+    elif src == "cxcywh":
+        if np.any(a[:, 2:] < 0):
+            row = int(np.flatnonzero((a[:, 2:] < 0).any(axis=1))[0])
+            raise ValueError(f"`boxes` row {row}: negative width or height (got {a[row].tolist()})")
+        half = a[:, 2:] / 2
+        xyxy = np.concatenate([a[:, :2] - half, a[:, :2] + half], axis=1)
+    else:
+        ymin, xmin, ymax, xmax = a.T
+        xyxy = np.stack([_snap(xmin * width, width), _snap(ymin * height, height),
+                         _snap(xmax * width, width), _snap(ymax * height, height)], axis=1)
+    _check_order(xyxy, "boxes", echo=a)
+    # from half-open xyxy
+    if dst == "xyxy":
+        out = xyxy
+    elif dst == "xyxy_inclusive":
+        out = xyxy - np.array([0, 0, 1, 1], dtype=xyxy.dtype)
+    elif dst == "xywh":
+        out = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    elif dst == "cxcywh":
+        out = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    else:
+        out = np.stack([xyxy[:, 1] / height, xyxy[:, 0] / width,
+                        xyxy[:, 3] / height, xyxy[:, 2] / width], axis=1)
+    return np.ascontiguousarray(out, dtype=out_dtype)
+
+
+def box_area(boxes, /) -> np.ndarray:
+    """Areas ``(x1 - x0) * (y1 - y0)`` of half-open boxes.
+
+    Parameters
+    ----------
+    boxes : array_like, shape (N, 4)
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        int64 for integer boxes, float otherwise.
+    """
+    arr = _checked_boxes(boxes, "boxes")
+    return (arr[:, 2] - arr[:, 0]) * (arr[:, 3] - arr[:, 1])
+
+
+def box_iou(boxes1, boxes2, /) -> np.ndarray:
+    """Pairwise intersection over union of half-open boxes.
+
+    Parameters
+    ----------
+    boxes1 : array_like, shape (N, 4)
+    boxes2 : array_like, shape (M, 4)
+
+    Returns
+    -------
+    ndarray of float64, shape (N, M)
+        ``iou[i, j]`` in [0, 1]; 0 where the union is empty (two empty boxes).
+    """
+    a = _checked_boxes(boxes1, "boxes1").astype(np.float64)
+    b = _checked_boxes(boxes2, "boxes2").astype(np.float64)
+    return _iou(a, b)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of checked float64 half-open boxes (N, 4) x (M, 4) -> (N, M)."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(w, 0) * np.maximum(h, 0)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    safe = np.where(union > 0, union, 1.0)
+    return np.where(union > 0, inter / safe, 0.0)
+
+
+def mask_iou(masks1, masks2, /) -> np.ndarray:
+    """Pairwise intersection over union of binary masks.
+
+    Parameters
+    ----------
+    masks1 : array_like of bool, shape (N, H, W) or (H, W)
+    masks2 : array_like of bool, shape (M, H, W) or (H, W)
+        Same ``(H, W)`` as ``masks1``; a single mask counts as a batch of one.
+
+    Returns
+    -------
+    ndarray of float64, shape (N, M)
+        0 where both masks are empty.
+    """
+    m1 = _as_mask(masks1, "masks1", (2, 3))
+    m2 = _as_mask(masks2, "masks2", (2, 3))
+    m1 = m1[None] if m1.ndim == 2 else m1
+    m2 = m2[None] if m2.ndim == 2 else m2
+    if m1.shape[1:] != m2.shape[1:]:
+        raise ValueError(f"`masks1` and `masks2` must have the same (H, W); got "
+                         f"{tuple(m1.shape[1:])} and {tuple(m2.shape[1:])}")
+    f1 = m1.reshape(m1.shape[0], -1).astype(np.float64)
+    f2 = m2.reshape(m2.shape[0], -1).astype(np.float64)
+    inter = f1 @ f2.T
+    union = f1.sum(axis=1)[:, None] + f2.sum(axis=1)[None, :] - inter
+    safe = np.where(union > 0, union, 1.0)
+    return np.where(union > 0, inter / safe, 0.0)

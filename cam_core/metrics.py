@@ -1,0 +1,677 @@
+"""Localisation metrics as accumulators: update batch by batch, merge, then read a result.
+
+Every accumulator has ``update(...)`` (adds a batch), ``merge(other)`` (a new accumulator holding
+both, for a dataset split over processes; settings must match, else ``ValueError``) and
+``result()`` (a frozen dataclass). Merging partial accumulators gives the same counts as one pass
+over the concatenated data. Every score is a percentage in [0, 100].
+
+**Box accuracy over a threshold sweep** (:class:`BoxAccuracy`) follows one of two protocols.
+
+``protocol="wsol"`` reproduces the reference code of Choe et al. (CVPR 2020,
+clovaai/wsolevaluation), quirks included, so that its numbers can be compared with published ones:
+
+1. each map is min-max normalised again, in its own dtype (a constant map becomes zeros);
+2. quantised by truncation, ``u = floor(255 * map)`` (uint8);
+3. at each ``tau`` the mask is ``u > int(tau * max(u))`` (strictly greater);
+4. the predicted boxes are the bounding rectangles of the mask's OpenCV contours
+   (``cv2.findContours(..., RETR_TREE, CHAIN_APPROX_SIMPLE)``: 8-connected objects, outer borders
+   and hole borders alike; a hole's rectangle is the hole's box grown by one pixel on each side).
+   "Largest" (MaxBoxAcc) keeps the contour of largest ``cv2.contourArea``, the area of the border
+   polygon through pixel centres, so a lone pixel or a one-pixel-wide line has area 0; ties go to
+   the first contour in OpenCV's order (see :mod:`cam_core._sweep`). "All" (MaxBoxAccV2) keeps
+   every contour. An empty mask gives the box ``(0, 0, 0, 0)``;
+5. a rectangle at ``x`` of width ``w`` becomes ``x0 = x, x1 = min(x + w, W - 1)`` (same in y) and
+   IoU uses inclusive corners, ``area = (x1 - x0 + 1) * (y1 - y0 + 1)``: boxes come out one pixel
+   wider and taller than the component;
+6. ground-truth boxes are inclusive-corner integers in the map's frame, as the reference makes them
+   with :func:`scale_boxes_wsol`.
+
+No OpenCV is used: components, holes and contour areas come from SciPy labelling and run
+arithmetic (:mod:`cam_core._sweep`), tested equal to OpenCV threshold by threshold. One
+difference: a map with NaN or Inf is a ``ValueError`` here (the reference turns NaN maps into
+zeros).
+
+``protocol="native"`` is cam_core's own convention: the float map as given, the mask
+``map >= tau * max(map)`` (:func:`cam_core.threshold.threshold_fraction`), 8-connected components
+without hole boxes, "largest" meaning most pixels (ties: first in row-major order), half-open
+boxes (:mod:`cam_core.boxes`) and plain IoU. A map whose mask is empty (possible only when its
+maximum is negative) has no box, and its IoU is 0.
+
+An image is correct at ``(tau, delta)`` when the best IoU between its predicted boxes and all its
+ground-truth boxes is ``>= delta``. MaxBoxAcc is the best box accuracy over ``tau`` at
+``delta = 0.5`` with the largest box; MaxBoxAccV2 the mean over ``deltas`` of the best accuracy
+over ``tau`` with all boxes.
+
+The threshold sweep costs far less than one labelling per threshold: the masks of one map nest
+(a higher threshold keeps a subset), equal quantised thresholds are done once, and levels where
+every row of the mask is a single run are solved from the run ends without labelling.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from cam_core import _sweep
+from cam_core._validate import as_float_array, as_size, check_finite, check_same_batch
+from cam_core.boxes import _checked_boxes, _iou
+from cam_core.threshold import _as_fractions
+
+__all__ = [
+    "BoxAccuracy",
+    "BoxAccuracyResult",
+    "Localization",
+    "LocalizationResult",
+    "PointingGame",
+    "PointingGameResult",
+    "PxAP",
+    "PxAPResult",
+    "scale_boxes_wsol",
+]
+
+_PROTOCOLS = ("native", "wsol")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def scale_boxes_wsol(boxes_inclusive_original, /, original_size, target_size=(224, 224)
+                     ) -> np.ndarray:
+    """Scale inclusive-corner boxes to the map's size as the WSOL reference does.
+
+    Each coordinate becomes ``int(x * target / original)`` (float arithmetic, truncation), the
+    x coordinates with the widths and the y coordinates with the heights.
+
+    Parameters
+    ----------
+    boxes_inclusive_original : array_like, shape (G, 4)
+        ``(x0, y0, x1, y1)`` with inclusive corners, in the original image's pixels.
+    original_size : int or (H, W)
+        The original image's height and width (note: (H, W), not the reference's (W, H)).
+    target_size : int or (H, W)
+        The map's size; 224 x 224 in the reference.
+
+    Returns
+    -------
+    ndarray of int64, shape (G, 4)
+        Inclusive-corner boxes in the map's frame, for ``BoxAccuracy(protocol="wsol")``.
+    """
+    boxes = _checked_boxes(boxes_inclusive_original, "boxes_inclusive_original")
+    oh, ow = as_size(original_size, "original_size")
+    th, tw = as_size(target_size, "target_size")
+    b = boxes.astype(np.float64)
+    scale_x = (b[:, [0, 2]] * float(tw)) / float(ow)
+    scale_y = (b[:, [1, 3]] * float(th)) / float(oh)
+    out = np.empty(b.shape, dtype=np.int64)
+    out[:, [0, 2]] = np.trunc(scale_x)
+    out[:, [1, 3]] = np.trunc(scale_y)
+    return out
+
+
+def _as_taus(taus) -> np.ndarray:
+    if taus is None:
+        return np.arange(0, 1, 0.01)
+    if isinstance(taus, numbers.Integral) and not isinstance(taus, bool):
+        if taus < 1:
+            raise ValueError(f"`taus` as a count must be >= 1; got {taus}")
+        return np.arange(0, 1, 1 / int(taus))
+    return _as_fractions(taus, "taus")
+
+
+def _as_deltas(deltas) -> np.ndarray:
+    return _as_fractions(deltas, "deltas")
+
+
+def _as_protocol(protocol) -> str:
+    if protocol not in _PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {_PROTOCOLS}; got {protocol!r}")
+    return protocol
+
+
+def _as_maps(maps) -> np.ndarray:
+    arr = as_float_array(maps, "maps", shape=("N", "H", "W"))
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ValueError(f"`maps` must have non-empty (H, W); got {tuple(arr.shape)}")
+    check_finite(arr, "maps")
+    return arr
+
+
+def _as_gt_list(gt_boxes, n_maps: int, maps) -> list[np.ndarray]:
+    if isinstance(gt_boxes, np.ndarray) and gt_boxes.ndim == 3 and gt_boxes.shape[-1] == 4:
+        items = list(gt_boxes)
+    elif isinstance(gt_boxes, (list, tuple)):
+        items = list(gt_boxes)
+    else:
+        raise TypeError("`gt_boxes` must be a list with one (G, 4) array per image; got "
+                        f"{type(gt_boxes).__name__}")
+    check_same_batch(maps=maps, gt_boxes=items)
+    out = []
+    for i, g in enumerate(items):
+        arr = _checked_boxes(g, f"gt_boxes[{i}]")
+        if arr.shape[0] == 0:
+            raise ValueError(f"`gt_boxes[{i}]` must hold at least one box; got shape (0, 4)")
+        out.append(arr.astype(np.float64))
+    return out
+
+
+def _check_same(a, b, names: tuple[str, ...]) -> None:
+    if type(a) is not type(b):
+        raise TypeError(f"can only merge a {type(a).__name__} with another; got "
+                        f"{type(b).__name__}")
+    for name in names:
+        x, y = getattr(a, "_" + name), getattr(b, "_" + name)
+        same = np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
+        if not same:
+            raise ValueError(f"cannot merge accumulators with different `{name}`: {x!r} and {y!r}")
+
+
+def _percent(num, den) -> np.ndarray:
+    return np.asarray(num, dtype=np.float64) * 100.0 / float(den)
+
+
+class _Accumulator:
+    """Shared merging: ``_SETTINGS`` are constructor keywords that must match, ``_COUNTERS``
+    the attributes that add up."""
+
+    _SETTINGS: tuple[str, ...] = ()
+    _COUNTERS: tuple[str, ...] = ()
+
+    def merge(self, other):
+        """A new accumulator holding this one's data and ``other``'s (same settings, else
+        ``ValueError``; another kind of accumulator is a ``TypeError``)."""
+        _check_same(self, other, self._SETTINGS)
+        out = type(self)(**{name: getattr(self, "_" + name) for name in self._SETTINGS})
+        for name in self._COUNTERS:
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        return out
+
+
+# ------------------------------------------------------------------ per-image sweep
+
+def _wsol_quantise(m: np.ndarray) -> np.ndarray:
+    """Steps 1-2 of the reference: min-max normalise in the map's dtype, then floor(255 * map)."""
+    lo, hi = m.min(), m.max()
+    if lo == hi:
+        return np.zeros(m.shape, dtype=np.uint8)
+    m = m - lo
+    m = m / m.max()
+    return (m * 255).astype(np.uint8)
+
+
+def _select_first(level: np.ndarray, keys: list[np.ndarray], n_levels: int) -> np.ndarray:
+    """Index of the first item of each level after sorting by ``keys`` (last key = primary).
+
+    ``keys`` as in :func:`numpy.lexsort` without the level; levels without items get -1.
+    """
+    out = np.full(n_levels, -1, dtype=np.int64)
+    if level.size == 0:
+        return out
+    idx = np.lexsort(tuple(keys) + (level,))
+    lv = level[idx]
+    first = np.ones(lv.size, dtype=bool)
+    first[1:] = lv[1:] != lv[:-1]
+    out[lv[first]] = idx[first]
+    return out
+
+
+def _image_ious(m: np.ndarray, gt: np.ndarray, taus: np.ndarray, protocol: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best IoU per tau with the largest box and with all boxes, and the fast-path flags.
+
+    ``gt`` is float64 (G, 4): half-open for "native", inclusive for "wsol".
+    """
+    height, width = m.shape
+    if protocol == "wsol":
+        u = _wsol_quantise(m)
+        t = (taus * float(u.max())).astype(np.int64)  # int(tau * max(u)): truncation
+        levels, inverse = np.unique(t, return_inverse=True)
+        comps = _sweep.sweep(u, levels, holes=True, area=True)
+        x1 = np.minimum(comps.box[:, 2] + 1, width - 1)
+        y1 = np.minimum(comps.box[:, 3] + 1, height - 1)
+        pred = np.stack([comps.box[:, 0], comps.box[:, 1], x1, y1], axis=1).astype(np.float64)
+        pred += (0, 0, 1, 1)  # inclusive corners -> half-open: the same IoU
+        gt_h = gt + (0, 0, 1, 1)
+        chosen = _select_first(comps.level, [comps.order, -comps.area2], len(levels))
+        empty_iou = float(_iou(np.array([[0.0, 0.0, 1.0, 1.0]]), gt_h).max())
+    else:
+        thr = taus.astype(m.dtype) * m.max()  # as threshold_fraction computes it
+        levels_thr, inverse = np.unique(thr, return_inverse=True)
+        q = np.searchsorted(levels_thr, m, side="right")  # m >= levels_thr[j]  <=>  q > j
+        levels = np.arange(len(levels_thr))
+        comps = _sweep.sweep(q, levels, holes=False, area=False)
+        pred = comps.box.astype(np.float64) + (0, 0, 1, 1)
+        gt_h = gt
+        chosen = _select_first(comps.level, [comps.order, -comps.pixels], len(levels))
+        empty_iou = 0.0
+    best = _iou(pred, gt_h).max(axis=1) if len(pred) else np.zeros(0)
+    per_level_all = np.full(len(levels), -np.inf)
+    np.maximum.at(per_level_all, comps.level, best)
+    per_level_all[chosen < 0] = empty_iou
+    per_level_one = np.where(chosen >= 0, best[np.maximum(chosen, 0)] if len(best) else 0.0,
+                             empty_iou)
+    return per_level_one[inverse], per_level_all[inverse], comps.fast[inverse]
+
+
+# ------------------------------------------------------------------------ BoxAccuracy
+
+@dataclass(frozen=True)
+class BoxAccuracyResult:
+    """Box accuracy over a threshold sweep (percentages in [0, 100]).
+
+    Attributes
+    ----------
+    protocol : str
+    taus : ndarray, shape (T,)
+    deltas : ndarray, shape (D,)
+    count : int
+        Images seen.
+    correct : ndarray of int64, shape (T, D)
+        Images correct at each ``(tau, delta)`` with the largest box (as the reference counts).
+    correct_all : ndarray of int64, shape (T, D)
+        The same with all boxes.
+    box_acc, box_acc_all : ndarray of float64, shape (T, D)
+        ``100 * correct / count`` and ``100 * correct_all / count``.
+    max_box_acc : float
+        Best ``box_acc`` over tau at delta 0.5 (NaN when 0.5 is not among the deltas).
+    max_box_acc_v2 : float
+        Mean over deltas of the best ``box_acc_all`` over tau.
+    best_tau : float
+        The tau of ``max_box_acc`` (the first one on ties; NaN without delta 0.5).
+    mean_iou : float
+        Mean best IoU (largest box) at ``best_tau``, in percent (NaN without delta 0.5).
+    fast_fraction : float
+        Share of (image, tau) pairs solved by the run-based fast path (informative).
+    """
+
+    protocol: str
+    taus: np.ndarray
+    deltas: np.ndarray
+    count: int
+    correct: np.ndarray
+    correct_all: np.ndarray
+    box_acc: np.ndarray
+    box_acc_all: np.ndarray
+    max_box_acc: float
+    max_box_acc_v2: float
+    best_tau: float
+    mean_iou: float
+    fast_fraction: float
+
+
+class BoxAccuracy(_Accumulator):
+    """Box accuracy of maps against ground-truth boxes over a threshold sweep.
+
+    Parameters
+    ----------
+    taus : int or array_like of shape (T,), optional
+        Thresholds in [0, 1]; an int ``n`` means ``numpy.arange(0, 1, 1 / n)`` (the reference's
+        grid); default ``numpy.arange(0, 1, 0.01)``.
+    deltas : sequence of float
+        IoU thresholds, default (0.3, 0.5, 0.7).
+    protocol : {"native", "wsol"}
+        See the module docstring.
+    """
+
+    _SETTINGS = ("taus", "deltas", "protocol")
+    _COUNTERS = ("_count", "_correct", "_correct_all", "_iou_sum", "_fast")
+
+    def __init__(self, *, taus=None, deltas=(0.3, 0.5, 0.7), protocol: str = "native"):
+        self._taus = _as_taus(taus)
+        self._deltas = _as_deltas(deltas)
+        self._protocol = _as_protocol(protocol)
+        t, d = len(self._taus), len(self._deltas)
+        self._count = 0
+        self._correct = np.zeros((t, d), dtype=np.int64)
+        self._correct_all = np.zeros((t, d), dtype=np.int64)
+        self._iou_sum = np.zeros(t, dtype=np.float64)
+        self._fast = 0
+
+    def __repr__(self) -> str:
+        return (f"BoxAccuracy(protocol={self._protocol!r}, taus={len(self._taus)}, "
+                f"deltas={self._deltas.tolist()}, count={self._count})")
+
+    def update(self, maps, gt_boxes, /) -> None:
+        """Add a batch.
+
+        Parameters
+        ----------
+        maps : array_like, shape (N, H, W)
+            Finite maps, normally in [0, 1].
+        gt_boxes : list of array_like, each shape (G_i, 4), G_i >= 1
+            Each image's ground-truth boxes in the map's pixel frame: half-open
+            ``(x0, y0, x1, y1)`` for ``"native"``, inclusive-corner integers for ``"wsol"`` (see
+            :func:`scale_boxes_wsol`).
+        """
+        arr = _as_maps(maps)
+        gts = _as_gt_list(gt_boxes, len(arr), arr)
+        for m, gt in zip(arr, gts):
+            one, every, fast = _image_ious(m, gt, self._taus, self._protocol)
+            self._correct += one[:, None] >= self._deltas[None, :]
+            self._correct_all += every[:, None] >= self._deltas[None, :]
+            self._iou_sum += one
+            self._fast += int(fast.sum())
+            self._count += 1
+
+
+    def result(self) -> BoxAccuracyResult:
+        """The figures so far; ``ValueError`` before any image was added."""
+        if self._count == 0:
+            raise ValueError("BoxAccuracy.result(): no image was added; call update() first")
+        acc = _percent(self._correct, self._count)
+        acc_all = _percent(self._correct_all, self._count)
+        half = np.flatnonzero(self._deltas == 0.5)
+        if half.size:
+            k = int(np.argmax(acc[:, half[0]]))
+            max_acc = float(acc[k, half[0]])
+            best_tau = float(self._taus[k])
+            mean_iou = float(100.0 * self._iou_sum[k] / self._count)
+        else:
+            max_acc = best_tau = mean_iou = float("nan")
+        return BoxAccuracyResult(
+            protocol=self._protocol,
+            taus=self._taus.copy(),
+            deltas=self._deltas.copy(),
+            count=self._count,
+            correct=self._correct.copy(),
+            correct_all=self._correct_all.copy(),
+            box_acc=acc,
+            box_acc_all=acc_all,
+            max_box_acc=max_acc,
+            max_box_acc_v2=float(acc_all.max(axis=0).mean()),
+            best_tau=best_tau,
+            mean_iou=mean_iou,
+            fast_fraction=self._fast / (self._count * len(self._taus)),
+        )
+
+
+# ----------------------------------------------------------------------- Localization
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """Localisation at one threshold (percentages in [0, 100]).
+
+    Attributes
+    ----------
+    tau, delta : float
+    protocol : str
+    count : int
+    top1_loc : float
+        Share of images whose predicted class is right AND whose largest box has IoU >= delta.
+    gt_known_loc : float
+        Share of images whose largest box has IoU >= delta (the map of the true class).
+    mean_iou : float
+        Mean best IoU of the largest box, in percent.
+    """
+
+    tau: float
+    delta: float
+    protocol: str
+    count: int
+    top1_loc: float
+    gt_known_loc: float
+    mean_iou: float
+
+
+class Localization(_Accumulator):
+    """Top-1 and GT-known localisation at a fixed threshold.
+
+    Parameters
+    ----------
+    tau : float
+        Threshold as a fraction of the maximum (0.2: the CAM paper).
+    delta : float
+        IoU needed to count a box as right (0.5).
+    protocol : {"native", "wsol"}
+        How boxes and IoU are made (see the module docstring); the largest box is used.
+    """
+
+    _SETTINGS = ("tau", "delta", "protocol")
+    _COUNTERS = ("_count", "_top1", "_known", "_iou_sum")
+
+    def __init__(self, *, tau: float = 0.2, delta: float = 0.5, protocol: str = "native"):
+        self._tau = float(_as_taus([tau])[0])
+        self._delta = float(_as_deltas([delta])[0])
+        self._protocol = _as_protocol(protocol)
+        self._count = 0
+        self._top1 = 0
+        self._known = 0
+        self._iou_sum = 0.0
+
+    def __repr__(self) -> str:
+        return (f"Localization(tau={self._tau}, delta={self._delta}, "
+                f"protocol={self._protocol!r}, count={self._count})")
+
+    def update(self, maps, gt_boxes, correct, /) -> None:
+        """Add a batch.
+
+        Parameters
+        ----------
+        maps : array_like, shape (N, H, W)
+            Each image's map for its TRUE class.
+        gt_boxes : list of array_like, each shape (G_i, 4)
+            As in :meth:`BoxAccuracy.update`.
+        correct : array_like of bool, shape (N,)
+            Whether the classifier's top-1 prediction of each image is right.
+        """
+        arr = _as_maps(maps)
+        gts = _as_gt_list(gt_boxes, len(arr), arr)
+        ok = np.asarray(correct)
+        if ok.dtype.kind != "b":
+            raise TypeError(f"`correct` must be a boolean array; got dtype {ok.dtype}")
+        if ok.shape != (len(arr),):
+            raise ValueError(f"`correct` must have shape ({len(arr)},) like `maps`; got "
+                             f"{tuple(ok.shape)}")
+        taus = np.array([self._tau])
+        for m, gt, right in zip(arr, gts, ok):
+            iou = float(_image_ious(m, gt, taus, self._protocol)[0][0])
+            hit = iou >= self._delta
+            self._known += int(hit)
+            self._top1 += int(hit and bool(right))
+            self._iou_sum += iou
+            self._count += 1
+
+
+    def result(self) -> LocalizationResult:
+        """The figures so far; ``ValueError`` before any image was added."""
+        if self._count == 0:
+            raise ValueError("Localization.result(): no image was added; call update() first")
+        return LocalizationResult(
+            tau=self._tau, delta=self._delta, protocol=self._protocol, count=self._count,
+            top1_loc=float(_percent(self._top1, self._count)),
+            gt_known_loc=float(_percent(self._known, self._count)),
+            mean_iou=float(_percent(self._iou_sum, self._count)),
+        )
+
+
+# ------------------------------------------------------------------------------- PxAP
+
+@dataclass(frozen=True)
+class PxAPResult:
+    """Pixel average precision (WSOL protocol step 9).
+
+    Attributes
+    ----------
+    pxap : float
+        Area under the precision-recall curve, in percent.
+    taus : ndarray, shape (T,)
+    precision, recall : ndarray, shape (T + 3,)
+        The curve from the highest threshold down (NaN precision where nothing is predicted).
+    positives, negatives : int
+        Foreground and background pixels counted (ignored pixels excluded).
+    """
+
+    pxap: float
+    taus: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    positives: int
+    negatives: int
+
+
+class PxAP(_Accumulator):
+    """Pixel average precision of maps against foreground masks, as the WSOL reference does.
+
+    The map values at foreground and at background pixels are histogrammed over the bins
+    ``[tau_0, tau_1), ..., [tau_last, 1), [1, 2), [2, 3]``; true and false positives accumulate
+    from the top bin down, and ``AP = sum(precision[1:] * diff(recall))`` over the points where
+    something is predicted. Counts are integers, so merging is exact.
+
+    Parameters
+    ----------
+    taus : int or array_like of shape (T,), optional
+        Increasing bin edges in [0, 1) starting at 0; default ``numpy.arange(0, 1, 0.01)`` (an int
+        ``n`` means ``numpy.arange(0, 1, 1 / n)``).
+    """
+
+    _SETTINGS = ("taus",)
+    _COUNTERS = ("_fg", "_bg")
+
+    def __init__(self, *, taus=None):
+        self._taus = _as_taus(taus)
+        if np.any(np.diff(self._taus) <= 0) or self._taus[-1] >= 1:
+            raise ValueError("`taus` must increase strictly and stay below 1 for PxAP; got "
+                             f"{self._taus[:4].tolist()}...")
+        self._edges = np.append(self._taus, [1.0, 2.0, 3.0])
+        self._fg = np.zeros(len(self._edges) - 1, dtype=np.int64)
+        self._bg = np.zeros(len(self._edges) - 1, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return f"PxAP(taus={len(self._taus)}, pixels={int(self._fg.sum() + self._bg.sum())})"
+
+    def update(self, maps, masks, /, ignore=None) -> None:
+        """Add a batch.
+
+        Parameters
+        ----------
+        maps : array_like, shape (N, H, W)
+            Maps in [0, 1] (``ValueError`` otherwise).
+        masks : array_like of bool, shape (N, H, W)
+            Foreground pixels.
+        ignore : array_like of bool, shape (N, H, W), optional
+            Pixels left out of both counts.
+        """
+        from cam_core.boxes import _as_mask
+
+        arr = _as_maps(maps)
+        if arr.min() < 0 or arr.max() > 1:
+            raise ValueError(f"`maps` must lie in [0, 1] for PxAP; got values from {arr.min()} "
+                             f"to {arr.max()}")
+        fg = _as_mask(masks, "masks", 3)
+        if fg.shape != arr.shape:
+            raise ValueError(f"`masks` must have the shape of `maps` {tuple(arr.shape)}; got "
+                             f"{tuple(fg.shape)}")
+        keep = np.ones(arr.shape, dtype=bool)
+        if ignore is not None:
+            ign = _as_mask(ignore, "ignore", 3)
+            if ign.shape != arr.shape:
+                raise ValueError(f"`ignore` must have the shape of `maps` {tuple(arr.shape)}; "
+                                 f"got {tuple(ign.shape)}")
+            keep = ~ign
+        self._fg += np.histogram(arr[fg & keep], bins=self._edges)[0]
+        self._bg += np.histogram(arr[~fg & keep], bins=self._edges)[0]
+
+
+    def result(self) -> PxAPResult:
+        """The figures so far; ``ValueError`` without foreground or without any pixel."""
+        positives, negatives = int(self._fg.sum()), int(self._bg.sum())
+        if positives == 0:
+            raise ValueError("PxAP.result(): no foreground pixel was added")
+        tp = self._fg[::-1].cumsum()
+        fp = self._bg[::-1].cumsum()
+        predicted = tp + fp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = tp / predicted
+        recall = tp / positives
+        valid = predicted[1:] != 0
+        ap = float((precision[1:] * np.diff(recall))[valid].sum()) * 100.0
+        return PxAPResult(pxap=ap, taus=self._taus.copy(), precision=precision, recall=recall,
+                          positives=positives, negatives=negatives)
+
+
+# ----------------------------------------------------------------------- PointingGame
+
+@dataclass(frozen=True)
+class PointingGameResult:
+    """Pointing game: ``accuracy = 100 * hits / count``."""
+
+    tolerance: float
+    count: int
+    hits: int
+    accuracy: float
+
+
+class PointingGame(_Accumulator):
+    """Pointing game (Zhang et al., 2016): is each map's maximum on the object?
+
+    The point is the first maximum of the map in row-major order (``numpy.argmax``). It is a hit
+    when the Euclidean distance from it to the nearest pixel of a ground-truth box (or of the
+    foreground mask) is at most ``tolerance`` pixels.
+
+    Parameters
+    ----------
+    tolerance : float
+        In pixels; 15 in the paper.
+    """
+
+    _SETTINGS = ("tolerance",)
+    _COUNTERS = ("_count", "_hits")
+
+    def __init__(self, *, tolerance: float = 15):
+        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+            raise TypeError(f"`tolerance` must be a number; got {type(tolerance).__name__}")
+        if not np.isfinite(tolerance) or tolerance < 0:
+            raise ValueError(f"`tolerance` must be finite and >= 0; got {tolerance}")
+        self._tolerance = float(tolerance)
+        self._count = 0
+        self._hits = 0
+
+    def __repr__(self) -> str:
+        return f"PointingGame(tolerance={self._tolerance}, count={self._count})"
+
+    def update(self, maps, /, gt_boxes=None, *, gt_masks=None) -> None:
+        """Add a batch; give exactly one of ``gt_boxes`` (half-open) and ``gt_masks``.
+
+        Parameters
+        ----------
+        maps : array_like, shape (N, H, W)
+        gt_boxes : list of array_like, each shape (G_i, 4), optional
+        gt_masks : array_like of bool, shape (N, H, W), optional
+        """
+        from cam_core.boxes import _as_mask
+
+        arr = _as_maps(maps)
+        if (gt_boxes is None) == (gt_masks is None):
+            raise ValueError("give exactly one of `gt_boxes` and `gt_masks`")
+        n, height, width = arr.shape
+        flat = np.argmax(arr.reshape(n, -1), axis=1)
+        py, px = np.divmod(flat, width)
+        tol2 = self._tolerance ** 2
+        if gt_boxes is not None:
+            gts = _as_gt_list(gt_boxes, n, arr)
+            for x, y, gt in zip(px, py, gts):
+                # distance to the covered pixels x0 .. x1 - 1 (an empty box covers none)
+                real = (gt[:, 2] > gt[:, 0]) & (gt[:, 3] > gt[:, 1])
+                dx = np.maximum.reduce([gt[:, 0] - x, np.zeros(len(gt)), x - (gt[:, 2] - 1)])
+                dy = np.maximum.reduce([gt[:, 1] - y, np.zeros(len(gt)), y - (gt[:, 3] - 1)])
+                hit = bool(np.any(real & (dx * dx + dy * dy <= tol2)))
+                self._hits += int(hit)
+                self._count += 1
+        else:
+            fg = _as_mask(gt_masks, "gt_masks", 3)
+            if fg.shape != arr.shape:
+                raise ValueError(f"`gt_masks` must have the shape of `maps` {tuple(arr.shape)}; "
+                                 f"got {tuple(fg.shape)}")
+            for x, y, mask in zip(px, py, fg):
+                ys, xs = np.nonzero(mask)
+                hit = bool(ys.size) and bool(np.min((xs - x) ** 2 + (ys - y) ** 2) <= tol2)
+                self._hits += int(hit)
+                self._count += 1
+
+
+    def result(self) -> PointingGameResult:
+        """The figures so far; ``ValueError`` before any image was added."""
+        if self._count == 0:
+            raise ValueError("PointingGame.result(): no image was added; call update() first")
+        return PointingGameResult(tolerance=self._tolerance, count=self._count, hits=self._hits,
+                                  accuracy=float(_percent(self._hits, self._count)))

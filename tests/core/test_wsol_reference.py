@@ -1,0 +1,209 @@
+"""The "wsol" protocol against the reference algorithm of clovaai/wsolevaluation.
+
+The reference loop is written here with OpenCV (threshold, findContours RETR_TREE
+CHAIN_APPROX_SIMPLE, boundingRect, contourArea), as the reference does it; cam_core must give the
+same correct-image counts at every threshold. Skipped when OpenCV is not installed (it is never a
+dependency of cam_core).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import zoom
+
+from cam_core import _sweep
+from cam_core.metrics import BoxAccuracy, scale_boxes_wsol
+from tests.conftest import readonly
+
+
+def test_inclusive_iou_golden():
+    # pixels x 1..4, y 2..5 -> OpenCV rect (1, 2, 4, 4) -> box (1, 2, min(5, W-1), min(6, H-1))
+    m = np.zeros((10, 10))
+    m[2:6, 1:5] = 1.0
+    gt = [np.array([[3, 1, 4, 5]])]
+    iou = 8 / 27  # inclusive areas 25 and 10, intersection 2 x 4
+    acc = BoxAccuracy(taus=[0.0], deltas=(iou, np.nextafter(iou, 1.0)), protocol="wsol")
+    acc.update(m[None], gt)
+    assert acc.result().correct.tolist() == [[1, 0]]
+    assert acc.result().correct_all.tolist() == [[1, 0]]
+
+
+def test_box_clipped_to_w_minus_1():
+    # a component reaching the last column: x1 = min(x + w, W - 1) = W - 1, not W
+    m = np.zeros((6, 8))
+    m[1:3, 5:8] = 1.0
+    gt_exact = [np.array([[5, 1, 7, 3]])]  # x0 5, x1 min(8, 7) = 7; y1 = min(3, 5) = 3
+    acc = BoxAccuracy(taus=[0.5], deltas=(1.0,), protocol="wsol")
+    acc.update(m[None], gt_exact)
+    assert acc.result().correct.tolist() == [[1]]
+
+
+def test_empty_mask_gives_box_0000():
+    # a constant map is normalised to zeros: no contour at any tau -> box (0, 0, 0, 0)
+    m = np.full((1, 8, 8), 0.3)
+    acc = BoxAccuracy(taus=[0.0, 0.5], deltas=(1.0,), protocol="wsol")
+    acc.update(m, [np.array([[0, 0, 0, 0]])])
+    assert acc.result().correct.tolist() == [[1], [1]]
+
+
+def test_scale_boxes_wsol_truncates():
+    boxes = np.array([[10, 20, 299, 199]])
+    out = scale_boxes_wsol(boxes, (200, 300))  # H 200, W 300
+    assert out.tolist() == [[int(10 * 224 / 300), int(20 * 224 / 200),
+                             int(299 * 224 / 300), int(199 * 224 / 200)]]
+    assert out.dtype == np.int64
+
+
+# ---------------------------------------------------------------- OpenCV reference
+
+cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless) is not installed")
+
+
+def _reference_ious(scoremap, gt, taus, multi):
+    """Best IoU per tau, written after the reference's compute_bboxes_from_scoremaps."""
+    m = scoremap.copy()
+    if m.min() == m.max():
+        m = np.zeros_like(m)
+    else:
+        m -= m.min()
+        m /= m.max()
+    height, width = m.shape
+    image = np.expand_dims((m * 255).astype(np.uint8), 2)
+    gt = np.asarray(gt)
+    out = []
+    for tau in taus:
+        _, thr = cv2.threshold(src=image, thresh=int(tau * np.max(image)), maxval=255,
+                               type=cv2.THRESH_BINARY)
+        contours = cv2.findContours(image=thr, mode=cv2.RETR_TREE,
+                                    method=cv2.CHAIN_APPROX_SIMPLE)[0]
+        if len(contours) == 0:
+            boxes = np.array([[0, 0, 0, 0]])
+        else:
+            if not multi:
+                contours = [max(contours, key=cv2.contourArea)]
+            rows = []
+            for c in contours:
+                x, y, w, h = cv2.boundingRect(c)
+                rows.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+            boxes = np.array(rows)
+        ix = np.maximum(0, np.minimum(boxes[:, None, 2], gt[None, :, 2])
+                        - np.maximum(boxes[:, None, 0], gt[None, :, 0]) + 1)
+        iy = np.maximum(0, np.minimum(boxes[:, None, 3], gt[None, :, 3])
+                        - np.maximum(boxes[:, None, 1], gt[None, :, 1]) + 1)
+        inter = ix * iy
+        area_a = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+        area_b = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
+        out.append((inter / (area_a[:, None] + area_b[None, :] - inter)).max())
+    return np.array(out)
+
+
+def _reference_counts(maps, gts, taus, deltas, multi):
+    correct = np.zeros((len(taus), len(deltas)), dtype=np.int64)
+    for m, gt in zip(maps, gts):
+        ious = _reference_ious(m, gt, taus, multi)
+        correct += ious[:, None] >= np.asarray(deltas)[None, :]
+    return correct
+
+
+def _smooth_maps(rng, n, size):
+    """CAM-like maps: random 7x7 fields, ReLU'd, upsampled bicubic."""
+    out = []
+    for _ in range(n):
+        field = rng.standard_normal((7, 7))
+        out.append(np.maximum(zoom(field, size / 7, order=3), 0.0))
+    return np.array(out)
+
+
+def _blocky_maps(rng, n, size):
+    """Few levels, nearest upsampling: many equal contour areas (tie rules) and holes."""
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(3, 9))
+        field = rng.integers(0, 4, (k, k)).astype(np.float64)
+        out.append(np.kron(field, np.ones((size // k + 1, size // k + 1)))[:size, :size])
+    return np.array(out)
+
+
+def _noisy_maps(rng, n, size):
+    """Smooth maps plus noise: many small components, holes, lines and single pixels."""
+    return np.clip(_smooth_maps(rng, n, size) + 0.3 * rng.random((n, size, size)), 0, None)
+
+
+def _random_gts(rng, n, size):
+    gts = []
+    for _ in range(n):
+        k = int(rng.integers(1, 3))
+        x0 = rng.integers(0, size - 4, k)
+        y0 = rng.integers(0, size - 4, k)
+        x1 = np.minimum(x0 + rng.integers(2, size // 2, k), size - 1)
+        y1 = np.minimum(y0 + rng.integers(2, size // 2, k), size - 1)
+        gts.append(np.stack([x0, y0, x1, y1], axis=1))
+    return gts
+
+
+@pytest.mark.parametrize("taus", [100, 1000])
+@pytest.mark.parametrize("kind", ["smooth", "blocky", "noisy"])
+def test_counts_equal_opencv_reference(kind, taus):
+    rng = np.random.default_rng({"smooth": 1, "blocky": 2, "noisy": 3}[kind] + taus)
+    size = 48
+    n = {"smooth": 120, "blocky": 80, "noisy": 30}[kind]
+    if taus == 1000:
+        n //= 3
+    maps = {"smooth": _smooth_maps, "blocky": _blocky_maps, "noisy": _noisy_maps}[kind](
+        rng, n, size)
+    gts = _random_gts(rng, n, size)
+    acc = BoxAccuracy(taus=taus, protocol="wsol")
+    acc.update(readonly(maps), gts)
+    res = acc.result()
+    grid = np.arange(0, 1, 1 / taus)
+    deltas = (0.3, 0.5, 0.7)
+    np.testing.assert_array_equal(res.correct, _reference_counts(maps, gts, grid, deltas, False))
+    np.testing.assert_array_equal(res.correct_all,
+                                  _reference_counts(maps, gts, grid, deltas, True))
+
+
+def _opencv_contours(mask):
+    contours = cv2.findContours(mask.astype(np.uint8), cv2.RETR_TREE,
+                                cv2.CHAIN_APPROX_SIMPLE)[0]
+    out = []
+    for c in contours:
+        x, y, w, h = cv2.boundingRect(c)
+        out.append(((x, y, x + w - 1, y + h - 1), 2 * cv2.contourArea(c)))
+    return out
+
+
+@pytest.mark.parametrize("engine", ["sweep", "sweep_labelled"])
+def test_engine_matches_opencv_contours_in_order(engine):
+    """Boxes, polygon areas and OpenCV's contour order, level by level, on random masks."""
+    rng = np.random.default_rng(7)
+    fn = getattr(_sweep, engine)
+    for _ in range(300):
+        h, w = rng.integers(1, 16, 2)
+        q = rng.integers(0, 4, (h, w))
+        levels = np.arange(4)
+        comps = fn(q, levels, holes=True, area=True)
+        for li, t in enumerate(levels):
+            sel = np.flatnonzero(comps.level == li)
+            sel = sel[np.argsort(comps.order[sel])]
+            mine = [(tuple(comps.box[i].tolist()), float(comps.area2[i])) for i in sel]
+            assert mine == _opencv_contours(q > t), (q, t)
+
+
+def test_single_pixels_lines_and_rings():
+    # area-0 contours (pixels, lines) tie: OpenCV's order decides; a ring has a hole contour
+    m = np.zeros((12, 12))
+    m[1, 1] = m[1, 6] = m[6, 1] = 1.0  # three single pixels
+    m[9, 3:9] = 1.0                      # a horizontal line
+    m[4:9, 8:11] = 0.5
+    m[6, 9] = 0.0                         # a ring with a one-pixel hole
+    gts = [np.array([[1, 1, 1, 1]]), np.array([[3, 9, 9, 10]]), np.array([[8, 5, 10, 7]])]
+    maps = np.stack([m, m, m])
+    grid = np.array([0.0, 0.3, 0.6])
+    acc = BoxAccuracy(taus=grid, deltas=(0.1, 0.5, 0.9), protocol="wsol")
+    acc.update(maps, gts)
+    res = acc.result()
+    np.testing.assert_array_equal(res.correct,
+                                  _reference_counts(maps, gts, grid, (0.1, 0.5, 0.9), False))
+    np.testing.assert_array_equal(res.correct_all,
+                                  _reference_counts(maps, gts, grid, (0.1, 0.5, 0.9), True))
