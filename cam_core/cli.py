@@ -273,6 +273,112 @@ class LoadedModel:
         return x_nhwc
 
 
+def replay_torchscript(script):
+    """An eager ``torch.nn.Module`` tree that runs a TorchScript module, so that hooks can see it.
+
+    Forward hooks cannot be registered on TorchScript modules, and the adapter needs them. The
+    replay mirrors the module tree: each module with children runs its TorchScript code (the
+    Python-like text of ``script.code``) as Python, with every ``(child).forward(...)`` turned into
+    a call of the child's replay, so the hooks of the replayed children fire; each leaf calls its
+    compiled module (a ``Linear`` leaf becomes a ``torch.nn.Linear`` sharing the same weights, so
+    that CAM recognises the head). Autograd runs through the compiled leaves as usual. Code that
+    uses constructs this replay cannot execute raises ``CliError`` when first called.
+    """
+    import re
+    import types
+    import typing
+
+    import torch
+    from torch import nn
+
+    class _Namespace:
+        """``torch.x``: the function when torch has one, else the tensor method ``x``."""
+
+        def __init__(self, module=None):
+            self._module = module
+
+        def __getattr__(self, name):
+            fn = getattr(self._module, name, None) if self._module is not None else None
+            if fn is not None:
+                return fn
+            return lambda t, *a, **k: getattr(t, name)(*a, **k)
+
+    prim = types.SimpleNamespace(
+        NumToTensor=lambda v: v if isinstance(v, torch.Tensor) else torch.tensor(v),
+        device=lambda t: t.device,
+        dtype=lambda t: t.dtype,
+        shape=lambda t: list(t.shape),
+    )
+    base = {
+        "torch": _Namespace(torch),
+        "ops": types.SimpleNamespace(prim=prim, aten=torch.ops.aten),
+        "Tensor": torch.Tensor,
+        "List": typing.List,
+        "Optional": typing.Optional,
+        "Tuple": typing.Tuple,
+        "Dict": typing.Dict,
+        "NoneType": type(None),
+        "Device": torch.device,
+        "number": float,
+        "annotate": lambda _type, value: value,
+        "uninitialized": lambda _type: None,
+    }
+
+    class Replay(nn.Module):
+        def __init__(self, sm):
+            super().__init__()
+            object.__setattr__(self, "_script", sm)
+            object.__setattr__(self, "_fn", None)
+            children = list(sm.named_children())
+            for name, child in children:
+                self._modules[name] = _replay(child)  # add_module would see the script's
+            try:  # containers (ModuleList, ModuleDict) have no code
+                code, consts = sm.code_with_constants if children else (None, None)
+            except (AttributeError, RuntimeError):
+                code = None
+            if code is not None:
+                code = re.sub(r"\)\.forward\d*\(", ")(", code)
+                ns = dict(base, CONSTANTS=types.SimpleNamespace(**dict(consts.const_mapping)))
+                try:
+                    exec(compile(code, f"<torchscript {sm.original_name}>", "exec"), ns)
+                except SyntaxError as exc:
+                    raise CliError(f"cannot replay the TorchScript code of "
+                                   f"{sm.original_name}: {_first_line(exc)}") from exc
+                object.__setattr__(self, "_fn", ns["forward"])
+
+        def forward(self, *args):
+            if self._fn is None:
+                return self._script(*args)
+            try:
+                return self._fn(self, *args)
+            except (NameError, AttributeError) as exc:
+                raise CliError(f"cannot replay the TorchScript code of "
+                               f"{self._script.original_name}: {_first_line(exc)}") from exc
+
+        def train(self, mode: bool = True):
+            self._script.train(mode)
+            return super().train(mode)
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self._script, name)
+
+    def _replay(sm):
+        if sm.original_name == "Linear" and not list(sm.named_children()):
+            w = sm.weight
+            b = getattr(sm, "bias", None)
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+            lin.weight = nn.Parameter(w.detach(), requires_grad=w.requires_grad)
+            if b is not None:
+                lin.bias = nn.Parameter(b.detach(), requires_grad=b.requires_grad)
+            return lin
+        return Replay(sm)
+
+    return _replay(script)
+
+
 def _framework_of(model) -> str | None:
     for cls in type(model).__mro__:
         root = (getattr(cls, "__module__", "") or "").split(".")[0]
@@ -364,7 +470,9 @@ def load_model(spec: str | None) -> LoadedModel:
                     f"could not load TorchScript model {spec} (expected a file written by "
                     f"torch.jit.save): {_first_line(exc)}"
                 ) from None
-            return _prepare(model, str(spec))
+            model.eval()
+            return _prepare(replay_torchscript(model), str(spec),
+                            info={"torchscript": "replayed eagerly so that hooks can be set"})
         raise CliError(
             f"--model {spec}: unknown model file type {suffix!r}; expected .keras, .h5, .pt or "
             ".pth, or package.module:factory"
@@ -791,7 +899,8 @@ def _evaluate_batch(lm: LoadedModel, batch, records, pre: Preprocess, settings: 
             arrays["predicted"] = np.argmax(exp.logits, axis=1).astype(np.int64)
             arrays["labels"] = batch.labels.astype(np.int64)
             arrays["layers"] = np.array(exp.layers)
-        for key, value in _score_batch(exp, batch, records, settings).items():
+        correct = arrays["predicted"] == arrays["labels"]
+        for key, value in _score_batch(exp, batch, records, correct, settings).items():
             arrays[f"{method}/{key}"] = value
     return arrays
 
@@ -868,14 +977,35 @@ def _best_iou(boxes: np.ndarray, gt: np.ndarray) -> float:
     return float(box_iou(boxes, gt).max())
 
 
-def _box_accuracy(settings: EvalSettings):
-    from cam_core.metrics import BoxAccuracy
+def _accumulators(settings: EvalSettings) -> dict:
+    """Fresh metric accumulators: the threshold sweep, and localisation at each fixed threshold."""
+    from cam_core.metrics import BoxAccuracy, Localization
 
-    return BoxAccuracy(taus=settings.n_thresholds, deltas=settings.iou_thresholds,
-                       protocol=settings.protocol)
+    accs = {"sweep": BoxAccuracy(taus=settings.n_thresholds, deltas=settings.iou_thresholds,
+                                 protocol=settings.protocol)}
+    for tau in settings.fixed_thresholds:
+        accs[f"loc{_fixed_key(tau)}"] = Localization(tau=tau, delta=0.5,
+                                                     protocol=settings.protocol)
+    return accs
 
 
-def _gt_for_sweep(batch, records, settings: EvalSettings) -> list[np.ndarray]:
+def _state(acc) -> dict[str, np.ndarray]:
+    """An accumulator's counters (the attributes it adds up when merging) as arrays."""
+    return {name: np.asarray(getattr(acc, name)) for name in type(acc)._COUNTERS}
+
+
+def _restore(acc, state: dict[str, np.ndarray], prefix: str):
+    for name in type(acc)._COUNTERS:
+        key = prefix + name
+        if key not in state:
+            raise CliError("the checkpoint was written by another version of cam_core; "
+                           "rerun with --restart")
+        value = state[key]
+        setattr(acc, name, value if value.ndim else value.item())
+    return acc
+
+
+def _gt_for_metrics(batch, records, settings: EvalSettings) -> list[np.ndarray]:
     """Ground truth in the map's frame as the protocol wants it."""
     if settings.protocol == "native":
         return list(batch.boxes)
@@ -889,64 +1019,31 @@ def _gt_for_sweep(batch, records, settings: EvalSettings) -> list[np.ndarray]:
     return out
 
 
-def _sweep_state(exp, batch, records, settings: EvalSettings) -> dict[str, np.ndarray]:
-    """The :class:`~cam_core.metrics.BoxAccuracy` state of one batch, as arrays."""
-    acc = _box_accuracy(settings)
-    keep = [i for i, b in enumerate(batch.boxes) if len(b)]  # an image without a box: no score
-    if keep:
-        acc.update(exp.maps[keep], [g for i, g in enumerate(_gt_for_sweep(batch, records, settings))
-                                    if i in keep])
-    return {f"acc.{k}": np.asarray(v) for k, v in vars(acc).items() if k.startswith("_")}
-
-
-def _restore_accuracy(states: list[dict], settings: EvalSettings):
-    """Merge the saved per-batch states, in order, into one accumulator."""
-    total = _box_accuracy(settings)
-    for st in states:
-        part = _box_accuracy(settings)
-        for name, value in vars(part).items():
-            key = f"acc.{name}"
-            if key not in st:
-                raise CliError("the checkpoint was written by another version of cam_core; "
-                               "rerun with --restart")
-            saved = st[key]
-            setattr(part, name, saved.item() if not isinstance(value, np.ndarray) else saved)
-        total = total.merge(part)
-    return total
-
-
-def _sweep_summary(states: list[dict], settings: EvalSettings) -> tuple[dict, dict]:
-    res = _restore_accuracy(states, settings).result()
-    metrics = {
-        "MaxBoxAcc": res.max_box_acc,
-        "MaxBoxAccV2": res.max_box_acc_v2,
-        "best threshold": res.best_tau,
-        "mean IoU@best": res.mean_iou,
-        "images with boxes": res.count,
-    }
-    curves = {
-        "thresholds": res.taus.tolist(),
-        "box_acc": {f"{d:g}": res.box_acc[:, j].tolist() for j, d in enumerate(res.deltas)},
-        "box_acc_all": {f"{d:g}": res.box_acc_all[:, j].tolist()
-                        for j, d in enumerate(res.deltas)},
-    }
-    return metrics, curves
-
-
-def _score_batch(exp, batch, records, settings: EvalSettings) -> dict[str, np.ndarray]:
-    """Accumulator states of the threshold sweep and per-image IoUs at the fixed thresholds."""
+def _score_batch(exp, batch, records, correct: np.ndarray,
+                 settings: EvalSettings) -> dict[str, np.ndarray]:
+    """The accumulators' counters for one batch, and per-image IoUs for the gallery."""
     from cam_core.boxes import boxes_from_map
 
     out: dict[str, np.ndarray] = {}
-    out.update(_sweep_state(exp, batch, records, settings))
-    for tau in settings.fixed_thresholds:
-        ious, first = [], []
-        for m, gt in zip(exp.maps, batch.boxes):
-            boxes = boxes_from_map(m, threshold=tau, mode="largest")
-            ious.append(_best_iou(boxes, gt))
-            first.append(boxes[0] if len(boxes) else np.zeros(4, dtype=np.int64))
-        out[f"iou@{_fixed_key(tau)}"] = np.asarray(ious, dtype=np.float64)
-        out[f"box@{_fixed_key(tau)}"] = np.asarray(first, dtype=np.int64).reshape(-1, 4)
+    keep = [i for i, b in enumerate(batch.boxes) if len(b)]  # an image without a box: no score
+    gts = _gt_for_metrics(batch, records, settings)
+    for name, acc in _accumulators(settings).items():
+        if keep:
+            maps, gt = exp.maps[keep], [gts[i] for i in keep]
+            if name == "sweep":
+                acc.update(maps, gt)
+            else:
+                acc.update(maps, gt, correct[keep])
+        out.update({f"{name}.{k}": v for k, v in _state(acc).items()})
+    # the gallery ranks images by the IoU of the largest component at the first fixed threshold
+    tau = settings.fixed_thresholds[0]
+    ious, first = [], []
+    for m, gt in zip(exp.maps, batch.boxes):
+        boxes = boxes_from_map(m, threshold=tau, mode="largest")
+        ious.append(_best_iou(boxes, gt))
+        first.append(boxes[0] if len(boxes) else np.zeros(4, dtype=np.int64))
+    out["gallery.iou"] = np.asarray(ious, dtype=np.float64)
+    out["gallery.box"] = np.asarray(first, dtype=np.int64).reshape(-1, 4)
     return out
 
 
@@ -955,29 +1052,50 @@ def _summarise(parts: list[dict], settings: EvalSettings) -> dict:
     index = np.concatenate([p["index"] for p in parts])
     labels = np.concatenate([p["labels"] for p in parts])
     predicted = np.concatenate([p["predicted"] for p in parts])
-    correct = predicted == labels
     summary = {
         "images": int(len(index)),
-        "top1": float(100.0 * correct.mean()),
+        "top1": float(100.0 * (predicted == labels).mean()),
         "layers": [str(v) for v in parts[0]["layers"]],
         "methods": {},
+        "index": index,
+        "labels": labels,
+        "predicted": predicted,
     }
     for method in settings.methods:
-        states = [{k.split("/", 1)[1]: v for k, v in p.items() if k.startswith(method + "/")}
+        states = [{k[len(method) + 1:]: v for k, v in p.items() if k.startswith(method + "/")}
                   for p in parts]
-        metrics, curves = _sweep_summary(states, settings)
-        per_image = {}
+        merged = None
+        for st in states:
+            accs = {name: _restore(acc, st, name + ".")
+                    for name, acc in _accumulators(settings).items()}
+            merged = accs if merged is None else {k: merged[k].merge(v) for k, v in accs.items()}
+        sweep = merged["sweep"]
+        if sweep._count == 0:
+            raise CliError("no image of the dataset has a ground-truth box")
+        res = sweep.result()
+        metrics = {
+            "MaxBoxAcc": res.max_box_acc,
+            "MaxBoxAccV2": res.max_box_acc_v2,
+            "best threshold": res.best_tau,
+            "mean IoU@best": res.mean_iou,
+            "images with boxes": res.count,
+        }
         for tau in settings.fixed_thresholds:
             key = _fixed_key(tau)
-            iou = np.concatenate([st[f"iou@{key}"] for st in states])
-            hit = iou >= 0.5
-            metrics[f"GT-known loc@{key}"] = float(100.0 * hit.mean())
-            metrics[f"top-1 loc@{key}"] = float(100.0 * (hit & correct).mean())
-            metrics[f"mean IoU@{key}"] = float(100.0 * iou.mean())
-            per_image[key] = (iou, np.concatenate([st[f"box@{key}"] for st in states]))
+            loc = merged[f"loc{key}"].result()
+            metrics[f"top-1 loc@{key}"] = loc.top1_loc
+            metrics[f"GT-known loc@{key}"] = loc.gt_known_loc
+            metrics[f"mean IoU@{key}"] = loc.mean_iou
+        curves = {
+            "thresholds": res.taus.tolist(),
+            "box_acc": {f"{d:g}": res.box_acc[:, j].tolist() for j, d in enumerate(res.deltas)},
+            "box_acc_all": {f"{d:g}": res.box_acc_all[:, j].tolist()
+                            for j, d in enumerate(res.deltas)},
+        }
+        gallery = (np.concatenate([st["gallery.iou"] for st in states]),
+                   np.concatenate([st["gallery.box"] for st in states]))
         summary["methods"][method] = {"metrics": metrics, "curves": curves,
-                                      "per_image": per_image}
-    summary["index"], summary["labels"], summary["predicted"] = index, labels, predicted
+                                      "per_image": gallery}
     return summary
 
 
@@ -1047,9 +1165,8 @@ def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, 
     """Render the best and worst localised images of each method into ``out_dir/gallery``."""
     from cam_core.data import iter_batches
 
-    key = _fixed_key(settings.fixed_thresholds[0])
     for method, r in summary["methods"].items():
-        iou, boxes = r["per_image"][key]
+        iou, boxes = r["per_image"]
         order = np.argsort(-iou, kind="stable")
         k = min(settings.gallery, len(iou))
         worst = np.argsort(iou, kind="stable")[:k]
