@@ -1,0 +1,947 @@
+"""The PyTorch adapter: records what the core needs from a ``torch.nn.Module``.
+
+One call of :func:`explain` (or :func:`capture`) is one :class:`TorchSession`:
+
+- **One forward pass.** The model runs once on the batch with autograd off. A forward hook on each
+  target layer stores the layer's output and, when gradients are needed, switches autograd on and
+  hands the rest of the network a copy of a fresh leaf tensor. So autograd records only what runs
+  *after* the layer (the head), and ``torch.autograd.grad(scores.sum(), layer_outputs)`` gives the
+  per-image gradients (images are independent in eval mode) with no full backward pass and no
+  parameter gradient. The copy keeps the stored activations the layer's own output even when an
+  in-place ``ReLU`` follows the layer.
+- **Lifecycle.** Hooks live for one forward pass and are removed in ``finally``. During the session
+  every module is in eval mode; each module's ``training`` flag is restored exactly afterwards,
+  the global grad mode too. The model's parameters are never touched (no ``requires_grad`` flip).
+  The call works inside ``torch.no_grad()`` and ``torch.inference_mode()`` blocks (it leaves
+  inference mode locally and copies inference-mode inputs) and under ``torch.autocast`` (arrays
+  come out float32).
+- **Devices.** The model runs where its weights are; inputs are moved there. Only layer-sized
+  arrays (activations, gradients), the logits and the scores leave the device, as float32 NumPy.
+- **Layers** are given by name (``"layer4"``, ``"features.8"``), by module object, as a list of
+  them (one forward, one ``autograd.grad`` for all, maps fused by the core), or found
+  automatically: the last module whose output is 4-D with more than one position, i.e. the last
+  feature map before global pooling (one extra forward pass with hooks on every module). When that
+  module runs several times in one forward pass (a shared activation module), the call found is
+  the one explained.
+- **Token outputs** (vision transformers) ``(N, P + T, D)`` become ``(N, D, h, w)``: ``reshape=None``
+  infers the grid (``h * w = T``, square for square inputs, the input's aspect otherwise) and
+  drops the ``P <= 8`` prefix tokens (class, distillation, register tokens); ``reshape=(h, w)``
+  fixes the grid (the first ``P + T - h*w`` tokens are dropped); a callable maps the layer's
+  output tensor (and, the same way, its gradient) to ``(N, K, h, w)``.
+- **CAM** needs a head made of global average pooling and one linear layer. The adapter finds the
+  ``nn.Linear`` with ``in_features == K`` and checks *numerically* on the batch that the logits
+  equal it applied to the spatial mean of the layer's output; otherwise ``Capture.weights`` is None
+  and the core refuses CAM with a message pointing to Grad-CAM.
+- **Perturbation methods.** ``score_masked`` runs the model on the image times each mask.
+  ``score_ablated`` re-runs only the part of the model after the layer where it can be cut out:
+  an ``nn.Sequential`` chain is sliced, otherwise ``torch.fx`` traces the model with the layer as
+  a leaf and keeps the nodes after it, provided they use nothing computed before the layer except
+  shapes of the input. The cut is checked on the batch (it must reproduce the logits); otherwise a
+  full forward pass replaces the layer's output by the ablated activations. The path taken per
+  layer is in :attr:`TorchSession.ablation_paths` (``"sequential"``, ``"fx"`` or ``"forward"``)
+  and logged at DEBUG level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
+
+__all__ = ["TorchSession", "capture", "explain", "find_layer", "gap_classifier"]
+
+logger = logging.getLogger(__name__)
+
+# Relative tolerance of the GAP + linear check (and of the head-only cut), against max |logit|.
+_RTOL = {torch.float64: 1e-4, torch.float32: 1e-4}
+_RTOL_LOW_PRECISION = 3e-2  # bfloat16 / float16 logits or activations (autocast)
+_MAX_PREFIX_TOKENS = 8
+_ABLATION_MODES = ("auto", "head", "forward")
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _check_model(model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    return model
+
+
+def _model_place(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
+    """The device and floating dtype of the model's first parameter (or buffer)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device, (t.dtype if t.is_floating_point() else None)
+    return torch.device("cpu"), None
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def _rtol(*tensors: torch.Tensor) -> float:
+    return max(_RTOL.get(t.dtype, _RTOL_LOW_PRECISION) for t in tensors)
+
+
+def _close(pred: torch.Tensor, ref: torch.Tensor, rtol: float) -> bool:
+    """``pred`` equals ``ref`` within ``rtol`` times the scale of ``ref`` (max |ref|, at least 1e-6)."""
+    if pred.shape != ref.shape:
+        return False
+    pred, ref = pred.float(), ref.float()
+    scale = max(float(ref.abs().max()), 1e-6)
+    return bool(torch.isfinite(pred).all()) and float((pred - ref).abs().max()) <= rtol * scale
+
+
+@contextlib.contextmanager
+def _no_autocast(device: torch.device):
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+def _module_names(model: nn.Module) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for name, mod in model.named_modules():
+        names.setdefault(id(mod), name)
+    return names
+
+
+def _layer_items(layer) -> list:
+    if isinstance(layer, (list, tuple)):
+        if len(layer) == 0:
+            raise ValueError("`layer` must name at least one layer; got an empty sequence")
+        return list(layer)
+    return [layer]
+
+
+# --------------------------------------------------------------------------- finding layers
+
+
+@dataclass
+class _Call:
+    """One module call seen by the auto-detection pass."""
+
+    name: str
+    module: nn.Module
+    index: int  # the module's call number in the forward pass (0 for its first call)
+    shape: tuple[int, ...] | None
+
+
+def _trace_calls(model: nn.Module, x: torch.Tensor) -> list[_Call]:
+    """Run ``model(x)`` once (no grad) with a hook on every module; calls in completion order."""
+    calls: list[_Call] = []
+    counts: dict[int, int] = {}
+    handles = []
+
+    def make_hook(name):
+        def hook(mod, args, out):
+            i = counts.get(id(mod), 0)
+            counts[id(mod)] = i + 1
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+            calls.append(_Call(name, mod, i, shape))
+
+        return hook
+
+    try:
+        for name, mod in model.named_modules():
+            if name:
+                handles.append(mod.register_forward_hook(make_hook(name)))
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def _auto_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module, int | None]:
+    calls = _trace_calls(model, x)
+    for call in reversed(calls):
+        s = call.shape
+        if s is not None and len(s) == 4 and s[2] * s[3] > 1:
+            n_calls = sum(1 for c in calls if c.module is call.module)
+            return call.name, call.module, (call.index if n_calls > 1 else None)
+    raise ValueError(
+        "could not find a layer automatically: no module of the model outputs a 4-D "
+        "(N, K, h, w) feature map with more than one position; pass `layer=` (for a vision "
+        "transformer, e.g. the first norm of the last block, with `reshape`)"
+    )
+
+
+def _by_name(model: nn.Module, name: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name in modules:
+        return modules[name]
+    close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+        f"; the model's top-level modules are "
+        f"{', '.join(repr(n) for n, _ in model.named_children()) or 'none'}"
+    )
+    raise ValueError(f"`layer` {name!r} is not a module of the model{hint}")
+
+
+def _resolve_one(model: nn.Module, layer, x: torch.Tensor | None):
+    """(name, module, call index or None) of one layer specification."""
+    if layer is None:
+        if x is None:
+            raise ValueError("finding the layer automatically (`layer=None`) needs `inputs`")
+        return _auto_layer(model, x)
+    if isinstance(layer, str):
+        return layer, _by_name(model, layer), None
+    if isinstance(layer, nn.Module):
+        name = _module_names(model).get(id(layer))
+        if name is None:
+            raise ValueError(
+                f"`layer` must be a submodule of the model; got a {type(layer).__name__} that "
+                f"is not part of it"
+            )
+        return name, layer, None
+    raise TypeError(
+        f"`layer` must be None, a module name (str), an nn.Module or a list of them; "
+        f"got {type(layer).__name__}"
+    )
+
+
+def find_layer(model, layer=None, *, inputs=None) -> tuple[str, nn.Module]:
+    """Find a target layer of ``model``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    layer : str, torch.nn.Module or None
+        A dotted module name (``"layer4"``, ``"features.8"``), the module itself, or None to find
+        the last module whose output is 4-D with more than one position (the last feature map
+        before global pooling) by one forward pass of ``inputs`` with hooks on every module.
+    inputs : tensor or ndarray, shape (N, C, H, W), optional
+        Needed when ``layer`` is None.
+
+    Returns
+    -------
+    (str, torch.nn.Module)
+        The layer's name in ``model.named_modules()`` and the module.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists close names), a module that is not part of the model,
+        or no 4-D output to be found.
+    """
+    model = _check_model(model)
+    if layer is None:
+        if inputs is None:
+            raise ValueError("finding the layer automatically (`layer=None`) needs `inputs`")
+        with _Prepared(model, inputs) as prep:
+            name, mod, _ = _auto_layer(model, prep.x)
+        return name, mod
+    name, mod, _ = _resolve_one(model, layer, None)
+    return name, mod
+
+
+# --------------------------------------------------------------------------- the call's state
+
+
+class _Prepared:
+    """Context: eval mode, out of inference mode, inputs on the model's device.
+
+    Restores every module's ``training`` flag and the grad mode on exit; never swallows.
+    """
+
+    def __init__(self, model: nn.Module, inputs):
+        self.model = model
+        self.inputs = inputs
+
+    def __enter__(self):
+        self._stack = contextlib.ExitStack()
+        try:
+            if torch.is_inference_mode_enabled():
+                self._stack.enter_context(torch.inference_mode(False))
+            grad_mode = torch.is_grad_enabled()
+            self._stack.callback(torch.set_grad_enabled, grad_mode)
+            flags = [(m, m.training) for m in self.model.modules()]
+
+            def restore():
+                for m, flag in flags:
+                    m.training = flag
+
+            self._stack.callback(restore)
+            self.model.eval()
+            self.x = self._prepare(self.inputs)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._stack.close()
+        return False
+
+    def _prepare(self, inputs) -> torch.Tensor:
+        device, dtype = _model_place(self.model)
+        if isinstance(inputs, torch.Tensor):
+            x = inputs.detach()
+        else:
+            try:
+                x = torch.as_tensor(np.asarray(inputs))
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(
+                    f"`inputs` must be a torch tensor or a numeric array; got "
+                    f"{type(inputs).__name__}"
+                ) from exc
+        if x.ndim != 4:
+            raise ValueError(f"`inputs` must have shape (N, C, H, W); got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("`inputs`: the batch is empty; need at least one image")
+        if x.is_inference():
+            x = x.clone()
+        if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype.is_complex):
+            x = x.to(dtype or torch.float32)
+        elif dtype is not None and x.dtype != dtype:
+            x = x.to(dtype)
+        return x.to(device)
+
+
+@dataclass
+class _Layer:
+    """A target layer and what the capture learnt about it."""
+
+    name: str
+    module: nn.Module
+    call: int | None  # which call of the module is explained; None: the last one
+    n_calls: int = 0  # how many times the module ran in the captured forward pass
+    raw: torch.Tensor | None = None  # the layer's output as the model produced it (on device)
+    prefix: int = 0  # token outputs: prefix tokens dropped
+    grid: tuple[int, int] | None = None  # token outputs: (h, w)
+
+
+class TorchSession(_Prepared):
+    """One explanation of one batch: the object :func:`cam_core.explain.explain_session` drives.
+
+    Use it as a context manager; the model is in eval mode (and out of inference mode) inside it
+    and restored on exit.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    inputs : tensor or ndarray, shape (N, C, H, W)
+    layer, targets, reshape
+        As in :func:`explain`.
+    weights : bool
+        Look for the GAP + linear head's weights (needed by CAM only).
+    ablation : {"auto", "head", "forward"}
+        How :meth:`score_ablated` reaches the model: the part after the layer when it can be cut
+        out (``"auto"``; ``"head"`` raises when it cannot) or a full forward pass that replaces
+        the layer's output (``"forward"``).
+
+    Attributes
+    ----------
+    input_size : (int, int)
+        ``(H, W)`` of the inputs.
+    ablation_paths : dict of str to str
+        The path :meth:`score_ablated` took per layer name: ``"sequential"``, ``"fx"`` or
+        ``"forward"``.
+    """
+
+    def __init__(
+        self,
+        model,
+        inputs,
+        *,
+        layer=None,
+        targets=None,
+        reshape=None,
+        weights: bool = True,
+        ablation: str = "auto",
+    ):
+        super().__init__(_check_model(model), inputs)
+        if not (reshape is None or callable(reshape)):
+            reshape = _check_grid(reshape)
+        if ablation not in _ABLATION_MODES:
+            raise ValueError(f"`ablation` must be one of {_ABLATION_MODES}; got {ablation!r}")
+        self._layer_spec = layer
+        self._targets_spec = targets
+        self._reshape = reshape
+        self._want_weights = bool(weights)
+        self._ablation = ablation
+        self._entered = False
+        self.ablation_paths: dict[str, str] = {}
+        self._heads: dict[int, Callable | None] = {}
+
+    # ---- lifecycle
+
+    def __enter__(self):
+        super().__enter__()
+        try:
+            self.input_size = (int(self.x.shape[2]), int(self.x.shape[3]))
+            self._layers = []
+            seen = set()
+            for item in _layer_items(self._layer_spec):
+                name, mod, call = _resolve_one(self.model, item, self.x)
+                if (id(mod), call) in seen:
+                    raise ValueError(f"`layer` lists {name!r} twice")
+                seen.add((id(mod), call))
+                self._layers.append(_Layer(name, mod, call))
+            self._captured = False
+            self._entered = True
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._entered = False
+        for layer in getattr(self, "_layers", ()):
+            layer.raw = None
+        self._heads.clear()
+        return super().__exit__(*exc)
+
+    def _check_state(self, need_capture: bool = False) -> None:
+        if not self._entered:
+            raise RuntimeError("use the TorchSession inside a `with` block")
+        if need_capture and not self._captured:
+            raise RuntimeError("call `capture()` before scoring perturbations")
+
+    # ---- capture
+
+    def capture(self, *, gradients: bool) -> list[Capture]:
+        """One forward pass (and one ``autograd.grad`` when ``gradients``): one Capture per layer."""
+        self._check_state()
+        stored: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        handles = []
+
+        def make_hook(i: int, layer: _Layer):
+            def hook(mod, args, out):
+                c = counts.get(i, 0)
+                counts[i] = c + 1
+                if layer.call is not None and c != layer.call:
+                    return None
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(
+                        f"layer {layer.name!r} must output a tensor; got {type(out).__name__}"
+                    )
+                if gradients and not out.requires_grad:
+                    # Autograd starts here: only the rest of the network is recorded.
+                    torch.set_grad_enabled(True)
+                    out = out.detach().requires_grad_()
+                stored[i] = out
+                return out.clone()
+
+            return hook
+
+        model = self.model
+        try:
+            for i, layer in enumerate(self._layers):
+                handles.append(layer.module.register_forward_hook(make_hook(i, layer)))
+            torch.set_grad_enabled(False)
+            logits = model(self.x)
+            logits = self._check_logits(logits)
+            missing = [lay.name for i, lay in enumerate(self._layers) if i not in stored]
+            if missing:
+                raise ValueError(
+                    f"layer {missing[0]!r} did not run during the forward pass; pick a layer "
+                    f"that the model calls"
+                )
+            scores, target_ids = self._scores(logits)
+            grads = self._gradients(scores, stored) if gradients else None
+        finally:
+            for h in handles:
+                h.remove()
+            torch.set_grad_enabled(False)
+        for i, layer in enumerate(self._layers):
+            layer.n_calls = counts[i]
+            if layer.call is None:
+                layer.call = counts[i] - 1
+            layer.raw = stored[i].detach()
+        self._logits = logits.detach()
+        self._captured = True
+
+        logits_np = _to_numpy(logits)
+        scores_np = _to_numpy(scores)
+        captures = []
+        for i, layer in enumerate(self._layers):
+            acts = self._to_maps(layer, stored[i].detach(), set_grid=True)
+            g = None if grads is None else _to_numpy(self._to_maps(layer, grads[i]))
+            w = self._gap_weights(acts, logits) if self._want_weights else None
+            captures.append(
+                Capture(
+                    activations=_to_numpy(acts),
+                    logits=logits_np,
+                    targets=target_ids,
+                    scores=scores_np,
+                    gradients=g,
+                    weights=w,
+                    layer=layer.name,
+                )
+            )
+        return captures
+
+    def _check_logits(self, logits) -> torch.Tensor:
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(
+                f"the model must return a logits tensor (N, C); got {type(logits).__name__}. "
+                f"Wrap it in a module that returns the logits"
+            )
+        n = self.x.shape[0]
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise ValueError(
+                f"the model must return logits of shape (N, C) with N = {n}; got "
+                f"{tuple(logits.shape)}"
+            )
+        return logits
+
+    def _scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """The target score of each image and the target classes (-1 for a callable)."""
+        n = logits.shape[0]
+        spec = self._targets_spec
+        if callable(spec) and not isinstance(spec, torch.Tensor):
+            scores = self._call_target(logits, n)
+            self._target_ids = None
+            return scores, np.full(n, -1, dtype=np.int64)
+        if isinstance(spec, torch.Tensor):
+            spec = spec.detach().cpu().numpy()
+        ids = resolve_targets(spec, _to_numpy(logits))
+        self._target_ids = ids
+        index = torch.as_tensor(ids, device=logits.device)[:, None]
+        return logits.gather(1, index)[:, 0], ids
+
+    def _call_target(self, logits: torch.Tensor, n: int) -> torch.Tensor:
+        scores = self._targets_spec(logits)
+        if not isinstance(scores, torch.Tensor):
+            raise TypeError(
+                f"a callable `targets` must return a tensor of scores (N,); got "
+                f"{type(scores).__name__}"
+            )
+        if scores.shape != (n,):
+            raise ValueError(
+                f"a callable `targets` must return one score per image, shape ({n},); got "
+                f"{tuple(scores.shape)}"
+            )
+        return scores
+
+    def _scores_of(self, logits: torch.Tensor, index: int) -> np.ndarray:
+        """Scores of a perturbed batch of image ``index``, as float32 NumPy."""
+        if self._target_ids is None:
+            scores = self._call_target(logits, logits.shape[0])
+        else:
+            scores = logits[:, int(self._target_ids[index])]
+        return _to_numpy(scores)
+
+    def _gradients(self, scores: torch.Tensor, stored: dict[int, torch.Tensor]):
+        tensors = [stored[i] for i in range(len(self._layers))]
+        if not scores.requires_grad:
+            raise ValueError(
+                f"layer {self._layers[0].name!r} has no gradient path to the target score: "
+                f"the score does not depend on it. Pick a layer that the score depends on (and "
+                f"a `targets` callable that keeps the logits' graph)"
+            )
+        try:
+            grads = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
+        except RuntimeError as exc:
+            names = ", ".join(repr(lay.name) for lay in self._layers)
+            raise ValueError(
+                f"could not differentiate the target score with respect to layer {names}: "
+                f"{exc}"
+            ) from exc
+        for layer, g in zip(self._layers, grads):
+            if g is None:
+                raise ValueError(
+                    f"layer {layer.name!r} has no gradient path to the target score; pick a "
+                    f"layer whose output the logits depend on"
+                )
+        return grads
+
+    # ---- layouts
+
+    def _to_maps(self, layer: _Layer, t: torch.Tensor, set_grid: bool = False) -> torch.Tensor:
+        """The layer's output (or its gradient) as ``(N, K, h, w)``."""
+        if callable(self._reshape):
+            out = self._reshape(t)
+            if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != t.shape[0]:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(
+                    f"`reshape` must map layer {layer.name!r}'s output {tuple(t.shape)} to "
+                    f"(N, K, h, w); got {got}"
+                )
+            return out
+        if t.ndim == 4:
+            return t
+        if t.ndim == 3:
+            if set_grid:
+                layer.prefix, layer.grid = self._token_grid(layer, tuple(t.shape))
+            h, w = layer.grid
+            tokens = t[:, layer.prefix:, :]
+            return tokens.reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+        raise ValueError(
+            f"layer {layer.name!r} outputs shape {tuple(t.shape)}; CAM methods need a 4-D "
+            f"(N, K, h, w) feature map or 3-D tokens (N, T, D). Pick another layer or pass "
+            f"`reshape` (a callable returning (N, K, h, w))"
+        )
+
+    def _token_grid(self, layer: _Layer, shape) -> tuple[int, tuple[int, int]]:
+        n_tokens = shape[1]
+        if self._reshape is not None:
+            h, w = self._reshape
+            prefix = n_tokens - h * w
+            if prefix < 0:
+                raise ValueError(
+                    f"`reshape` {(h, w)} needs {h * w} tokens; layer {layer.name!r} outputs "
+                    f"{n_tokens} (shape {shape})"
+                )
+            return prefix, (h, w)
+        big_h, big_w = self.input_size
+        for prefix in range(min(_MAX_PREFIX_TOKENS, n_tokens - 1) + 1):
+            t = n_tokens - prefix
+            h = round(math.sqrt(t * big_h / big_w))
+            if h >= 1 and t % h == 0 and h * big_w == (t // h) * big_h:
+                return prefix, (h, t // h)
+        raise ValueError(
+            f"layer {layer.name!r} outputs {n_tokens} tokens (shape {shape}): no grid with the "
+            f"input's aspect {big_h}x{big_w} after dropping up to {_MAX_PREFIX_TOKENS} prefix "
+            f"tokens; pass `reshape=(h, w)` or a callable"
+        )
+
+    # ---- CAM weights
+
+    def _gap_weights(self, acts: torch.Tensor, logits: torch.Tensor) -> np.ndarray | None:
+        n, k = acts.shape[:2]
+        c = logits.shape[1]
+        rtol = _rtol(acts, logits)
+        with torch.no_grad(), _no_autocast(acts.device):
+            pooled = acts.float().mean(dim=(2, 3))
+            for mod in self.model.modules():
+                if isinstance(mod, nn.Linear) and mod.in_features == k and mod.out_features == c:
+                    wt = mod.weight.float()
+                    pred = pooled.to(wt.device) @ wt.T
+                    if mod.bias is not None:
+                        pred = pred + mod.bias.float()
+                    if _close(pred, logits.to(pred.device), rtol):
+                        return _to_numpy(wt)
+        return None
+
+    # ---- perturbations
+
+    def score_masked(self, index: int, masks: np.ndarray) -> np.ndarray:
+        """Target score of image ``index`` multiplied by each mask ``(B, H, W)``: ``(B,)`` float32."""
+        self._check_state(need_capture=True)
+        m = torch.as_tensor(np.asarray(masks), device=self.x.device, dtype=self.x.dtype)
+        if m.ndim != 3 or tuple(m.shape[1:]) != self.input_size:
+            raise ValueError(
+                f"`masks` must have shape (B, {self.input_size[0]}, {self.input_size[1]}); got "
+                f"{tuple(m.shape)}"
+            )
+        with torch.no_grad():
+            batch = self.x[index : index + 1] * m[:, None]
+            logits = self._check_batch_logits(self.model(batch), len(m))
+            return self._scores_of(logits, index)
+
+    def score_ablated(self, layer: int, index: int, channels: np.ndarray) -> np.ndarray:
+        """Target score of image ``index`` with channel ``channels[b]`` of the layer zeroed: ``(B,)``."""
+        self._check_state(need_capture=True)
+        lay = self._layers[layer]
+        if callable(self._reshape):
+            raise ValueError(
+                "Ablation-CAM needs to zero channels of the layer's own output; with a callable "
+                "`reshape` the channels cannot be mapped back. Pass reshape=None or (h, w)"
+            )
+        ch = torch.as_tensor(np.asarray(channels, dtype=np.int64), device=lay.raw.device)
+        b = len(ch)
+        raw = lay.raw[index : index + 1]
+        batch = raw.repeat(b, *([1] * (raw.ndim - 1)))
+        rows = torch.arange(b, device=raw.device)
+        if raw.ndim == 4:
+            batch[rows, ch] = 0
+        else:  # tokens (N, P + T, D): zero the channel in the grid tokens
+            grid = torch.arange(lay.prefix, raw.shape[1], device=raw.device)
+            batch[rows[:, None], grid[None], ch[:, None]] = 0
+        head = self._head(layer)
+        with torch.no_grad():
+            if head is not None:
+                logits = head(batch, self.x[index : index + 1].expand(b, *self.x.shape[1:]))
+            else:
+                logits = self._replaced_forward(lay, batch, index)
+            return self._scores_of(self._check_batch_logits(logits, b), index)
+
+    def _check_batch_logits(self, logits, b: int) -> torch.Tensor:
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != b:
+            got = (
+                tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            )
+            raise ValueError(f"the model must return logits of shape ({b}, C); got {got}")
+        return logits
+
+    def _replaced_forward(self, lay: _Layer, batch: torch.Tensor, index: int) -> torch.Tensor:
+        count = [0]
+
+        def hook(mod, args, out):
+            c = count[0]
+            count[0] += 1
+            return batch if c == lay.call else None
+
+        handle = lay.module.register_forward_hook(hook)
+        try:
+            x = self.x[index : index + 1].repeat(len(batch), 1, 1, 1)
+            return self.model(x)
+        finally:
+            handle.remove()
+
+    def _head(self, i: int):
+        """A callable ``(activations, inputs) -> logits`` running only the model after layer ``i``."""
+        if i in self._heads:
+            return self._heads[i]
+        lay = self._layers[i]
+        head, path, why = None, "forward", "ablation='forward'"
+        if self._ablation != "forward":
+            head, path, why = _cut_head(self.model, lay)
+            if head is not None:
+                with torch.no_grad():
+                    got = head(lay.raw, self.x)
+                ok = isinstance(got, torch.Tensor) and _close(
+                    got, self._logits, _rtol(got, self._logits)
+                )
+                if not ok:
+                    head, path, why = None, "forward", "the cut model does not reproduce the logits"
+            if head is None and self._ablation == "head":
+                raise ValueError(
+                    f"cannot run only the part of the model after layer {lay.name!r} ({why}); "
+                    f"use ablation='auto' or 'forward'"
+                )
+        self._heads[i] = head
+        self.ablation_paths[lay.name] = path
+        logger.debug("Ablation-CAM on layer %r: %s path (%s)", lay.name, path, why)
+        return head
+
+
+# --------------------------------------------------------------------------- cutting the head
+
+
+def _plain_sequential(mod: nn.Module) -> bool:
+    return isinstance(mod, nn.Sequential) and type(mod).forward is nn.Sequential.forward
+
+
+def _sequential_head(model: nn.Module, name: str):
+    """The modules after ``name`` when every container on its path is a plain nn.Sequential."""
+    parts = name.split(".")
+    chain = [model]
+    for p in parts[:-1]:
+        chain.append(getattr(chain[-1], p))
+    if not all(_plain_sequential(c) for c in chain):
+        return None
+    tail: list[nn.Module] = []
+    for container, child in reversed(list(zip(chain, parts))):
+        keys = list(container._modules)
+        tail.extend(container._modules[k] for k in keys[keys.index(child) + 1 :])
+
+    def head(a, x):
+        for m in tail:
+            a = m(a)
+        return a
+
+    return head
+
+
+# Node ops that only read shapes: allowed to be recomputed from the inputs after the cut.
+_SHAPE_METHODS = {"size", "dim"}
+_SHAPE_FUNCTIONS = {getattr, operator.getitem, len}
+
+
+def _shape_only(node) -> bool:
+    """True when ``node`` (computed before the layer) depends on the inputs only through shapes."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op in ("placeholder", "get_attr"):
+            continue
+        if n.op == "call_method" and n.target in _SHAPE_METHODS:
+            continue
+        if n.op == "call_function" and n.target in _SHAPE_FUNCTIONS:
+            if n.target is getattr and n.args[1] != "shape":
+                return False
+            stack.extend(m for m in n.all_input_nodes)
+            continue
+        return False
+    return True
+
+
+def _fx_head(model: nn.Module, lay: _Layer):
+    import torch.fx as fx
+
+    target = lay.module
+
+    class _Tracer(fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return m is target or super().is_leaf_module(m, qualname)
+
+    try:
+        tracer = _Tracer()
+        graph = tracer.trace(model)
+    except Exception as exc:  # untraceable Python control flow and the like
+        return None, f"torch.fx could not trace the model: {type(exc).__name__}: {exc}"
+    nodes = list(graph.nodes)
+    hits = [
+        n for n in nodes
+        if n.op == "call_module" and tracer.root.get_submodule(n.target) is target
+    ]
+    if len(hits) != lay.n_calls:
+        return None, (
+            f"the traced graph calls the layer {len(hits)} times, the forward pass "
+            f"{lay.n_calls} times"
+        )
+    cut = nodes.index(hits[lay.call])
+    before = set(nodes[:cut])
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    for n in nodes[cut + 1 :]:
+        for m in n.all_input_nodes:
+            if m in before and not _shape_only(m):
+                return None, f"node {n.name!r} after the layer uses {m.name!r} computed before it"
+    if len(placeholders) != 1:
+        return None, "the model's forward takes more than one input"
+    new = fx.Graph()
+    env = {hits[lay.call]: new.placeholder("activations"), placeholders[0]: new.placeholder("inputs")}
+
+    def copy(n):
+        if n not in env:
+            for m in n.all_input_nodes:
+                copy(m)
+            env[n] = new.node_copy(n, lambda m: env[m])
+        return env[n]
+
+    for n in nodes[cut + 1 :]:
+        copy(n)
+    gm = fx.GraphModule(tracer.root, new)
+    return gm, "torch.fx cut"
+
+
+def _cut_head(model: nn.Module, lay: _Layer):
+    """(head or None, path name, reason) for the part of ``model`` after ``lay``."""
+    head = _sequential_head(model, lay.name) if lay.name and lay.n_calls == 1 else None
+    if head is not None:
+        return head, "sequential", "nn.Sequential slice"
+    gm, why = _fx_head(model, lay)
+    if gm is None:
+        return None, "forward", why
+    return gm, "fx", why
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def _check_grid(reshape) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in reshape)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"`reshape` must be None, an (h, w) pair or a callable; got {reshape!r}"
+        ) from exc
+    if h < 1 or w < 1:
+        raise ValueError(f"`reshape` must be a positive (h, w) grid; got {reshape!r}")
+    return h, w
+
+
+def explain(
+    model,
+    inputs,
+    *,
+    method: str = "gradcam",
+    layer=None,
+    targets=None,
+    fuse: str = "mean",
+    upsample: str = "bilinear",
+    batch_size: int = 64,
+    progress: bool | None = None,
+    reshape=None,
+) -> Explanation:
+    """Explain a batch of a PyTorch classifier with a class activation map method.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Returns logits ``(N, C)``. Never modified; run in eval mode during the call.
+    inputs : tensor or ndarray, shape (N, C, H, W)
+        The batch as the model takes it; moved to the model's device.
+    method : str
+        One of :data:`cam_core.explain.METHODS`.
+    layer : str, nn.Module, a list of them, or None
+        The target layer(s); None finds the last 4-D feature map before global pooling (one
+        extra forward pass). Several layers are captured in one pass and fused.
+    targets : None, int, sequence of int, or callable
+        None: each image's predicted class; int: that class for every image; sequence: one class
+        per image (any other length is a ``ValueError``); callable: maps the logits tensor
+        ``(N, C)`` to scores ``(N,)`` (the explanation's targets are then -1).
+    fuse : {"mean", "max"}
+        How several layers' maps are fused.
+    upsample : {"bilinear", "bicubic", "nearest"}
+        Interpolation of the maps to the input size.
+    batch_size : int
+        Masked or ablated items per model call (Score-CAM, Ablation-CAM).
+    progress : bool or None
+        tqdm progress bar of the perturbation methods (None: on a terminal, for long runs).
+    reshape : None, (int, int) or callable
+        Token outputs: see the module docstring.
+
+    Returns
+    -------
+    cam_core.explain.Explanation
+        ``maps`` ``(N, H, W)`` float32 in [0, 1] at the input size.
+    """
+    spec = method_spec(method)
+    with TorchSession(
+        model, inputs, layer=layer, targets=targets, reshape=reshape, weights=spec.needs_weights
+    ) as session:
+        return explain_session(
+            session,
+            spec.name,
+            fuse=fuse,
+            upsample=upsample,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+
+def capture(
+    model, inputs, *, layer=None, targets=None, gradients: bool = True, reshape=None
+) -> list[Capture]:
+    """Record activations, gradients, logits and the CAM weights of one batch.
+
+    Parameters are as in :func:`explain`; ``gradients=False`` skips the backward step.
+
+    Returns
+    -------
+    list of cam_core.explain.Capture
+        One per layer, in the order given; arrays are float32 NumPy, channels-first.
+    """
+    with TorchSession(model, inputs, layer=layer, targets=targets, reshape=reshape) as session:
+        return session.capture(gradients=bool(gradients))
+
+
+def gap_classifier(backbone, num_classes: int, *, in_channels: int | None = None) -> nn.Module:
+    """Put global average pooling and a linear layer on ``backbone``: a model ready for CAM.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+        Maps ``(N, C_in, H, W)`` to ``(N, K, h, w)``; becomes the submodule ``features``.
+    num_classes : int
+    in_channels : int, optional
+        ``K``; by default ``backbone.out_channels``, else the width of its last Conv2d/BatchNorm2d.
+
+    Returns
+    -------
+    torch.nn.Module
+        Submodules ``features``, ``avgpool``, ``fc``; explain it at ``"features"``. The same
+        class as :func:`cam_core.adapters.models_torch.gap_classifier` builds.
+    """
+    from cam_core.adapters.models_torch import gap_classifier as build
+
+    return build(backbone, num_classes, channels=in_channels)
