@@ -22,10 +22,27 @@ not reach the image border), with what the metrics need:
   hole at the pixel left of its first pixel. ``max(contours, key=cv2.contourArea)`` picks the
   first contour of largest area in that list, so ties go to the smallest ``order``.
 
-Two implementations give identical results: :func:`sweep_labelled` labels the mask of every
-level (simple, the oracle of the tests) and :func:`sweep` takes a fast path for the levels where
-every row of the mask is a single run of pixels (then there are no holes and everything follows
-from the two run ends of each row), labelling only the other levels.
+Two implementations. :func:`sweep_labelled` labels the mask of every level and lists every
+contour with its area and order (simple; the oracle of the tests, checked against OpenCV).
+:func:`sweep` is the fast one and lists only what the metrics use, with identical results for
+them: every box, and for the "largest contour" choice only the contours that can win it.
+
+Why :func:`sweep` may drop contours from that choice: a component's outer polygon encloses the
+polygons of its holes and of everything nested inside them, so none of those has a larger area,
+and each comes after its top-level ancestor in OpenCV's pre-order, so none wins a tie either. Only
+top-level components (those not inside a hole) are candidates. Their outer area is the window
+rule above applied to the level's *filled* mask (the complement of the background region that
+reaches the image border), since a filled top-level component is a component of that mask.
+
+How :func:`sweep` works: it lists the row runs of ``q > t`` of all levels at once (a run starts
+at ``x`` for the levels ``q[x-1] <= t < q[x]``), links runs of consecutive rows of a level that
+touch at 8-connectivity, and gets the components of all levels from one call of
+:func:`scipy.sparse.csgraph.connected_components`; boxes, pixel counts and window-rule areas are
+sums over runs and links (a link between runs ``[a0, a1]`` and ``[b0, b1]`` with ``lo = max(a0,
+b0) <= hi = min(a1, b1)`` holds ``hi - lo`` windows of 4 pixels, plus a window of 3 at each end
+where the runs do not end alike). The run graph also gives the Euler number (runs minus links),
+so the number of holes of each level (components minus Euler number) comes free; the rare levels
+with holes are completed by labelling their background and filled mask (``fast`` is False there).
 """
 
 from __future__ import annotations
@@ -46,8 +63,9 @@ class LevelComponents:
     ``level`` (K,) int64 index into the levels; ``box`` (K, 4) int64 inclusive pixel boxes;
     ``hole`` (K,) bool; ``pixels`` (K,) int64; ``area2`` (K,) int64 (0 when not asked for);
     ``order`` (K,) int64 rank within the level (OpenCV's contour order when holes were asked
-    for, else row-major order of the components' first pixels); ``fast`` (L,) bool, per level,
-    whether the run-based fast path produced it.
+    for, else row-major order of the components' first pixels); ``candidate`` (K,) bool, the
+    rows that compete for "largest" (the others only add boxes; their ``area2`` and ``order``
+    are not meaningful); ``fast`` (L,) bool, per level, whether the runs alone solved it.
     """
 
     level: np.ndarray
@@ -56,6 +74,7 @@ class LevelComponents:
     pixels: np.ndarray
     area2: np.ndarray
     order: np.ndarray
+    candidate: np.ndarray
     fast: np.ndarray
 
 
@@ -160,6 +179,7 @@ def _pack(rows_per_level: list[list[tuple]], fast: np.ndarray) -> LevelComponent
         pixels=np.asarray(pixels, dtype=np.int64),
         area2=np.asarray(area2, dtype=np.int64),
         order=np.asarray(order, dtype=np.int64),
+        candidate=np.ones(len(level), dtype=bool),
         fast=fast,
     )
 
@@ -171,4 +191,265 @@ def sweep_labelled(q: np.ndarray, levels: np.ndarray, *, holes: bool, area: bool
     return _pack(rows, np.zeros(len(levels), dtype=bool))
 
 
-sweep = sweep_labelled
+# --------------------------------------------------------------------------- runs
+
+def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ranges ``[lo_i, hi_i)``: the index ``i`` of each element and the element itself."""
+    counts = hi - lo
+    keep = np.flatnonzero(counts > 0)
+    counts = counts[keep]
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    owner = np.repeat(keep, counts)
+    offsets = np.repeat(np.cumsum(counts) - counts, counts)
+    return owner, np.arange(total) - offsets + lo[owner]
+
+
+def _runs(q: np.ndarray, levels: np.ndarray):
+    """All runs of ``q > t`` for all levels: (k, row, start, end), sorted by (k, row, start)."""
+    height, width = q.shape
+    # index of the first level >= v for every pixel value v (a table lookup); a run starts at x
+    # for the level indices from there (of the left neighbour) up to here (excluded)
+    table = np.searchsorted(levels, np.arange(int(q.max()) + 1), side="left")
+    here = np.take(table, q)
+    left = np.zeros((height, width), dtype=here.dtype)
+    left[:, 1:] = here[:, :-1]
+    right = np.zeros((height, width), dtype=here.dtype)
+    right[:, :-1] = here[:, 1:]
+    here = here.ravel()
+    # a run starts at x for the levels q[x-1] <= t < q[x], ends at x for q[x+1] <= t < q[x]
+    pix_s, k_s = _expand(left.ravel(), here)
+    pix_e, k_e = _expand(right.ravel(), here)
+    hw = height * width
+    key_s = np.sort(k_s * hw + pix_s)
+    key_e = np.sort(k_e * hw + pix_e)
+    k = key_s // hw
+    pix = key_s - k * hw
+    row = pix // width
+    start = pix - row * width
+    end = key_e - k * hw - row * width
+    return k, row, start, end
+
+
+def _link(k, row, start, end, height: int, width: int, reach: int):
+    """Pairs (a, b) of runs, b in the row below a at the same level, that touch.
+
+    Runs sorted by (level, row, start); ``reach`` 1 links diagonal neighbours (8-connectivity),
+    0 only overlapping runs (4-connectivity). ``b.end >= a.start - reach`` and
+    ``b.start <= a.end + reach``.
+    """
+    base = (k * height + row) * width
+    nxt = base + width
+    lo = np.searchsorted(base + end, nxt + np.maximum(start - reach, 0), side="left")
+    hi = np.searchsorted(base + start, nxt + np.minimum(end + reach, width - 1), side="right")
+    hi[row == height - 1] = 0  # the last row has no next row (the keys run on to the next level)
+    return _expand(lo, hi)
+
+
+def _label_graph(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of the undirected graph on ``n`` nodes with edges (a, b), a sorted.
+
+    Labels are numbered in order of each component's smallest node.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(a, minlength=n), out=indptr[1:])
+    graph = csr_matrix((np.ones(len(a), dtype=np.int8), b, indptr), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _band2(sa, ea, sb, eb) -> np.ndarray:
+    """Windows of 4 pixels (x2) plus windows of 3 between linked runs [sa, ea] and [sb, eb]."""
+    lo = np.maximum(sa, sb)
+    hi = np.minimum(ea, eb)
+    return np.where(lo <= hi, 2 * (hi - lo) + (sa != sb) + (ea != eb), 0)
+
+
+def _first_of_labels(label: np.ndarray) -> np.ndarray:
+    """Index of the first node of each label (labels numbered in order of first node)."""
+    return np.flatnonzero(np.r_[True, label[1:] > np.maximum.accumulate(label)[:-1]])
+
+
+def _components_from_runs(q: np.ndarray, levels: np.ndarray, *, area: bool) -> dict:
+    """8-connected components of every level from the run graph.
+
+    Returns a dict: the runs (``k``, ``row``, ``start``, ``end``, ``label``), and per component
+    ``level``, inclusive ``box``, ``pixels``, ``area2`` (window rule on the component itself: its
+    outer area when it has no hole), ``first`` (its first run) and ``rank`` within its level in
+    row-major order of first pixels; per level ``holes``, the number of holes.
+    """
+    height, width = q.shape
+    n_levels = len(levels)
+    k, row, start, end = _runs(q, levels)
+    n = len(k)
+    a, b = _link(k, row, start, end, height, width, 1)
+    label = _label_graph(n, a, b) if n else np.zeros(0, dtype=np.int64)
+    count = int(label.max()) + 1 if n else 0
+    first = _first_of_labels(label) if n else np.zeros(0, dtype=np.int64)
+    comp_level = k[first]
+    x0 = np.full(count, width, dtype=np.int64)
+    np.minimum.at(x0, label, start)
+    x1 = np.full(count, -1, dtype=np.int64)
+    np.maximum.at(x1, label, end)
+    y1 = np.full(count, -1, dtype=np.int64)
+    np.maximum.at(y1, label, row)
+    box = np.stack([x0, row[first], x1, y1], axis=1)
+    pixels = np.bincount(label, weights=end - start + 1, minlength=count).astype(np.int64)
+    if area and n:
+        band = _band2(start[a], end[a], start[b], end[b])
+        area2 = np.bincount(label[a], weights=band, minlength=count).astype(np.int64)
+    else:
+        area2 = np.zeros(count, dtype=np.int64)
+    per_level = np.bincount(comp_level, minlength=n_levels)
+    rank = np.arange(count) - (np.cumsum(per_level) - per_level)[comp_level]
+    # Euler number (8-connected objects) = runs - links; holes = components - Euler number
+    euler = np.bincount(k, minlength=n_levels) - np.bincount(k[a], minlength=n_levels)
+    return dict(k=k, row=row, start=start, end=end, label=label, level=comp_level, box=box,
+                pixels=pixels, area2=area2, first=first, rank=rank, per_level=per_level,
+                holes=per_level - euler)
+
+
+def _holes_from_runs(c: dict, slow: np.ndarray, height: int, width: int) -> dict:
+    """Holes of the levels ``slow`` (indices) from the gaps between their runs.
+
+    Gaps (background runs) of consecutive rows are linked at 4-connectivity, and every gap that
+    touches the image border to a frame node of its level; a hole is a gap component without
+    the frame. A hole's parent is the component of the run left of its first gap; a component
+    nested in a hole has the hole of the gap left of its first run as parent. Returns the hole
+    boxes (grown by one pixel), levels and window-rule areas, and for every component its
+    top-level ancestor and the window-rule area of its filled self (meaningful for top-level
+    components of the slow levels).
+    """
+    k, row, start, end, label = c["k"], c["row"], c["start"], c["end"], c["label"]
+    count = len(c["level"])
+    slot = np.full(int(k.max(initial=0)) + 1 if len(k) else 1, -1, dtype=np.int64)
+    slot[slow[slow < len(slot)]] = np.arange(int((slow < len(slot)).sum()))
+    sel = np.flatnonzero(np.isin(k, slow))
+    rk, rr, rs, re = k[sel], row[sel], start[sel], end[sel]
+    same = np.r_[False, (rk[1:] == rk[:-1]) & (rr[1:] == rr[:-1])]
+    last = ~np.r_[same[1:], False]
+    prev_end = np.where(same, np.r_[-1, re[:-1]], -1)
+    # gaps: before each run, after the last run of a row, and whole empty rows
+    before = prev_end + 1 <= rs - 1
+    after = last & (re < width - 1)
+    levels_all = np.asarray(slow, dtype=np.int64)
+    present = np.zeros((len(levels_all), height), dtype=bool)
+    present[np.searchsorted(levels_all, rk), rr] = True
+    ek, er = np.nonzero(~present)
+    gk = np.concatenate([rk[before], rk[after], levels_all[ek]])
+    gr = np.concatenate([rr[before], rr[after], er])
+    gs = np.concatenate([(prev_end + 1)[before], (re + 1)[after], np.zeros(len(ek), np.int64)])
+    ge = np.concatenate([(rs - 1)[before], np.full(int(after.sum()), width - 1), 
+                         np.full(len(ek), width - 1)])
+    left_run = np.concatenate([np.where(same, sel - 1, -1)[before] if len(sel) else
+                               np.zeros(0, np.int64), sel[after], np.full(len(ek), -1)])
+    gap_of_run = np.full(len(k), -1, dtype=np.int64)  # the gap just left of a run, if any
+    order = np.lexsort((gs, gr, gk))
+    gk, gr, gs, ge, left_run = gk[order], gr[order], gs[order], ge[order], left_run[order]
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    gap_of_run[sel[before]] = position[: int(before.sum())]
+    ng = len(gk)
+    a, b = _link(gk, gr, gs, ge, height, width, 0)
+    border = np.flatnonzero((gs == 0) | (ge == width - 1) | (gr == 0) | (gr == height - 1))
+    frame = ng + np.searchsorted(levels_all, gk[border])
+    # frame edges go last: they keep ``a`` sorted for the CSR build
+    a2 = np.concatenate([a, border])
+    b2 = np.concatenate([b, frame])
+    idx = np.argsort(a2, kind="stable")
+    glabel = _label_graph(ng + len(levels_all), a2[idx], b2[idx])
+    is_hole = ~np.isin(glabel[:ng], glabel[ng:])
+    # hole components, numbered in order of their first gap
+    hole_gaps = np.flatnonzero(is_hole)
+    _, hole_id = np.unique(glabel[hole_gaps], return_inverse=True)
+    n_holes = int(hole_id.max()) + 1 if hole_gaps.size else 0
+    hole_first = hole_gaps[_first_of_labels(hole_id)] if n_holes else np.zeros(0, np.int64)
+    # hole_id is numbered by label value, which follows first gaps: the same order
+    hx0 = np.full(n_holes, width, dtype=np.int64)
+    np.minimum.at(hx0, hole_id, gs[hole_gaps])
+    hx1 = np.full(n_holes, -1, dtype=np.int64)
+    np.maximum.at(hx1, hole_id, ge[hole_gaps])
+    hy1 = np.full(n_holes, -1, dtype=np.int64)
+    np.maximum.at(hy1, hole_id, gr[hole_gaps])
+    hole_box = np.stack([hx0 - 1, gr[hole_first] - 1, hx1 + 1, hy1 + 1], axis=1)
+    hole_of_gap = np.full(ng, -1, dtype=np.int64)
+    hole_of_gap[hole_gaps] = hole_id
+    size = np.bincount(hole_id, weights=(ge - gs + 1)[hole_gaps], minlength=n_holes)
+    inner = (hole_of_gap[a] >= 0) if len(a) else np.zeros(0, dtype=bool)
+    band = np.bincount(hole_of_gap[a[inner]], weights=_band2(gs[a[inner]], ge[a[inner]],
+                                                                gs[b[inner]], ge[b[inner]]),
+                       minlength=n_holes)
+    hole_area2 = (4 * size - band).astype(np.int64)
+    hole_parent = label[left_run[hole_first]]
+    # each component's parent hole (-1: top level), then its top-level ancestor
+    comp_parent_hole = np.full(count, -1, dtype=np.int64)
+    firsts = c["first"]
+    g = gap_of_run[firsts]
+    has_gap = g >= 0
+    comp_parent_hole[has_gap] = hole_of_gap[g[has_gap]]
+    up = np.arange(count)
+    nested = comp_parent_hole >= 0
+    up[nested] = hole_parent[comp_parent_hole[nested]]
+    while True:
+        nxt = up[up]
+        if np.array_equal(nxt, up):
+            break
+        up = nxt
+    filled_area2 = np.bincount(up, weights=c["area2"], minlength=count)
+    filled_area2 += np.bincount(up[hole_parent], weights=hole_area2, minlength=count)
+    return dict(box=hole_box, level=gk[hole_first], area2=hole_area2, pixels=size.astype(np.int64),
+                top=up, filled_area2=filled_area2.astype(np.int64))
+
+
+def sweep(q: np.ndarray, levels: np.ndarray, *, holes: bool, area: bool) -> LevelComponents:
+    """Components (and holes) of ``q > t`` for each ``t`` in ``levels`` (sorted, distinct, >= 0).
+
+    Every component and hole box of :func:`sweep_labelled`, and the same winner of "largest"
+    (most ``area2``, then smallest ``order``; or most ``pixels``, then smallest ``order``, with
+    ``holes=False``) among the ``candidate`` rows.
+    """
+    levels = np.asarray(levels, dtype=np.int64)
+    height, width = q.shape
+    c = _components_from_runs(q, levels, area=area)
+    comp_level, per_level = c["level"], c["per_level"]
+    slow = (c["holes"] > 0) if holes else np.zeros(len(levels), dtype=bool)
+    area2 = c["area2"]
+    candidate = np.ones(len(comp_level), dtype=bool)
+    if holes:
+        order = per_level[comp_level] - 1 - c["rank"]  # no holes: OpenCV lists them in reverse
+    else:
+        order = c["rank"]
+    parts = []
+    if slow.any():
+        h = _holes_from_runs(c, np.flatnonzero(slow), height, width)
+        in_slow = slow[comp_level]
+        top = h["top"] == np.arange(len(comp_level))
+        candidate = ~in_slow | top
+        area2 = np.where(in_slow, h["filled_area2"], area2)
+        # OpenCV order among the top-level components of a slow level: reverse discovery
+        tops = np.flatnonzero(in_slow & top)
+        n_top = np.bincount(comp_level[tops], minlength=len(levels))
+        rank_top = np.arange(len(tops)) - (np.cumsum(n_top) - n_top)[comp_level[tops]]
+        order = order.copy()
+        order[tops] = n_top[comp_level[tops]] - 1 - rank_top
+        n_h = len(h["level"])
+        parts.append(LevelComponents(
+            level=h["level"], box=h["box"], hole=np.ones(n_h, dtype=bool), pixels=h["pixels"],
+            area2=h["area2"], order=np.full(n_h, -1, dtype=np.int64),
+            candidate=np.zeros(n_h, dtype=bool), fast=~slow))
+    parts.insert(0, LevelComponents(
+        level=comp_level, box=c["box"], hole=np.zeros(len(comp_level), dtype=bool),
+        pixels=c["pixels"], area2=area2, order=order, candidate=candidate, fast=~slow))
+    return LevelComponents(
+        level=np.concatenate([p.level for p in parts]),
+        box=np.concatenate([p.box for p in parts]),
+        hole=np.concatenate([p.hole for p in parts]),
+        pixels=np.concatenate([p.pixels for p in parts]),
+        area2=np.concatenate([p.area2 for p in parts]),
+        order=np.concatenate([p.order for p in parts]),
+        candidate=np.concatenate([p.candidate for p in parts]),
+        fast=~slow,
+    )

@@ -232,7 +232,7 @@ def _image_ious(m: np.ndarray, gt: np.ndarray, taus: np.ndarray, protocol: str
         pred = np.stack([comps.box[:, 0], comps.box[:, 1], x1, y1], axis=1).astype(np.float64)
         pred += (0, 0, 1, 1)  # inclusive corners -> half-open: the same IoU
         gt_h = gt + (0, 0, 1, 1)
-        chosen = _select_first(comps.level, [comps.order, -comps.area2], len(levels))
+        size = comps.area2
         empty_iou = float(_iou(np.array([[0.0, 0.0, 1.0, 1.0]]), gt_h).max())
     else:
         thr = taus.astype(m.dtype) * m.max()  # as threshold_fraction computes it
@@ -242,8 +242,11 @@ def _image_ious(m: np.ndarray, gt: np.ndarray, taus: np.ndarray, protocol: str
         comps = _sweep.sweep(q, levels, holes=False, area=False)
         pred = comps.box.astype(np.float64) + (0, 0, 1, 1)
         gt_h = gt
-        chosen = _select_first(comps.level, [comps.order, -comps.pixels], len(levels))
+        size = comps.pixels
         empty_iou = 0.0
+    cand = np.flatnonzero(comps.candidate)
+    chosen = _select_first(comps.level[cand], [comps.order[cand], -size[cand]], len(levels))
+    chosen = np.where(chosen >= 0, cand[np.maximum(chosen, 0)] if cand.size else -1, -1)
     best = _iou(pred, gt_h).max(axis=1) if len(pred) else np.zeros(0)
     per_level_all = np.full(len(levels), -np.inf)
     np.maximum.at(per_level_all, comps.level, best)

@@ -173,21 +173,54 @@ def _opencv_contours(mask):
     return out
 
 
-@pytest.mark.parametrize("engine", ["sweep", "sweep_labelled"])
-def test_engine_matches_opencv_contours_in_order(engine):
-    """Boxes, polygon areas and OpenCV's contour order, level by level, on random masks."""
+def _random_level_maps(rng, count):
+    """Small integer maps: noise, products of noise (large flat areas) and nested rings."""
+    for i in range(count):
+        h, w = (int(v) for v in rng.integers(1, 20, 2))
+        if i % 3 == 0:
+            yield rng.integers(0, 4, (h, w))
+        elif i % 3 == 1:
+            yield rng.integers(0, 3, (h, w)) * rng.integers(0, 3, (h, w))
+        else:
+            yy, xx = np.mgrid[:h, :w]
+            r = np.hypot(yy - rng.uniform(0, h), xx - rng.uniform(0, w)) * rng.uniform(0.5, 2)
+            yield ((np.sin(r) + 1) * 2).astype(np.int64)
+
+
+def test_labelled_engine_lists_opencv_contours_in_order():
+    """Every contour's box and polygon area, in OpenCV's order, level by level."""
     rng = np.random.default_rng(7)
-    fn = getattr(_sweep, engine)
-    for _ in range(300):
-        h, w = rng.integers(1, 16, 2)
-        q = rng.integers(0, 4, (h, w))
-        levels = np.arange(4)
-        comps = fn(q, levels, holes=True, area=True)
+    for q in _random_level_maps(rng, 300):
+        levels = np.unique(np.r_[q.ravel(), 0])
+        comps = _sweep.sweep_labelled(q, levels, holes=True, area=True)
         for li, t in enumerate(levels):
             sel = np.flatnonzero(comps.level == li)
             sel = sel[np.argsort(comps.order[sel])]
             mine = [(tuple(comps.box[i].tolist()), float(comps.area2[i])) for i in sel]
             assert mine == _opencv_contours(q > t), (q, t)
+
+
+def test_fast_engine_gives_opencv_boxes_and_largest_contour():
+    """The fast engine: the same set of boxes and the same "largest contour" as OpenCV."""
+    rng = np.random.default_rng(8)
+    slow_levels = 0
+    for q in _random_level_maps(rng, 300):
+        levels = np.unique(np.r_[q.ravel(), 0])
+        comps = _sweep.sweep(q, levels, holes=True, area=True)
+        slow_levels += int((~comps.fast).sum())
+        for li, t in enumerate(levels):
+            ref = _opencv_contours(q > t)
+            sel = np.flatnonzero(comps.level == li)
+            assert {tuple(b) for b in comps.box[sel].tolist()} == {r[0] for r in ref}, (q, t)
+            cand = sel[comps.candidate[sel]]
+            if not ref:
+                assert cand.size == 0
+                continue
+            best = cand[np.lexsort((comps.order[cand], -comps.area2[cand]))[0]]
+            ref_best = max(ref, key=lambda r: r[1])  # first of the largest, as max() does
+            assert tuple(comps.box[best].tolist()) == ref_best[0], (q, t)
+            assert comps.area2[best] == ref_best[1]
+    assert slow_levels > 100  # the levels with holes were exercised
 
 
 def test_single_pixels_lines_and_rings():
