@@ -325,9 +325,9 @@ def _holes_from_runs(c: dict, slow: np.ndarray, height: int, width: int) -> dict
     """
     k, row, start, end, label = c["k"], c["row"], c["start"], c["end"], c["label"]
     count = len(c["level"])
-    slot = np.full(int(k.max(initial=0)) + 1 if len(k) else 1, -1, dtype=np.int64)
-    slot[slow[slow < len(slot)]] = np.arange(int((slow < len(slot)).sum()))
-    sel = np.flatnonzero(np.isin(k, slow))
+    is_slow = np.zeros(int(max(k.max(initial=0), slow.max(initial=0))) + 1, dtype=bool)
+    is_slow[slow] = True
+    sel = np.flatnonzero(is_slow[k])
     rk, rr, rs, re = k[sel], row[sel], start[sel], end[sel]
     same = np.r_[False, (rk[1:] == rk[:-1]) & (rr[1:] == rr[:-1])]
     last = ~np.r_[same[1:], False]
@@ -361,7 +361,9 @@ def _holes_from_runs(c: dict, slow: np.ndarray, height: int, width: int) -> dict
     b2 = np.concatenate([b, frame])
     idx = np.argsort(a2, kind="stable")
     glabel = _label_graph(ng + len(levels_all), a2[idx], b2[idx])
-    is_hole = ~np.isin(glabel[:ng], glabel[ng:])
+    framed = np.zeros(int(glabel.max()) + 1, dtype=bool)
+    framed[glabel[ng:]] = True
+    is_hole = ~framed[glabel[:ng]]
     # hole components, numbered in order of their first gap
     hole_gaps = np.flatnonzero(is_hole)
     _, hole_id = np.unique(glabel[hole_gaps], return_inverse=True)

@@ -1,8 +1,9 @@
 """The "wsol" protocol against the reference algorithm of clovaai/wsolevaluation.
 
-The reference loop is written here with OpenCV (threshold, findContours RETR_TREE
-CHAIN_APPROX_SIMPLE, boundingRect, contourArea), as the reference does it; cam_core must give the
-same correct-image counts at every threshold. Skipped when OpenCV is not installed (it is never a
+The reference loop is written with OpenCV (threshold, findContours RETR_TREE
+CHAIN_APPROX_SIMPLE, boundingRect, contourArea) as the reference does it, in
+:func:`benchmarks.stage_sweep.opencv_reference_ious`; cam_core must give the same correct-image
+counts at every threshold. Skipped when OpenCV is not installed (it is never a
 dependency of cam_core).
 """
 
@@ -59,49 +60,15 @@ def test_scale_boxes_wsol_truncates():
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless) is not installed")
 
-
-def _reference_ious(scoremap, gt, taus, multi):
-    """Best IoU per tau, written after the reference's compute_bboxes_from_scoremaps."""
-    m = scoremap.copy()
-    if m.min() == m.max():
-        m = np.zeros_like(m)
-    else:
-        m -= m.min()
-        m /= m.max()
-    height, width = m.shape
-    image = np.expand_dims((m * 255).astype(np.uint8), 2)
-    gt = np.asarray(gt)
-    out = []
-    for tau in taus:
-        _, thr = cv2.threshold(src=image, thresh=int(tau * np.max(image)), maxval=255,
-                               type=cv2.THRESH_BINARY)
-        contours = cv2.findContours(image=thr, mode=cv2.RETR_TREE,
-                                    method=cv2.CHAIN_APPROX_SIMPLE)[0]
-        if len(contours) == 0:
-            boxes = np.array([[0, 0, 0, 0]])
-        else:
-            if not multi:
-                contours = [max(contours, key=cv2.contourArea)]
-            rows = []
-            for c in contours:
-                x, y, w, h = cv2.boundingRect(c)
-                rows.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
-            boxes = np.array(rows)
-        ix = np.maximum(0, np.minimum(boxes[:, None, 2], gt[None, :, 2])
-                        - np.maximum(boxes[:, None, 0], gt[None, :, 0]) + 1)
-        iy = np.maximum(0, np.minimum(boxes[:, None, 3], gt[None, :, 3])
-                        - np.maximum(boxes[:, None, 1], gt[None, :, 1]) + 1)
-        inter = ix * iy
-        area_a = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-        area_b = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
-        out.append((inter / (area_a[:, None] + area_b[None, :] - inter)).max())
-    return np.array(out)
+# the reference loop (threshold, findContours, boundingRect, inclusive IoU), written once for the
+# tests and the benchmark
+from benchmarks.stage_sweep import opencv_reference_ious  # noqa: E402
 
 
 def _reference_counts(maps, gts, taus, deltas, multi):
     correct = np.zeros((len(taus), len(deltas)), dtype=np.int64)
     for m, gt in zip(maps, gts):
-        ious = _reference_ious(m, gt, taus, multi)
+        ious = opencv_reference_ious(m, gt, taus, multi_contour=multi)
         correct += ious[:, None] >= np.asarray(deltas)[None, :]
     return correct
 
