@@ -93,9 +93,12 @@ def _check_model(model) -> nn.Module:
 
 def _model_place(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
     """The device and floating dtype of the model's first parameter (or buffer)."""
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device, (t.dtype if t.is_floating_point() else None)
-    return torch.device("cpu"), None
+    t = next(model.parameters(), None)
+    if t is None:
+        t = next(model.buffers(), None)
+    if t is None:
+        return torch.device("cpu"), None
+    return t.device, (t.dtype if t.is_floating_point() else None)
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -292,10 +295,12 @@ class _Prepared:
 
             def restore():
                 for m, flag in flags:
-                    m.training = flag
+                    if m.training != flag:
+                        m.training = flag
 
             self._stack.callback(restore)
-            self.model.eval()
+            if any(flag for _, flag in flags):
+                self.model.eval()  # through train(False), so that overrides of train() apply
             self.x = self._prepare(self.inputs)
         except BaseException:
             self._stack.close()
