@@ -20,9 +20,12 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`TorchSession`:
 - **Layers** are given by name (``"layer4"``, ``"features.8"``), by module object, as a list of
   them (one forward, one ``autograd.grad`` for all, maps fused by the core), or found
   automatically: the last module whose output is 4-D with more than one position, i.e. the last
-  feature map before global pooling (one extra forward pass with hooks on every module). When that
+  feature map before global pooling (one extra forward pass with hooks on every module, the
+  first time a model sees an input shape; the answer is remembered per model, weakly). When that
   module runs several times in one forward pass (a shared activation module), the call found is
-  the one explained.
+  the one explained; a shared module given by name or object is explained at its last call.
+  Autograd starts at the explained call: the number of calls is learnt on the first capture (which
+  records from the first call) and remembered, and a stale count is detected and redone.
 - **Token outputs** (vision transformers) ``(N, P + T, D)`` become ``(N, D, h, w)``: ``reshape=None``
   infers the grid (``h * w = T``, square for square inputs, the input's aspect otherwise) and
   drops the ``P <= 8`` prefix tokens (class, distillation, register tokens); ``reshape=(h, w)``
@@ -923,7 +926,8 @@ def explain(
         One of :data:`cam_core.explain.METHODS`.
     layer : str, nn.Module, a list of them, or None
         The target layer(s); None finds the last 4-D feature map before global pooling (one
-        extra forward pass). Several layers are captured in one pass and fused.
+        extra forward pass the first time per model and input shape). Several layers are
+        captured in one pass and fused.
     targets : None, int, sequence of int, or callable
         None: each image's predicted class; int: that class for every image; sequence: one class
         per image (any other length is a ``ValueError``); callable: maps the logits tensor

@@ -570,3 +570,51 @@ def test_efficientnet_lite0_classifies_and_localises(imagenet_dir):
     # On this true GAP + linear head Grad-CAM is ReLU(CAM) / (h w) on a real network too.
     grad = ta.explain(model, x[:4], method="gradcam", layer="_swish", targets=labels[:4])
     np.testing.assert_allclose(grad.raw, cam.raw[:4] / 49, rtol=1e-3, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- odds and ends
+
+
+def test_frozen_model_still_gives_gradients():
+    model = tm.tiny_net()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ref = ta.explain(tm.tiny_net(), batch(2), method="gradcam", layer="features")
+    e = ta.explain(model, batch(2), method="gradcam", layer="features")
+    np.testing.assert_array_equal(e.maps, ref.maps)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_session_misuse_and_bad_masks():
+    model = tm.tiny_net()
+    session = ta.TorchSession(model, batch(1), layer="features")
+    with pytest.raises(RuntimeError, match="with"):
+        session.capture(gradients=True)
+    with session as s:
+        with pytest.raises(RuntimeError, match="capture"):
+            s.score_masked(0, np.ones((2, 16, 16), np.float32))
+        s.capture(gradients=False)
+        with pytest.raises(ValueError, match=r"\(B, 16, 16\)"):
+            s.score_masked(0, np.ones((2, 8, 8), np.float32))
+        masked = s.score_masked(0, np.ones((2, 16, 16), np.float32))
+        assert masked.dtype == np.float32 and masked.shape == (2,)
+    with pytest.raises(ValueError, match="`ablation`"):
+        ta.TorchSession(model, batch(1), ablation="never")
+    with pytest.raises(TypeError, match="`reshape`"):
+        ta.TorchSession(model, batch(1), reshape="4x4")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_model_gives_the_cpu_maps(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cpu = tm.tiny_net()
+    gpu = tm.tiny_net().cuda()
+    x = batch(3)
+    for method in ALL_METHODS:
+        layer = "act" if method == "cam" else "features"
+        a = ta.explain(cpu, x, method=method, layer=layer, targets=[0, 1, 2])
+        b = ta.explain(gpu, x, method=method, layer=layer, targets=[0, 1, 2])  # CPU inputs moved
+        np.testing.assert_allclose(b.maps, a.maps, atol=1e-4)
+    b = ta.explain(gpu, x.cuda(), targets=torch.tensor([0, 1, 2], device="cuda"))
+    assert b.maps.shape == (3, 16, 16)
