@@ -618,3 +618,23 @@ def test_cuda_model_gives_the_cpu_maps(monkeypatch):
         np.testing.assert_allclose(b.maps, a.maps, atol=1e-4)
     b = ta.explain(gpu, x.cuda(), targets=torch.tensor([0, 1, 2], device="cuda"))
     assert b.maps.shape == (3, 16, 16)
+
+
+def test_autograd_records_only_after_the_layer():
+    model = tm.tiny_net()
+    seen = {}
+    spies = [
+        mod.register_forward_pre_hook(
+            lambda m, args, name=name: seen.setdefault(name, []).append(torch.is_grad_enabled())
+        )
+        for name, mod in (("before", model.features[0]), ("after", model.fc))
+    ]
+    try:
+        ta.capture(model, batch(2), layer="features.2")
+        assert seen == {"before": [False], "after": [True]}
+        seen.clear()
+        ta.capture(model, batch(2), layer="features.2", gradients=False)
+        assert seen == {"before": [False], "after": [False]}
+    finally:
+        for h in spies:
+            h.remove()
