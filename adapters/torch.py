@@ -320,7 +320,10 @@ class _Prepared:
             x = inputs.detach()
         else:
             try:
-                x = torch.as_tensor(np.asarray(inputs))
+                arr = np.asarray(inputs)
+                if not arr.flags.writeable:  # torch warns on read-only arrays: copy (one batch)
+                    arr = arr.copy()
+                x = torch.as_tensor(arr)
             except (TypeError, ValueError, RuntimeError) as exc:
                 raise TypeError(
                     f"`inputs` must be a torch tensor or a numeric array; got "

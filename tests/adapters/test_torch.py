@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+import warnings
 import weakref
 
 import numpy as np
@@ -16,6 +17,7 @@ from cam_core.adapters import torch as ta  # noqa: E402
 from cam_core.maps import fuse, normalize  # noqa: E402
 from cam_core.resize import upsample  # noqa: E402
 from tests.adapters import torch_models as tm  # noqa: E402
+from tests.conftest import readonly  # noqa: E402
 
 ALL_METHODS = sorted(ex.METHODS)
 GRADIENT_METHODS = sorted(n for n, s in ex.METHODS.items() if s.needs_gradients)
@@ -331,6 +333,9 @@ def test_numpy_and_float64_inputs():
     x = batch(2)
     ref = ta.explain(model, x)
     np.testing.assert_allclose(ta.explain(model, x.numpy()).maps, ref.maps, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "non-writable array" warning from torch
+        np.testing.assert_allclose(ta.explain(model, readonly(x.numpy())).maps, ref.maps, atol=1e-6)
     np.testing.assert_allclose(ta.explain(model, x.double()).maps, ref.maps, atol=1e-6)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         ta.explain(model, x[0])
