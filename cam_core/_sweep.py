@@ -206,29 +206,40 @@ def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, np.arange(total) - offsets + lo[owner]
 
 
-def _runs(q: np.ndarray, levels: np.ndarray):
-    """All runs of ``q > t`` for all levels: (k, row, start, end), sorted by (k, row, start)."""
-    height, width = q.shape
+def _runs(qs: np.ndarray, levels: list[np.ndarray]):
+    """All runs of ``qs[i] > t`` for all maps and their levels, sorted by (k, row, start).
+
+    ``k`` numbers the levels of all maps one after the other (map 0's levels first).
+    """
+    n, height, width = qs.shape
+    counts = np.array([len(lv) for lv in levels], dtype=np.int64)
+    offsets = np.cumsum(counts) - counts
     # index of the first level >= v for every pixel value v (a table lookup); a run starts at x
     # for the level indices from there (of the left neighbour) up to here (excluded)
-    table = np.searchsorted(levels, np.arange(int(q.max()) + 1), side="left")
-    here = np.take(table, q)
-    left = np.zeros((height, width), dtype=here.dtype)
-    left[:, 1:] = here[:, :-1]
-    right = np.zeros((height, width), dtype=here.dtype)
-    right[:, :-1] = here[:, 1:]
+    here = np.empty(qs.shape, dtype=np.int64)
+    for i in range(n):
+        table = np.searchsorted(levels[i], np.arange(int(qs[i].max()) + 1), side="left")
+        here[i] = np.take(table + offsets[i], qs[i])
+    left = np.empty_like(here)
+    left[:, :, 0] = offsets[:, None]
+    left[:, :, 1:] = here[:, :, :-1]
+    right = np.empty_like(here)
+    right[:, :, -1] = offsets[:, None]
+    right[:, :, :-1] = here[:, :, 1:]
     here = here.ravel()
     # a run starts at x for the levels q[x-1] <= t < q[x], ends at x for q[x+1] <= t < q[x]
     pix_s, k_s = _expand(left.ravel(), here)
     pix_e, k_e = _expand(right.ravel(), here)
-    hw = height * width
-    key_s = np.sort(k_s * hw + pix_s)
-    key_e = np.sort(k_e * hw + pix_e)
-    k = key_s // hw
-    pix = key_s - k * hw
-    row = pix // width
-    start = pix - row * width
-    end = key_e - k * hw - row * width
+    # the entries come by pixel, then level: a stable sort by level gives (level, row, x); radix
+    # sort (stable sort of 16-bit integers) when the level count allows
+    small = np.int16 if counts.sum() < 2 ** 15 else np.int64
+    order_s = np.argsort(k_s.astype(small), kind="stable")
+    order_e = np.argsort(k_e.astype(small), kind="stable")
+    k = k_s[order_s]
+    pix = pix_s[order_s]
+    start = pix % width
+    row = (pix // width) % height
+    end = pix_e[order_e] % width
     return k, row, start, end
 
 
@@ -273,7 +284,7 @@ def _first_of_labels(label: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, label[1:] > np.maximum.accumulate(label)[:-1]])
 
 
-def _components_from_runs(q: np.ndarray, levels: np.ndarray, *, area: bool) -> dict:
+def _components_from_runs(qs: np.ndarray, levels: list[np.ndarray], *, area: bool) -> dict:
     """8-connected components of every level from the run graph.
 
     Returns a dict: the runs (``k``, ``row``, ``start``, ``end``, ``label``), and per component
@@ -281,9 +292,9 @@ def _components_from_runs(q: np.ndarray, levels: np.ndarray, *, area: bool) -> d
     outer area when it has no hole), ``first`` (its first run) and ``rank`` within its level in
     row-major order of first pixels; per level ``holes``, the number of holes.
     """
-    height, width = q.shape
-    n_levels = len(levels)
-    k, row, start, end = _runs(q, levels)
+    height, width = qs.shape[1:]
+    n_levels = sum(len(lv) for lv in levels)
+    k, row, start, end = _runs(qs, levels)
     n = len(k)
     a, b = _link(k, row, start, end, height, width, 1)
     label = _label_graph(n, a, b) if n else np.zeros(0, dtype=np.int64)
@@ -413,11 +424,22 @@ def sweep(q: np.ndarray, levels: np.ndarray, *, holes: bool, area: bool) -> Leve
     (most ``area2``, then smallest ``order``; or most ``pixels``, then smallest ``order``, with
     ``holes=False``) among the ``candidate`` rows.
     """
-    levels = np.asarray(levels, dtype=np.int64)
-    height, width = q.shape
-    c = _components_from_runs(q, levels, area=area)
+    return sweep_batch(np.asarray(q)[None], [levels], holes=holes, area=area)
+
+
+def sweep_batch(qs: np.ndarray, levels: list[np.ndarray], *, holes: bool, area: bool
+                ) -> LevelComponents:
+    """:func:`sweep` of several maps ``qs`` (N, H, W) at once, ``levels[i]`` for map ``i``.
+
+    The levels of all maps are numbered one after the other: ``level`` of a row is
+    ``sum(len(levels[j]) for j < i) + index of the level in levels[i]``.
+    """
+    levels = [np.asarray(lv, dtype=np.int64) for lv in levels]
+    height, width = qs.shape[1:]
+    c = _components_from_runs(qs, levels, area=area)
     comp_level, per_level = c["level"], c["per_level"]
-    slow = (c["holes"] > 0) if holes else np.zeros(len(levels), dtype=bool)
+    n_levels = len(per_level)
+    slow = (c["holes"] > 0) if holes else np.zeros(n_levels, dtype=bool)
     area2 = c["area2"]
     candidate = np.ones(len(comp_level), dtype=bool)
     if holes:
@@ -433,7 +455,7 @@ def sweep(q: np.ndarray, levels: np.ndarray, *, holes: bool, area: bool) -> Leve
         area2 = np.where(in_slow, h["filled_area2"], area2)
         # OpenCV order among the top-level components of a slow level: reverse discovery
         tops = np.flatnonzero(in_slow & top)
-        n_top = np.bincount(comp_level[tops], minlength=len(levels))
+        n_top = np.bincount(comp_level[tops], minlength=n_levels)
         rank_top = np.arange(len(tops)) - (np.cumsum(n_top) - n_top)[comp_level[tops]]
         order = order.copy()
         order[tops] = n_top[comp_level[tops]] - 1 - rank_top

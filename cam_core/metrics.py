@@ -215,45 +215,86 @@ def _select_first(level: np.ndarray, keys: list[np.ndarray], n_levels: int) -> n
     return out
 
 
-def _image_ious(m: np.ndarray, gt: np.ndarray, taus: np.ndarray, protocol: str
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best IoU per tau with the largest box and with all boxes, and the fast-path flags.
+_CHUNK = 4  # maps swept together: amortises call overhead, keeps the run lists in cache
 
-    ``gt`` is float64 (G, 4): half-open for "native", inclusive for "wsol".
+
+def _batch_ious(maps: np.ndarray, gts: list[np.ndarray], taus: np.ndarray, protocol: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best IoU per (map, tau) with the largest box and with all boxes, and the fast-path flags.
+
+    ``gts[i]`` is float64 (G, 4): half-open for "native", inclusive for "wsol". Returns three
+    (N, T) arrays.
     """
-    height, width = m.shape
+    outs = [_chunk_ious(maps[i:i + _CHUNK], gts[i:i + _CHUNK], taus, protocol)
+            for i in range(0, len(maps), _CHUNK)]
+    return tuple(np.concatenate([o[j] for o in outs]) for j in range(3))
+
+
+def _chunk_ious(maps: np.ndarray, gts: list[np.ndarray], taus: np.ndarray, protocol: str):
+    n, height, width = maps.shape
+    levels, inverse = [], []
     if protocol == "wsol":
-        u = _wsol_quantise(m)
-        t = (taus * float(u.max())).astype(np.int64)  # int(tau * max(u)): truncation
-        levels, inverse = np.unique(t, return_inverse=True)
-        comps = _sweep.sweep(u, levels, holes=True, area=True)
-        x1 = np.minimum(comps.box[:, 2] + 1, width - 1)
-        y1 = np.minimum(comps.box[:, 3] + 1, height - 1)
-        pred = np.stack([comps.box[:, 0], comps.box[:, 1], x1, y1], axis=1).astype(np.float64)
-        pred += (0, 0, 1, 1)  # inclusive corners -> half-open: the same IoU
-        gt_h = gt + (0, 0, 1, 1)
-        size = comps.area2
-        empty_iou = float(_iou(np.array([[0.0, 0.0, 1.0, 1.0]]), gt_h).max())
+        qs = np.empty(maps.shape, dtype=np.uint8)
+        for i, m in enumerate(maps):
+            qs[i] = _wsol_quantise(m)
+            t = (taus * float(qs[i].max())).astype(np.int64)  # int(tau * max(u)): truncation
+            lv, inv = np.unique(t, return_inverse=True)
+            levels.append(lv)
+            inverse.append(inv)
     else:
-        thr = taus.astype(m.dtype) * m.max()  # as threshold_fraction computes it
-        levels_thr, inverse = np.unique(thr, return_inverse=True)
-        q = np.searchsorted(levels_thr, m, side="right")  # m >= levels_thr[j]  <=>  q > j
-        levels = np.arange(len(levels_thr))
-        comps = _sweep.sweep(q, levels, holes=False, area=False)
-        pred = comps.box.astype(np.float64) + (0, 0, 1, 1)
-        gt_h = gt
+        qs = np.empty(maps.shape, dtype=np.int64)
+        for i, m in enumerate(maps):
+            thr = taus.astype(m.dtype) * m.max()  # as threshold_fraction computes it
+            lv, inv = np.unique(thr, return_inverse=True)
+            qs[i] = np.searchsorted(lv, m, side="right")  # m >= lv[j]  <=>  q > j
+            levels.append(np.arange(len(lv)))
+            inverse.append(inv)
+    wsol = protocol == "wsol"
+    comps = _sweep.sweep_batch(qs, levels, holes=wsol, area=wsol)
+    counts = np.array([len(lv) for lv in levels])
+    offsets = np.cumsum(counts) - counts
+    n_levels = int(counts.sum())
+    image = np.searchsorted(offsets, comps.level, side="right") - 1
+    # ground truth padded to (N, G, 4) half-open boxes; padding far outside gives IoU 0
+    g_max = max(len(g) for g in gts)
+    gt = np.full((n, g_max, 4), -10.0)
+    gt[:, :, 2:] = -9.0
+    for i, g in enumerate(gts):
+        gt[i, :len(g)] = g + ((0, 0, 1, 1) if wsol else (0, 0, 0, 0))
+    if wsol:  # the reference's boxes: x1 = min(x + w, W - 1), inclusive, so + 1 half-open
+        pred = np.stack([comps.box[:, 0], comps.box[:, 1],
+                         np.minimum(comps.box[:, 2] + 1, width - 1) + 1,
+                         np.minimum(comps.box[:, 3] + 1, height - 1) + 1], axis=1)
+        size = comps.area2
+        empty = np.array([[0.0, 0.0, 1.0, 1.0]])  # the reference's box (0, 0, 0, 0)
+        empty_iou = np.array([_iou(empty, gt[i]).max() for i in range(n)])
+    else:
+        pred = comps.box + (0, 0, 1, 1)
         size = comps.pixels
-        empty_iou = 0.0
+        empty_iou = np.zeros(n)
+    best = _pair_iou(pred.astype(np.float64), gt[image]).max(axis=1)
     cand = np.flatnonzero(comps.candidate)
-    chosen = _select_first(comps.level[cand], [comps.order[cand], -size[cand]], len(levels))
-    chosen = np.where(chosen >= 0, cand[np.maximum(chosen, 0)] if cand.size else -1, -1)
-    best = _iou(pred, gt_h).max(axis=1) if len(pred) else np.zeros(0)
-    per_level_all = np.full(len(levels), -np.inf)
-    np.maximum.at(per_level_all, comps.level, best)
-    per_level_all[chosen < 0] = empty_iou
-    per_level_one = np.where(chosen >= 0, best[np.maximum(chosen, 0)] if len(best) else 0.0,
-                             empty_iou)
-    return per_level_one[inverse], per_level_all[inverse], comps.fast[inverse]
+    chosen = _select_first(comps.level[cand], [comps.order[cand], -size[cand]], n_levels)
+    has = chosen >= 0
+    level_image = np.repeat(np.arange(n), counts)
+    one = empty_iou[level_image]
+    one[has] = best[cand[chosen[has]]]
+    every = np.full(n_levels, -np.inf)
+    np.maximum.at(every, comps.level, best)
+    every[~has] = empty_iou[level_image[~has]]
+    idx = np.stack([offsets[i] + inverse[i] for i in range(n)])  # (n, T) global levels
+    return one[idx], every[idx], comps.fast[idx]
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of half-open boxes a (K, 4) with each of b (K, G, 4) -> (K, G)."""
+    w = np.minimum(a[:, None, 2], b[:, :, 2]) - np.maximum(a[:, None, 0], b[:, :, 0])
+    h = np.minimum(a[:, None, 3], b[:, :, 3]) - np.maximum(a[:, None, 1], b[:, :, 1])
+    inter = np.maximum(w, 0) * np.maximum(h, 0)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, :, 2] - b[:, :, 0]) * (b[:, :, 3] - b[:, :, 1])
+    union = area_a[:, None] + area_b - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 # ------------------------------------------------------------------------ BoxAccuracy
@@ -348,13 +389,12 @@ class BoxAccuracy(_Accumulator):
         """
         arr = _as_maps(maps)
         gts = _as_gt_list(gt_boxes, len(arr), arr)
-        for m, gt in zip(arr, gts):
-            one, every, fast = _image_ious(m, gt, self._taus, self._protocol)
-            self._correct += one[:, None] >= self._deltas[None, :]
-            self._correct_all += every[:, None] >= self._deltas[None, :]
-            self._iou_sum += one
-            self._fast += int(fast.sum())
-            self._count += 1
+        one, every, fast = _batch_ious(arr, gts, self._taus, self._protocol)
+        self._correct += (one[:, :, None] >= self._deltas).sum(axis=0)
+        self._correct_all += (every[:, :, None] >= self._deltas).sum(axis=0)
+        self._iou_sum += one.sum(axis=0)
+        self._fast += int(fast.sum())
+        self._count += len(arr)
 
 
     def result(self) -> BoxAccuracyResult:
@@ -465,14 +505,12 @@ class Localization(_Accumulator):
         if ok.shape != (len(arr),):
             raise ValueError(f"`correct` must have shape ({len(arr)},) like `maps`; got "
                              f"{tuple(ok.shape)}")
-        taus = np.array([self._tau])
-        for m, gt, right in zip(arr, gts, ok):
-            iou = float(_image_ious(m, gt, taus, self._protocol)[0][0])
-            hit = iou >= self._delta
-            self._known += int(hit)
-            self._top1 += int(hit and bool(right))
-            self._iou_sum += iou
-            self._count += 1
+        iou = _batch_ious(arr, gts, np.array([self._tau]), self._protocol)[0][:, 0]
+        hit = iou >= self._delta
+        self._known += int(hit.sum())
+        self._top1 += int((hit & ok).sum())
+        self._iou_sum += float(iou.sum())
+        self._count += len(arr)
 
 
     def result(self) -> LocalizationResult:

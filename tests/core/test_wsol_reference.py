@@ -207,3 +207,22 @@ def test_single_pixels_lines_and_rings():
                                   _reference_counts(maps, gts, grid, (0.1, 0.5, 0.9), False))
     np.testing.assert_array_equal(res.correct_all,
                                   _reference_counts(maps, gts, grid, (0.1, 0.5, 0.9), True))
+
+
+def test_batch_sweep_equals_one_map_at_a_time():
+    rng = np.random.default_rng(9)
+    yy, xx = np.mgrid[:7, :9]
+    ring = ((np.sin(np.hypot(yy - 3, xx - 4) * 1.3) + 1) * 2).astype(np.int64)
+    qs = np.concatenate([rng.integers(0, 5, (6, 7, 9)), ring[None], np.zeros((1, 7, 9), np.int64)])
+    levels = [np.unique(np.r_[q.ravel(), 0]) for q in qs]
+    for holes in (True, False):
+        batch = _sweep.sweep_batch(qs, levels, holes=holes, area=True)
+        offset = 0
+        for q, lv in zip(qs, levels):
+            one = _sweep.sweep(q, lv, holes=holes, area=True)
+            sel = (batch.level >= offset) & (batch.level < offset + len(lv))
+            for name in ("box", "hole", "pixels", "area2", "order", "candidate"):
+                np.testing.assert_array_equal(getattr(batch, name)[sel], getattr(one, name))
+            np.testing.assert_array_equal(batch.level[sel] - offset, one.level)
+            np.testing.assert_array_equal(batch.fast[offset:offset + len(lv)], one.fast)
+            offset += len(lv)
