@@ -625,7 +625,8 @@ class PxAP(_Accumulator):
             precision = tp / predicted
         recall = tp / positives
         valid = predicted[1:] != 0
-        ap = float((precision[1:] * np.diff(recall))[valid].sum()) * 100.0
+        # precision <= 1 and the recall steps sum to <= 1; clip float rounding above 100
+        ap = min(float((precision[1:] * np.diff(recall))[valid].sum()) * 100.0, 100.0)
         return PxAPResult(pxap=ap, taus=self._taus.copy(), precision=precision, recall=recall,
                           positives=positives, negatives=negatives)
 
