@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CliError", "atomic_write", "main"]
+__all__ = ["CliError", "atomic_write", "evaluate", "main", "replay_torchscript"]
 
 PROG = "cam-core"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -906,7 +906,7 @@ def _evaluate_batch(lm: LoadedModel, batch, records, pre: Preprocess, settings: 
 
 
 def evaluate_dataset(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, *,
-                     out_dir, limit: int | None = None, restart: bool = False,
+                     out_dir=None, limit: int | None = None, restart: bool = False,
                      progress: bool = True) -> dict:
     """Evaluate ``settings.methods`` on ``dataset`` (its first ``limit`` images), resumably.
 
@@ -915,26 +915,30 @@ def evaluate_dataset(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSe
     later call with the same settings skips the batches already there, and the summary is always
     merged from these files in dataset order, so an interrupted and resumed run gives the same
     figures as an uninterrupted one. Ctrl-C raises :class:`Interrupted` after the last finished
-    batch was saved.
+    batch was saved. With ``out_dir=None`` nothing is written and the batches stay in memory.
     """
-    from cam_core.data import iter_batches
-
-    out_dir = Path(out_dir)
-    fingerprint = _fingerprint(lm, dataset, pre, settings)
-    folder = _open_checkpoint(out_dir, fingerprint, restart=restart)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    bounds = _batch_bounds(n, settings.batch_size)
-    done = sum(_batch_file(folder, a, b).is_file() for a, b in bounds)
-    if done:
-        _info(f"resuming: {done} of {len(bounds)} batches already done (in {folder})")
     from tqdm.auto import tqdm
 
+    from cam_core.data import iter_batches
+
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    bounds = _batch_bounds(n, settings.batch_size)
+    fingerprint = _fingerprint(lm, dataset, pre, settings)
+    folder = None if out_dir is None else _open_checkpoint(Path(out_dir), fingerprint,
+                                                          restart=restart)
+    in_memory: dict[tuple[int, int], dict] = {}
+
+    def finished(bound) -> bool:
+        return bound in in_memory if folder is None else _batch_file(folder, *bound).is_file()
+
+    done = sum(map(finished, bounds))
+    if done:
+        _info(f"resuming: {done} of {len(bounds)} batches already done (in {folder})")
     bar = tqdm(total=len(bounds), initial=done, unit="batch", desc="evaluate",
                disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
     try:
         for start, stop in bounds:
-            path = _batch_file(folder, start, stop)
-            if path.is_file():
+            if finished((start, stop)):
                 continue
             records = dataset[start:stop]
             try:
@@ -942,23 +946,88 @@ def evaluate_dataset(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSe
             except ValueError as exc:
                 raise CliError(_first_line(exc)) from None
             arrays = _evaluate_batch(lm, batch, records, pre, settings, start)
-            if not (folder / "settings.json").is_file():
-                write_json(folder / "settings.json", fingerprint)
-            _save_npz(path, arrays)
+            if folder is None:
+                in_memory[(start, stop)] = arrays
+            else:
+                if not (folder / "settings.json").is_file():
+                    write_json(folder / "settings.json", fingerprint)
+                _save_npz(_batch_file(folder, start, stop), arrays)
             bar.update(1)
     except KeyboardInterrupt:
-        finished = sum(_batch_file(folder, a, b).is_file() for a, b in bounds)
         raise Interrupted(
-            f"interrupted after {finished} of {len(bounds)} batches; they are kept in {folder}: "
-            "run the same command again to resume"
+            f"interrupted after {sum(map(finished, bounds))} of {len(bounds)} batches"
+            + ("" if folder is None else f"; they are kept in {folder}: run the same command "
+               "again to resume")
         ) from None
     finally:
         bar.close()
+    if folder is None:
+        return _summarise([in_memory[b] for b in bounds], settings)
     parts = []
     for a, b in bounds:
         with np.load(_batch_file(folder, a, b)) as z:
             parts.append({k: z[k] for k in z.files})
     return _summarise(parts, settings)
+
+
+def evaluate(model, dataset, /, *, methods=("cam", "gradcam"), layer=None,
+             protocol: str = "native", preprocess="lite", size=224, batch_size: int = 32,
+             limit: int | None = None, out_dir=None, progress: bool = False) -> dict:
+    """The localisation figures of ``cam-core evaluate`` for a model object (e.g. a benchmark).
+
+    Parameters
+    ----------
+    model : torch.nn.Module or keras.Model
+    dataset : cam_core.data.Dataset
+        Maps are computed for each image's true class (ground-truth-known).
+    methods : sequence of str
+    layer : str or list of str, optional
+    protocol : {"native", "wsol"}
+        See :mod:`cam_core.metrics`; "wsol" also resizes maps bicubically, as the reference.
+    preprocess : str or (scale, mean, std)
+        A preset name (see :data:`PRESETS`) or the numbers of ``(pixel * scale - mean) / std``.
+    size : int or (int, int)
+        The model's input size; images are resized to it (Pillow bilinear).
+    batch_size, limit : int
+    out_dir : path, optional
+        Keep per-batch checkpoints there (resumable); None keeps everything in memory.
+    progress : bool
+
+    Returns
+    -------
+    dict
+        ``images``, ``top1`` (classification, percent), ``layers``, ``methods`` (method ->
+        ``{"metrics": {...}, "curves": {...}}``) and ``table`` (``columns``, ``rows``, ``notes``).
+    """
+    from cam_core._validate import as_size
+    from cam_core.explain import method_spec
+
+    framework = _framework_of(model)
+    if framework is None:
+        raise TypeError(f"`model` must be a torch.nn.Module or a Keras model; got "
+                        f"{type(model).__name__}")
+    if isinstance(preprocess, str):
+        if preprocess not in PRESETS:
+            raise ValueError(f"`preprocess` must be one of {sorted(PRESETS)} or (scale, mean, "
+                             f"std); got {preprocess!r}")
+        pre = Preprocess(preprocess, *PRESETS[preprocess], as_size(size))
+    else:
+        scale, mean, std = preprocess
+        pre = Preprocess("custom", float(scale), tuple(np.atleast_1d(mean).tolist()),
+                         tuple(np.atleast_1d(std).tolist()), as_size(size))
+    settings = EvalSettings(methods=tuple(method_spec(m).name for m in methods), layer=layer,
+                            protocol=protocol, batch_size=int(batch_size))
+    lm = LoadedModel(model=model, framework=framework, spec=type(model).__name__)
+    summary = evaluate_dataset(lm, dataset, pre, settings, out_dir=out_dir, limit=limit,
+                               progress=progress)
+    return {
+        "images": summary["images"],
+        "top1": summary["top1"],
+        "layers": summary["layers"],
+        "methods": {m: {"metrics": r["metrics"], "curves": r["curves"]}
+                    for m, r in summary["methods"].items()},
+        "table": _table(summary, settings),
+    }
 
 
 # --------------------------------------------------------------------------------------------
