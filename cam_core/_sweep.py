@@ -17,7 +17,7 @@ not reach the image border), with what the metrics need:
   1/2; with ``F`` the hole with whatever it encloses, every window holding 2 to 4 of its pixels
   adds 1 and every window holding 1 adds 1/2. A single pixel or a one-pixel-wide line has area 0.
 - ``order``: the position of its contour in the list ``cv2.findContours(..., RETR_TREE, ...)``
-  returns (OpenCV 5.0, checked against it in the tests): the contour tree in pre-order, siblings
+  returns (the same in OpenCV 4.8.1 and 5.0.0, the versions checked): the contour tree in pre-order, siblings
   in reverse order of discovery, a component discovered at its first pixel in row-major order, a
   hole at the pixel left of its first pixel. ``max(contours, key=cv2.contourArea)`` picks the
   first contour of largest area in that list, so ties go to the smallest ``order``.
@@ -37,12 +37,19 @@ reaches the image border), since a filled top-level component is a component of 
 How :func:`sweep` works: it lists the row runs of ``q > t`` of all levels at once (a run starts
 at ``x`` for the levels ``q[x-1] <= t < q[x]``), links runs of consecutive rows of a level that
 touch at 8-connectivity, and gets the components of all levels from one call of
-:func:`scipy.sparse.csgraph.connected_components`; boxes, pixel counts and window-rule areas are
-sums over runs and links (a link between runs ``[a0, a1]`` and ``[b0, b1]`` with ``lo = max(a0,
-b0) <= hi = min(a1, b1)`` holds ``hi - lo`` windows of 4 pixels, plus a window of 3 at each end
-where the runs do not end alike). The run graph also gives the Euler number (runs minus links),
-so the number of holes of each level (components minus Euler number) comes free; the rare levels
-with holes are completed by labelling their background and filled mask (``fast`` is False there).
+:func:`scipy.sparse.csgraph.connected_components` (no labelling per level); boxes, pixel counts
+and window-rule areas are sums over runs and links (a link between runs ``[a0, a1]`` and
+``[b0, b1]`` with ``lo = max(a0, b0) <= hi = min(a1, b1)`` holds ``hi - lo`` windows of 4 pixels,
+plus a window of 3 at each end where the runs do not end alike). The run graph also gives the
+Euler number (runs minus links), so the number of holes of every level (components minus Euler
+number) comes free. Only the levels with holes (``fast`` False) need more: their gaps
+(background runs) are linked at 4-connectivity, with one frame node per level for the gaps that
+touch the border; gap components without the frame are the holes. A hole's window-rule area is
+``4 * pixels`` minus the same link sum over its gaps, and a top-level component's filled area is
+the sum of the areas of everything nested in it (its own, its holes', their islands'...), each
+part attached to its parent through the run or gap just left of its first run or gap.
+Several maps are swept together by numbering their levels one after the other
+(:func:`sweep_batch`).
 """
 
 from __future__ import annotations
@@ -194,45 +201,52 @@ def sweep_labelled(q: np.ndarray, levels: np.ndarray, *, holes: bool, area: bool
 # --------------------------------------------------------------------------- runs
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ranges ``[lo_i, hi_i)``: the index ``i`` of each element and the element itself."""
+    """For ranges ``[lo_i, hi_i)``: the index ``i`` of each element and the element itself.
+
+    Both come in the dtype of ``lo`` (int32 for pixel-sized inputs), ordered by ``i``.
+    """
     counts = hi - lo
-    keep = np.flatnonzero(counts > 0)
+    keep = np.flatnonzero(counts > 0).astype(lo.dtype, copy=False)
     counts = counts[keep]
     total = int(counts.sum())
     if total == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=lo.dtype), np.zeros(0, dtype=lo.dtype)
     owner = np.repeat(keep, counts)
-    offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    return owner, np.arange(total) - offsets + lo[owner]
+    # element j of range i is lo_i + (j - first position of range i)
+    shift = np.repeat(lo[keep] - (np.cumsum(counts, dtype=lo.dtype) - counts), counts)
+    return owner, np.arange(total, dtype=lo.dtype) + shift
 
 
 def _runs(qs: np.ndarray, levels: list[np.ndarray]):
     """All runs of ``qs[i] > t`` for all maps and their levels, sorted by (k, row, start).
 
-    ``k`` numbers the levels of all maps one after the other (map 0's levels first).
+    ``k`` numbers the levels of all maps one after the other (map 0's levels first). Pixel-sized
+    arrays are int32 (memory traffic dominates here).
     """
     n, height, width = qs.shape
     counts = np.array([len(lv) for lv in levels], dtype=np.int64)
     offsets = np.cumsum(counts) - counts
-    # index of the first level >= v for every pixel value v (a table lookup); a run starts at x
-    # for the level indices from there (of the left neighbour) up to here (excluded)
-    here = np.empty(qs.shape, dtype=np.int64)
+    # index of the first level >= v for every pixel value v (a table lookup): the pixel is in
+    # the masks of the levels below it
+    here = np.empty(qs.shape, dtype=np.int32)
     for i in range(n):
         table = np.searchsorted(levels[i], np.arange(int(qs[i].max()) + 1), side="left")
-        here[i] = np.take(table + offsets[i], qs[i])
-    left = np.empty_like(here)
-    left[:, :, 0] = offsets[:, None]
-    left[:, :, 1:] = here[:, :, :-1]
-    right = np.empty_like(here)
-    right[:, :, -1] = offsets[:, None]
-    right[:, :, :-1] = here[:, :, 1:]
-    here = here.ravel()
-    # a run starts at x for the levels q[x-1] <= t < q[x], ends at x for q[x+1] <= t < q[x]
-    pix_s, k_s = _expand(left.ravel(), here)
-    pix_e, k_e = _expand(right.ravel(), here)
+        here[i] = np.take((table + offsets[i]).astype(np.int32), qs[i])
+    # a run starts at x for the levels q[x-1] <= t < q[x]: from the left neighbour's index
+    # (the map's first level at x = 0) up to this pixel's; it ends at x likewise with the right
+    # neighbour
+    first = offsets.astype(np.int32)[:, None]
+    lo_s = np.empty_like(here)
+    lo_s[:, :, 0] = first
+    lo_s[:, :, 1:] = here[:, :, :-1]
+    pix_s, k_s = _expand(lo_s.ravel(), here.ravel())
+    lo_e = lo_s  # reuse the buffer
+    lo_e[:, :, -1] = first
+    lo_e[:, :, :-1] = here[:, :, 1:]
+    pix_e, k_e = _expand(lo_e.ravel(), here.ravel())
     # the entries come by pixel, then level: a stable sort by level gives (level, row, x); radix
     # sort (stable sort of 16-bit integers) when the level count allows
-    small = np.int16 if counts.sum() < 2 ** 15 else np.int64
+    small = np.int16 if counts.sum() < 2 ** 15 else np.int32
     order_s = np.argsort(k_s.astype(small), kind="stable")
     order_e = np.argsort(k_e.astype(small), kind="stable")
     k = k_s[order_s]
@@ -250,7 +264,7 @@ def _link(k, row, start, end, height: int, width: int, reach: int):
     0 only overlapping runs (4-connectivity). ``b.end >= a.start - reach`` and
     ``b.start <= a.end + reach``.
     """
-    base = (k * height + row) * width
+    base = (k.astype(np.int64) * height + row) * width
     nxt = base + width
     lo = np.searchsorted(base + end, nxt + np.maximum(start - reach, 0), side="left")
     hi = np.searchsorted(base + start, nxt + np.minimum(end + reach, width - 1), side="right")
@@ -301,13 +315,14 @@ def _components_from_runs(qs: np.ndarray, levels: list[np.ndarray], *, area: boo
     count = int(label.max()) + 1 if n else 0
     first = _first_of_labels(label) if n else np.zeros(0, dtype=np.int64)
     comp_level = k[first]
-    x0 = np.full(count, width, dtype=np.int64)
+    # ufunc.at is fast only when the dtypes match
+    x0 = np.full(count, width, dtype=start.dtype)
     np.minimum.at(x0, label, start)
-    x1 = np.full(count, -1, dtype=np.int64)
+    x1 = np.full(count, -1, dtype=end.dtype)
     np.maximum.at(x1, label, end)
-    y1 = np.full(count, -1, dtype=np.int64)
+    y1 = np.full(count, -1, dtype=row.dtype)
     np.maximum.at(y1, label, row)
-    box = np.stack([x0, row[first], x1, y1], axis=1)
+    box = np.stack([x0, row[first], x1, y1], axis=1).astype(np.int64)
     pixels = np.bincount(label, weights=end - start + 1, minlength=count).astype(np.int64)
     if area and n:
         band = _band2(start[a], end[a], start[b], end[b])

@@ -42,9 +42,10 @@ ground-truth boxes is ``>= delta``. MaxBoxAcc is the best box accuracy over ``ta
 ``delta = 0.5`` with the largest box; MaxBoxAccV2 the mean over ``deltas`` of the best accuracy
 over ``tau`` with all boxes.
 
-The threshold sweep costs far less than one labelling per threshold: the masks of one map nest
-(a higher threshold keeps a subset), equal quantised thresholds are done once, and levels where
-every row of the mask is a single run are solved from the run ends without labelling.
+The threshold sweep costs far less than one labelling per threshold: equal quantised thresholds
+are done once, and the components of all thresholds of a few maps come from one graph of row runs
+(:mod:`cam_core._sweep`); only thresholds whose mask has holes need a second, smaller graph of
+background runs.
 """
 
 from __future__ import annotations
