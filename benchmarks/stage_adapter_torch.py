@@ -284,7 +284,9 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
         f"{rounds[1][1]} after {rounds[1][0]} warm-up; batch 32: {rounds[32][1]} after "
         f"{rounds[32][0]}), contenders interleaved round by round; the cold first call apart. "
         f"Machine: {device_text}; torch {env['versions'].get('torch')}; 1-minute load average "
-        f"{fmt(load_before, 2)} before the run. The issue's aims at batch 32: CAM within 1.05x "
+        f"{fmt(load_before, 2)} before the run and "
+        f"{fmt(figures['load_average_1min']['after'], 2)} after it (the machine is shared; under "
+        f"load the ratios scatter by several percent). The issue's aims at batch 32: CAM within 1.05x "
         f"and Grad-CAM within 1.1x of the forward pass.",
         "",
         md_table(["model", "N", "contender", "ms / image", "cold ms / image", "x forward",
