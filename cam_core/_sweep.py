@@ -358,35 +358,47 @@ def _holes_from_runs(c: dict, slow: np.ndarray, height: int, width: int) -> dict
     same = np.r_[False, (rk[1:] == rk[:-1]) & (rr[1:] == rr[:-1])]
     last = ~np.r_[same[1:], False]
     prev_end = np.where(same, np.r_[-1, re[:-1]], -1)
-    # gaps: before each run, after the last run of a row, and whole empty rows
+    # gaps: before each run, after the last run of a row, and whole empty rows. Two slots per
+    # run (the gap before it, the gap after it) keep the gaps of rows with runs in (level, row,
+    # start) order; the empty rows are then inserted at their (level, row) place.
     before = prev_end + 1 <= rs - 1
     after = last & (re < width - 1)
+    m = len(sel)
+    valid = np.empty(2 * m, dtype=bool)
+    valid[0::2], valid[1::2] = before, after
+    g_s = np.empty(2 * m, dtype=np.int64)
+    g_s[0::2], g_s[1::2] = prev_end + 1, re + 1
+    g_e = np.empty(2 * m, dtype=np.int64)
+    g_e[0::2], g_e[1::2] = rs - 1, width - 1
+    g_left = np.empty(2 * m, dtype=np.int64)  # the run left of the gap
+    g_left[0::2], g_left[1::2] = np.where(same, sel - 1, -1), sel
+    keep = np.flatnonzero(valid)
+    gk, gr = rk[keep // 2].astype(np.int64), rr[keep // 2].astype(np.int64)
+    gs, ge, left_run = g_s[keep], g_e[keep], g_left[keep]
+    gap_of_run = np.full(len(k), -1, dtype=np.int64)  # the gap just left of a run, if any
+    gap_of_run[sel[before]] = (np.cumsum(valid) - 1)[0::2][before]
     levels_all = np.asarray(slow, dtype=np.int64)
     present = np.zeros((len(levels_all), height), dtype=bool)
     present[np.searchsorted(levels_all, rk), rr] = True
     ek, er = np.nonzero(~present)
-    gk = np.concatenate([rk[before], rk[after], levels_all[ek]])
-    gr = np.concatenate([rr[before], rr[after], er])
-    gs = np.concatenate([(prev_end + 1)[before], (re + 1)[after], np.zeros(len(ek), np.int64)])
-    ge = np.concatenate([(rs - 1)[before], np.full(int(after.sum()), width - 1), 
-                         np.full(len(ek), width - 1)])
-    left_run = np.concatenate([np.where(same, sel - 1, -1)[before] if len(sel) else
-                               np.zeros(0, np.int64), sel[after], np.full(len(ek), -1)])
-    gap_of_run = np.full(len(k), -1, dtype=np.int64)  # the gap just left of a run, if any
-    order = np.lexsort((gs, gr, gk))
-    gk, gr, gs, ge, left_run = gk[order], gr[order], gs[order], ge[order], left_run[order]
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    gap_of_run[sel[before]] = position[: int(before.sum())]
+    if len(ek):
+        key = gk * height + gr
+        empty_key = levels_all[ek] * height + er
+        at = np.searchsorted(key, empty_key)
+        gap_of_run[gap_of_run >= 0] += np.searchsorted(empty_key, key[gap_of_run[gap_of_run >= 0]])
+        gk = np.insert(gk, at, levels_all[ek])
+        gr = np.insert(gr, at, er)
+        gs = np.insert(gs, at, 0)
+        ge = np.insert(ge, at, width - 1)
+        left_run = np.insert(left_run, at, -1)
     ng = len(gk)
     a, b = _link(gk, gr, gs, ge, height, width, 0)
+    # every gap touching the border is linked to its level's frame node; with the frame nodes
+    # numbered after the gaps, those edges keep ``a`` sorted for the CSR build
     border = np.flatnonzero((gs == 0) | (ge == width - 1) | (gr == 0) | (gr == height - 1))
     frame = ng + np.searchsorted(levels_all, gk[border])
-    # frame edges go last: they keep ``a`` sorted for the CSR build
-    a2 = np.concatenate([a, border])
-    b2 = np.concatenate([b, frame])
-    idx = np.argsort(a2, kind="stable")
-    glabel = _label_graph(ng + len(levels_all), a2[idx], b2[idx])
+    glabel = _label_graph(ng + len(levels_all), np.concatenate([a, frame]),
+                          np.concatenate([b, border]))
     framed = np.zeros(int(glabel.max()) + 1, dtype=bool)
     framed[glabel[ng:]] = True
     is_hole = ~framed[glabel[:ng]]
