@@ -221,7 +221,8 @@ _CHUNK = 4  # maps swept together: amortises call overhead, keeps the run lists 
 
 def _batch_ious(maps: np.ndarray, gts: list[np.ndarray], taus: np.ndarray, protocol: str
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best IoU per (map, tau) with the largest box and with all boxes, and the fast-path flags.
+    """Best IoU per (map, tau) with the largest box and with all boxes, and whether the mask had
+    no hole (solved from the row runs alone; always True for "native").
 
     ``gts[i]`` is float64 (G, 4): half-open for "native", inclusive for "wsol". Returns three
     (N, T) arrays.
@@ -326,7 +327,8 @@ class BoxAccuracyResult:
     mean_iou : float
         Mean best IoU (largest box) at ``best_tau``, in percent (NaN without delta 0.5).
     fast_fraction : float
-        Share of (image, tau) pairs solved by the run-based fast path (informative).
+        Share of (image, tau) pairs solved from the row runs alone, i.e. whose mask has no
+        hole (informative; 1 for "native", which ignores holes).
     """
 
     protocol: str

@@ -247,3 +247,17 @@ def test_bad_inputs():
         PxAP().update(m + 2, m > 0)
     with pytest.raises(ValueError, match="no foreground"):
         PxAP().result()
+
+
+def test_localization_wsol_protocol_uses_the_reference_boxes():
+    # pixels x 2..5, y 2..5 -> the reference's box (2, 2, 6, 6) inclusive, one pixel larger
+    m = np.zeros((1, 10, 10))
+    m[0, 2:6, 2:6] = 1.0
+    exact = [np.array([[2, 2, 6, 6]])]
+    component = [np.array([[2, 2, 5, 5]])]
+    loc = Localization(tau=0.5, delta=1.0, protocol="wsol")
+    loc.update(m, exact, np.array([True]))
+    assert loc.result().gt_known_loc == 100.0
+    loc = Localization(tau=0.5, delta=1.0, protocol="wsol")
+    loc.update(m, component, np.array([True]))
+    assert loc.result().mean_iou == pytest.approx(100 * 16 / 25)
