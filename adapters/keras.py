@@ -1,0 +1,879 @@
+"""The Keras 3 adapter: records what the core needs from a Keras model, on any Keras backend.
+
+One call of :func:`explain` (or :func:`capture`) is one :class:`KerasSession`:
+
+- **The model's own graph, run by the adapter.** A functional model (``keras.Model(inputs,
+  outputs)``, ``keras.Sequential`` once built, ``keras.applications`` models) is a graph of layer
+  calls. The adapter reads that graph once per model (remembered weakly) and runs the layers itself
+  in the graph's order, with ``training=False``; nested functional models (a backbone used as one
+  layer) are opened up, so a layer inside them is reached by its path, e.g.
+  ``"resnet50/conv5_block3_out"``. Nothing is added to, removed from or rebuilt in the user's
+  model: no layer is called symbolically, no weight or flag is touched.
+- **Body and head.** The layer calls split into the *body* (everything that does not depend on a
+  target layer's output) and the *head* (everything that does). One forward pass runs the body
+  with no gradient recording, then the head under the backend's autograd, watching only the
+  target layers' outputs: ``tf.GradientTape`` on TensorFlow, ``torch.autograd.grad`` on the torch
+  backend, ``jax.vjp`` on JAX. Values computed before the layer and used after it (skip
+  connections crossing the layer) are constants of the head, which is exact, so the split always
+  applies. With several layers, a later layer's gradient is its own and an earlier layer's
+  gradient is the total one (through the later layer too). The backend is fixed when Keras is
+  imported; the adapter asks ``keras.backend.backend()``.
+- **Compiled on TensorFlow.** The forward pass, the gradient pass and the head are
+  ``tf.function``\\ s, traced once per model, layer set and input shape and remembered with the
+  model's graph. Callable targets run eagerly (the callable need not be traceable). Other
+  backends run eagerly.
+- **Logits** are always pre-softmax: when the layer producing the model's output is a ``Dense``
+  with an activation, the adapter computes ``input @ kernel + bias`` itself; when it is an
+  ``Activation``/``Softmax`` layer, its input is taken. The model must return one ``(N, C)``
+  tensor.
+- **Layouts.** Inputs are the model's own layout (NHWC for channels-last models). Layer outputs
+  ``(N, h, w, K)`` are handed to the core as ``(N, K, h, w)``; channels-first models (their conv
+  layers say ``data_format="channels_first"``) are handed over as they are.
+- **CAM** needs global average pooling + one ``Dense``: the ``Dense`` producing the logits must
+  take ``K`` inputs, and the logits must equal it applied to the spatial mean of the layer's
+  output on the batch (relative tolerance 1e-4 of max |logit|); otherwise ``Capture.weights`` is
+  None and the core refuses CAM with a message pointing to Grad-CAM.
+- **Perturbation methods.** ``score_masked`` runs the model on ``x[n] * mask`` for each mask;
+  ``score_ablated`` runs only the head on the layer's output of image ``n`` with one channel
+  zeroed per batch item (the head's other inputs are that image's stored values), so Ablation-CAM
+  never reruns the body.
+- **Not supported:** subclassed models whose ``call`` is Python code (there is no graph to read;
+  build the model functionally, or explain a functional model made of its parts, e.g.
+  ``keras.Model(backbone.input, head(backbone.output))``), models with several inputs or outputs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
+
+__all__ = ["KerasSession", "capture", "explain", "find_layer", "gap_classifier"]
+
+_BACKEND = keras.backend.backend()
+_RTOL = 1e-4  # GAP + Dense check, relative to max |logit|
+
+if _BACKEND == "tensorflow":
+    import tensorflow as tf
+elif _BACKEND == "torch":
+    import torch
+elif _BACKEND == "jax":
+    import jax
+    import jax.numpy as jnp
+
+try:  # the class of functional models (keras.Model(inputs, outputs), applications)
+    from keras.src.models.functional import Functional as _Functional
+except ImportError:  # pragma: no cover - a Keras without the private module
+    _Functional = None
+
+# Per model (weakly): its graph and the compiled functions per layer set.
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+# --------------------------------------------------------------------------- the model's graph
+
+
+@dataclass
+class _Step:
+    """One layer call: ``outs = op(*node.arguments filled from fill)``."""
+
+    op: object
+    node: object
+    fill: dict  # id(KerasTensor) -> value id
+    outs: list
+    path: str
+    shape: tuple | None
+
+
+@dataclass
+class _Graph:
+    """A functional model's layer calls, nested functional models opened up, in running order."""
+
+    input: int = 0
+    output: int = -1
+    steps: list = field(default_factory=list)
+    # path -> list of (value id, layer object), one per call, in running order
+    names: dict = field(default_factory=dict)
+    producer: dict = field(default_factory=dict)  # value id -> step index
+    channels_first: bool = False
+    dtype: str = "float32"
+    n_values: int = 1
+    plans: dict = field(default_factory=dict)
+    compiled: dict = field(default_factory=dict)
+
+    def new(self) -> int:
+        self.n_values += 1
+        return self.n_values - 1
+
+
+def _graph_model(model):
+    """The functional model whose graph ``model`` runs, or None when it has none."""
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    if _Functional is not None and isinstance(model, _Functional):
+        if type(model).call is _Functional.call:
+            return model
+    return None
+
+
+def _check_model(model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; got {type(model).__module__}.{type(model).__qualname__}")
+    fn = _graph_model(model)
+    if fn is None:
+        if isinstance(model, keras.Sequential):
+            raise ValueError(
+                f"the Sequential model {model.name!r} is not built; give it an input shape "
+                f"(keras.Input(shape) as its first layer) or call it once on a batch"
+            )
+        raise TypeError(
+            f"`model` {model.name!r} ({type(model).__qualname__}) is a subclassed model: its "
+            f"`call` is Python code, so there is no layer graph to capture a layer from. Build it "
+            f"functionally (keras.Model(inputs, outputs)) or explain a functional model made of "
+            f"its parts, e.g. keras.Model(backbone.input, head(backbone.output))"
+        )
+    if len(fn.inputs) != 1 or len(fn.outputs) != 1:
+        raise ValueError(
+            f"`model` must have one input and one output (the logits); got "
+            f"{len(fn.inputs)} inputs and {len(fn.outputs)} outputs"
+        )
+    return fn
+
+
+def _inline(fn, in_ids: list, prefix: str, g: _Graph) -> list:
+    """Append ``fn``'s layer calls to ``g`` (reading ``in_ids``); return its output value ids."""
+    env = {id(kt): v for kt, v in zip(fn.inputs, in_ids)}
+    for depth in sorted(fn._nodes_by_depth, reverse=True):
+        for node in fn._nodes_by_depth[depth]:
+            op = node.operation
+            if not op or node.is_input:
+                continue
+            if any(id(x) not in env for x in node.input_tensors):
+                continue
+            path = prefix + getattr(op, "name", type(op).__name__)
+            inner = _graph_model(op) if isinstance(op, keras.Model) else None
+            args = node.arguments
+            if (
+                inner is not None
+                and len(inner.inputs) == 1
+                and args._single_positional_tensor is not None
+            ):
+                outs = _inline(inner, [env[id(args._single_positional_tensor)]], path + "/", g)
+            else:
+                outs = [g.new() for _ in node.outputs]
+                shape = tuple(node.outputs[0].shape) if len(node.outputs) == 1 else None
+                g.steps.append(
+                    _Step(op, node, {id(kt): env[id(kt)] for kt in args.keras_tensors}, outs, path, shape)
+                )
+                for v in outs:
+                    g.producer[v] = len(g.steps) - 1
+            for kt, v in zip(node.outputs, outs):
+                env[id(kt)] = v
+            if len(outs) == 1:
+                g.names.setdefault(path, []).append((outs[0], op))
+    return [env[id(kt)] for kt in fn.outputs]
+
+
+def _graph(model) -> _Graph:
+    fn = _check_model(model)
+    memo = _GRAPHS.get(model)
+    if memo is not None and memo[0] is fn:
+        return memo[1]
+    g = _Graph(dtype=str(getattr(fn.inputs[0], "dtype", None) or "float32"))
+    (g.output,) = _inline(fn, [g.input], "", g)
+    fmt = keras.config.image_data_format()
+    for s in g.steps:
+        f = getattr(s.op, "data_format", None)
+        if f in ("channels_first", "channels_last"):
+            fmt = f
+            break
+    g.channels_first = fmt == "channels_first"
+    _GRAPHS[model] = (fn, g)
+    return g
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _close_names(g: _Graph, name: str) -> str:
+    pool = sorted(set(g.names) | {p.rsplit("/", 1)[-1] for p in g.names})
+    close = difflib.get_close_matches(name, pool, n=6, cutoff=0.5)
+    if not close:
+        close = [p for p in pool if name.lower() in p.lower()][:6]
+    return ", ".join(repr(c) for c in close) if close else "none"
+
+
+def _resolve(g: _Graph, layer, model) -> tuple[str, int, object]:
+    """(path, value id, layer object) of one layer given by name, path or object."""
+    if isinstance(layer, str):
+        if layer in g.names:
+            v, op = g.names[layer][-1]
+            return layer, v, op
+        hits = {p: e for p, e in g.names.items() if p.rsplit("/", 1)[-1] == layer}
+        ops = {id(e[-1][1]) for e in hits.values()}
+        if len(ops) > 1:
+            raise ValueError(
+                f"`layer` {layer!r} names several layers: {', '.join(repr(p) for p in sorted(hits))}; "
+                f"give the path"
+            )
+        if hits:
+            path = sorted(hits)[-1]
+            v, op = hits[path][-1]
+            return path, v, op
+        raise ValueError(
+            f"`layer` {layer!r} is not a layer of model {model.name!r}; close names: "
+            f"{_close_names(g, layer)}"
+        )
+    if isinstance(layer, keras.layers.Layer):
+        found = [(p, e) for p, entries in g.names.items() for e in entries if e[1] is layer]
+        if not found:
+            raise ValueError(
+                f"`layer` {layer.name!r} ({type(layer).__name__}) is not called by model "
+                f"{model.name!r}; close names: {_close_names(g, layer.name)}"
+            )
+        path, (v, op) = found[-1]
+        return path, v, op
+    raise TypeError(
+        f"`layer` must be a layer name, a path such as 'resnet50/conv5_block3_out', a Keras layer "
+        f"or None; got {type(layer).__name__}"
+    )
+
+
+def _needed(g: _Graph, roots) -> set:
+    """Indices of the steps that the values ``roots`` depend on."""
+    need, stack = set(), [v for v in roots]
+    while stack:
+        v = stack.pop()
+        i = g.producer.get(v)
+        if i is None or i in need:
+            continue
+        need.add(i)
+        stack.extend(g.steps[i].fill.values())
+    return need
+
+
+def _spatial(g: _Graph, shape) -> bool:
+    """True for a 4-D shape with (possibly) more than one spatial position."""
+    if shape is None or len(shape) != 4:
+        return False
+    hw = shape[2:] if g.channels_first else shape[1:3]
+    return not all(d == 1 for d in hw)
+
+
+def _auto(g: _Graph, model) -> tuple[str, int, object]:
+    need = _needed(g, [g.output])
+    for i in sorted(need, reverse=True):
+        s = g.steps[i]
+        if _spatial(g, s.shape):
+            return s.path, s.outs[0], s.op
+    raise ValueError(
+        f"model {model.name!r} has no 4-D layer output (N, h, w, K) before its logits; pass `layer`"
+    )
+
+
+def _layer_items(layer) -> list:
+    if layer is None or isinstance(layer, (str, keras.layers.Layer)):
+        return [layer]
+    if isinstance(layer, Sequence) and len(layer) > 0:
+        return list(layer)
+    raise TypeError(
+        f"`layer` must be a name, a Keras layer, None, or a non-empty list of them; got {layer!r}"
+    )
+
+
+def find_layer(model, layer=None) -> tuple[str, keras.layers.Layer]:
+    """Find a target layer of ``model``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional model or a built ``Sequential`` (nested models are looked into).
+    layer : str, keras.layers.Layer or None
+        A layer name (``"conv5_block3_out"``), a path through nested models
+        (``"resnet50/conv5_block3_out"``), the layer object, or None for the last layer with a
+        4-D output of more than one position before the logits (the last feature map before
+        global pooling), looked for inside nested models too.
+
+    Returns
+    -------
+    (str, keras.layers.Layer)
+        The layer's path (nested model names joined by ``"/"``) and the layer. A nested model
+        given by name is its own layer; its output is the one explained.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists close names), a name found in several nested models,
+        or no 4-D output to be found.
+    TypeError
+        A subclassed model (no graph) or a ``layer`` of the wrong kind.
+    """
+    g = _graph(model)
+    path, _, op = _auto(g, model) if layer is None else _resolve(g, layer, model)
+    return path, op
+
+
+# --------------------------------------------------------------------------- backend helpers
+
+
+def _np(t) -> np.ndarray:
+    if _BACKEND == "tensorflow" and hasattr(t, "numpy"):
+        return np.asarray(t.numpy(), dtype=np.float32)
+    if _BACKEND == "torch" and isinstance(t, torch.Tensor):
+        return t.detach().cpu().float().numpy()
+    return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float32)
+
+
+def _call(step: _Step, env: dict):
+    args, kwargs = step.node.arguments.fill_in({k: env[v] for k, v in step.fill.items()})
+    if "training" in getattr(step.op, "_call_context_args", ()):
+        kwargs["training"] = False
+    return step.op(*args, **kwargs)
+
+
+def _linear_logits(step: _Step, env: dict):
+    """The pre-activation output of the step producing the model's output, else None."""
+    op = step.op
+    if isinstance(op, keras.layers.Dense) and op.activation not in (None, keras.activations.linear):
+        (x,), _ = step.node.arguments.fill_in({k: env[v] for k, v in step.fill.items()})
+        y = keras.ops.matmul(x, op.kernel)
+        return y + op.bias if op.bias is not None else y
+    if isinstance(op, (keras.layers.Activation, keras.layers.Softmax)):
+        (x,), _ = step.node.arguments.fill_in({k: env[v] for k, v in step.fill.items()})
+        return x
+    return None
+
+
+@dataclass
+class _Plan:
+    """How one forward pass runs for a set of target values."""
+
+    targets: tuple  # value ids of the layers' outputs
+    body: list  # step indices, running order
+    head: list
+    head_inputs: list  # value ids computed by the body (or the input) that the head reads
+    out_step: int
+
+
+def _plan(g: _Graph, targets: tuple) -> _Plan:
+    plan = g.plans.get(targets)
+    if plan is not None:
+        return plan
+    need = _needed(g, [g.output, *targets])
+    dependent = set(targets)
+    head, body = [], []
+    for i in sorted(need):
+        s = g.steps[i]
+        if any(v in dependent for v in s.fill.values()):
+            head.append(i)
+            dependent.update(s.outs)
+        else:
+            body.append(i)
+    produced_by_head = {v for i in head for v in g.steps[i].outs}
+    reads = []
+    for i in head:
+        for v in g.steps[i].fill.values():
+            if v not in produced_by_head and v not in reads:
+                reads.append(v)
+    for t in targets:
+        if t not in reads and t not in produced_by_head:
+            reads.append(t)
+    plan = _Plan(targets, body, head, reads, g.producer[g.output])
+    g.plans[targets] = plan
+    return plan
+
+
+def _run(g: _Graph, steps: list, env: dict, out_step: int, hook=None) -> None:
+    """Run ``steps`` on ``env`` (value id -> tensor), in place; ``hook(v, t)`` may replace outputs."""
+    for i in steps:
+        s = g.steps[i]
+        if i == out_step:
+            y = _linear_logits(s, env)
+            if y is None:
+                y = _call(s, env)
+        else:
+            y = _call(s, env)
+        outs = keras.tree.flatten(y) if len(s.outs) > 1 else [y]
+        for v, t in zip(s.outs, outs):
+            env[v] = hook(v, t) if hook is not None else t
+
+
+def _select(logits, ids):
+    return keras.ops.take_along_axis(logits, keras.ops.expand_dims(ids, 1), axis=1)[:, 0]
+
+
+def _forward(g: _Graph, plan: _Plan, x) -> dict:
+    """A forward pass without gradient: the env with the targets, the head's inputs and logits."""
+    env = {g.input: x}
+    _run(g, plan.body, env, plan.out_step)
+    _run(g, plan.head, env, plan.out_step)
+    return env
+
+
+def _grad_pass(g: _Graph, plan: _Plan, x, score_fn):
+    """Body without recording, head under autograd: (env, scores, gradients per target)."""
+    env = {g.input: x}
+    from_head = {v for i in plan.head for v in g.steps[i].outs}
+    body_targets = [t for t in plan.targets if t not in from_head]
+    if _BACKEND == "tensorflow":
+        _run(g, plan.body, env, plan.out_step)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for t in body_targets:
+                tape.watch(env[t])
+            _run(g, plan.head, env, plan.out_step)
+            scores = score_fn(env[g.output])
+        grads = tape.gradient(scores, [env[t] for t in plan.targets])
+    elif _BACKEND == "torch":
+        with torch.no_grad():
+            _run(g, plan.body, env, plan.out_step)
+        for t in body_targets:
+            env[t] = env[t].detach().requires_grad_(True)
+        with torch.enable_grad():
+            _run(g, plan.head, env, plan.out_step)
+            scores = score_fn(env[g.output])
+            if not scores.requires_grad:
+                grads = [None] * len(plan.targets)
+            else:
+                grads = torch.autograd.grad(
+                    scores.sum(), [env[t] for t in plan.targets], allow_unused=True
+                )
+        scores = scores.detach()
+    elif _BACKEND == "jax":
+        _run(g, plan.body, env, plan.out_step)
+        later = [t for t in plan.targets if t not in body_targets]
+        base = dict(env)
+
+        def f(leaves):
+            env2 = dict(base)
+            env2.update({t: leaves[str(t)] for t in body_targets})
+            hook = (lambda v, t: t + leaves[str(v)] if str(v) in leaves and v in later else t)
+            _run(g, plan.head, env2, plan.out_step, hook)
+            return score_fn(env2[g.output]), env2
+
+        leaves = {str(t): env[t] for t in body_targets}
+        # zero offsets of the later targets, shaped like them (a dry run gives the shapes)
+        env_dry = dict(base)
+        _run(g, plan.head, env_dry, plan.out_step)
+        leaves.update({str(t): jnp.zeros_like(env_dry[t]) for t in later})
+        scores, vjp, env = jax.vjp(f, leaves, has_aux=True)
+        (back,) = vjp(jnp.ones_like(scores))
+        grads = [back[str(t)] for t in plan.targets]
+    else:  # pragma: no cover - Keras backends without autograd (openvino, numpy)
+        raise ValueError(
+            f"the Keras backend {_BACKEND!r} has no automatic differentiation; use a method "
+            f"without gradients (cam, eigencam, scorecam, ablationcam) or the tensorflow, torch "
+            f"or jax backend"
+        )
+    return env, scores, grads
+
+
+def _compiled(g: _Graph, plan: _Plan, kind: str):
+    """A ``tf.function`` of ``kind`` for this plan on TensorFlow; the plain function elsewhere."""
+    key = (plan.targets, kind)
+    fn = g.compiled.get(key)
+    if fn is not None:
+        return fn
+    keep = (*plan.targets, *plan.head_inputs, g.output)
+
+    if kind == "forward":
+        def fn(x):
+            env = _forward(g, plan, x)
+            return [env[v] for v in keep]
+    elif kind == "grad":
+        def fn(x, ids, by_argmax):
+            def score_fn(logits):
+                chosen = keras.ops.where(
+                    by_argmax, keras.ops.cast(keras.ops.argmax(logits, axis=1), "int32"), ids
+                )
+                return _select(logits, chosen)
+
+            env, scores, grads = _grad_pass(g, plan, x, score_fn)
+            return [env[v] for v in keep], scores, list(grads)
+    elif kind == "head":
+        def fn(values):
+            env = dict(zip(plan.head_inputs, values))
+            _run(g, plan.head, env, plan.out_step)
+            return env[g.output]
+    else:  # "logits"
+        def fn(x):
+            return _forward(g, plan, x)[g.output]
+    if _BACKEND == "tensorflow":
+        fn = tf.function(fn, reduce_retracing=True)
+    g.compiled[key] = fn
+    return fn
+
+
+# --------------------------------------------------------------------------- the session
+
+
+@dataclass
+class _Layer:
+    name: str
+    value: int
+    op: object
+    channels_first: bool
+    acts: object = None  # the layer's output tensor for the batch
+    head_values: list | None = None  # this layer's head inputs for the batch (ablation)
+
+
+class KerasSession:
+    """One explanation of one batch: the object :func:`cam_core.explain.explain_session` drives.
+
+    Parameters
+    ----------
+    model : keras.Model
+    inputs : ndarray or backend tensor, shape (N, H, W, C) (or (N, C, H, W) channels-first)
+    layer, targets
+        As in :func:`explain`.
+    weights : bool
+        Look for the GAP + Dense head's weights (needed by CAM only).
+
+    Attributes
+    ----------
+    input_size : (int, int)
+        ``(H, W)`` of the inputs.
+    """
+
+    def __init__(self, model, inputs, *, layer=None, targets=None, weights: bool = True):
+        self.model = model
+        self._g = _graph(model)
+        g = self._g
+        dtype = g.dtype
+        if isinstance(inputs, np.ndarray) or not hasattr(inputs, "shape"):
+            inputs = np.asarray(inputs)
+            if inputs.dtype != np.dtype(dtype):
+                inputs = inputs.astype(dtype)
+        x = keras.ops.convert_to_tensor(inputs, dtype=dtype)
+        shape = tuple(int(d) for d in x.shape)
+        if len(shape) != 4:
+            layout = "(N, C, H, W)" if g.channels_first else "(N, H, W, C)"
+            raise ValueError(f"`inputs` must have shape {layout}; got {shape}")
+        self.x = x
+        self.n = shape[0]
+        self.input_size = shape[2:4] if g.channels_first else shape[1:3]
+        self._layers: list[_Layer] = []
+        for item in _layer_items(layer):
+            path, v, op = _auto(g, model) if item is None else _resolve(g, item, model)
+            if any(lay.value == v for lay in self._layers):
+                raise ValueError(f"`layer` lists {path!r} twice")
+            self._layers.append(_Layer(path, v, op, g.channels_first))
+        self._plan = _plan(g, tuple(lay.value for lay in self._layers))
+        self._targets_spec = targets
+        self._want_weights = bool(weights)
+        self._target_ids = None
+        self._captured = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for lay in self._layers:
+            lay.acts = lay.head_values = None
+        self.x = None
+        return False
+
+    # ---- capture
+
+    def _score_fn(self):
+        spec = self._targets_spec
+        n = self.n
+
+        def score_fn(logits):
+            scores = spec(logits)
+            shape = tuple(getattr(scores, "shape", ()))
+            if shape != (n,):
+                raise ValueError(
+                    f"a callable `targets` must return one score per image, shape ({n},); got "
+                    f"{shape if hasattr(scores, 'shape') else type(scores).__name__}"
+                )
+            return scores
+
+        return score_fn
+
+    def capture(self, *, gradients: bool) -> list[Capture]:
+        """One forward pass (with the head under autograd when ``gradients``): one Capture per layer."""
+        g, plan = self._g, self._plan
+        keep = (*plan.targets, *plan.head_inputs, g.output)
+        spec = self._targets_spec
+        is_callable = callable(spec) and not hasattr(spec, "shape")
+        grads = None
+        if is_callable:
+            if gradients:
+                env, scores, grads = _grad_pass(g, plan, self.x, self._score_fn())
+                values = [env[v] for v in keep]
+            else:
+                env = _forward(g, plan, self.x)
+                values = [env[v] for v in keep]
+                scores = self._score_fn()(env[g.output])
+            self._check_logits(values[-1])
+            target_ids = np.full(self.n, -1, dtype=np.int64)
+        elif gradients:
+            ids, by_argmax = self._pre_targets()
+            values, scores, grads = _compiled(g, plan, "grad")(
+                self.x, keras.ops.convert_to_tensor(ids, "int32"), by_argmax
+            )
+            logits_np = self._check_logits(values[-1])
+            target_ids = resolve_targets(None if by_argmax else ids, logits_np)
+        else:
+            values = _compiled(g, plan, "forward")(self.x)
+            logits_np = self._check_logits(values[-1])
+            target_ids = resolve_targets(self._targets_spec_np(), logits_np)
+            scores = logits_np[np.arange(self.n), target_ids]
+        env = dict(zip(keep, values))
+        logits_np = _np(env[g.output])
+        self._target_ids = None if is_callable else target_ids
+        self._logits = logits_np
+        for lay, v in zip(self._layers, plan.targets):
+            lay.acts = env[v]
+        self._head_env = env
+        out = []
+        for i, lay in enumerate(self._layers):
+            acts = self._to_maps(lay, _np(lay.acts))
+            grad = None
+            if gradients:
+                if grads[i] is None:
+                    raise ValueError(
+                        f"layer {lay.name!r} has no gradient path to the target score; pick a "
+                        f"layer whose output the logits depend on (and a `targets` callable "
+                        f"built from the logits tensor)"
+                    )
+                grad = self._to_maps(lay, _np(grads[i]))
+            weights = self._gap_weights(acts, logits_np) if self._want_weights else None
+            out.append(
+                Capture(
+                    activations=acts,
+                    logits=logits_np,
+                    targets=target_ids,
+                    scores=_np(scores).reshape(self.n),
+                    gradients=grad,
+                    weights=weights,
+                    layer=lay.name,
+                )
+            )
+        self._captured = True
+        return out
+
+    def _targets_spec_np(self):
+        spec = self._targets_spec
+        if spec is not None and hasattr(spec, "shape") and not isinstance(spec, np.ndarray):
+            spec = keras.ops.convert_to_numpy(spec)
+        return spec
+
+    def _pre_targets(self) -> tuple[np.ndarray, bool]:
+        """Target ids checked before the forward pass (None: argmax in the pass)."""
+        spec = self._targets_spec_np()
+        if spec is None:
+            return np.zeros(self.n, dtype=np.int32), True
+        c = self._classes()
+        ids = resolve_targets(spec, np.zeros((self.n, c), dtype=np.float32))
+        return ids.astype(np.int32), False
+
+    def _classes(self) -> int:
+        c = self._g.steps[self._plan.out_step].shape
+        if c is None or len(c) != 2 or c[1] is None:
+            raise ValueError(
+                f"the model must return logits of shape (N, C); its output has shape {c}"
+            )
+        return int(c[1])
+
+    def _check_logits(self, logits) -> np.ndarray:
+        arr = _np(logits)
+        if arr.ndim != 2 or arr.shape[0] != self.n:
+            raise ValueError(
+                f"the model must return logits of shape (N, C) with N = {self.n}; got {arr.shape}"
+            )
+        return arr
+
+    def _to_maps(self, lay: _Layer, arr: np.ndarray) -> np.ndarray:
+        if arr.ndim != 4:
+            raise ValueError(
+                f"layer {lay.name!r} outputs shape {arr.shape}; CAM methods need a 4-D feature "
+                f"map (N, h, w, K). Pick an earlier layer (before global pooling)"
+            )
+        if lay.channels_first:
+            return np.ascontiguousarray(arr)
+        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+
+    def _gap_weights(self, acts: np.ndarray, logits: np.ndarray) -> np.ndarray | None:
+        op = self._g.steps[self._plan.out_step].op
+        if not isinstance(op, keras.layers.Dense):
+            return None
+        kernel = _np(op.kernel)
+        k = acts.shape[1]
+        if kernel.ndim != 2 or kernel.shape != (k, logits.shape[1]):
+            return None
+        pred = acts.mean(axis=(2, 3), dtype=np.float64) @ kernel.astype(np.float64)
+        if op.bias is not None:
+            pred = pred + _np(op.bias)
+        scale = max(float(np.abs(logits).max()), np.finfo(np.float32).tiny)
+        if float(np.abs(pred - logits).max()) > _RTOL * scale:
+            return None
+        return np.ascontiguousarray(kernel.T)
+
+    # ---- perturbations
+
+    def _check_captured(self) -> None:
+        if not self._captured or self.x is None:
+            raise RuntimeError("call `capture()` inside the session before scoring perturbations")
+
+    def _scores_of(self, logits, index: int) -> np.ndarray:
+        if self._target_ids is None:
+            return _np(self._score_fn_any(logits))
+        return _np(logits)[:, int(self._target_ids[index])]
+
+    def _score_fn_any(self, logits):
+        scores = self._targets_spec(logits)
+        b = int(logits.shape[0])
+        if tuple(scores.shape) != (b,):
+            raise ValueError(
+                f"a callable `targets` must return one score per image, shape ({b},); got "
+                f"{tuple(scores.shape)}"
+            )
+        return scores
+
+    def score_masked(self, index: int, masks: np.ndarray) -> np.ndarray:
+        """Target score of image ``index`` times each mask ``(B, H, W)``: ``(B,)`` float32."""
+        self._check_captured()
+        m = np.asarray(masks, dtype=np.float32)
+        if m.ndim != 3 or tuple(m.shape[1:]) != tuple(self.input_size):
+            raise ValueError(
+                f"`masks` must have shape (B, {self.input_size[0]}, {self.input_size[1]}); got "
+                f"{m.shape}"
+            )
+        m = keras.ops.convert_to_tensor(m[:, None] if self._g.channels_first else m[..., None])
+        batch = self.x[index : index + 1] * keras.ops.cast(m, self.x.dtype)
+        logits = _compiled(self._g, self._plan, "logits")(batch)
+        return self._scores_of(logits, index)
+
+    def score_ablated(self, layer: int, index: int, channels: np.ndarray) -> np.ndarray:
+        """Target score of image ``index`` with channel ``channels[b]`` zeroed: ``(B,)`` float32.
+
+        Only the head (the layer calls after the layer) runs, on the stored values of the image.
+        """
+        self._check_captured()
+        lay = self._layers[layer]
+        g = self._g
+        plan = _plan(g, (lay.value,))
+        ch = np.asarray(channels, dtype=np.int64)
+        b = len(ch)
+        if lay.head_values is None:
+            env = self._head_env
+            missing = [v for v in plan.head_inputs if v not in env]
+            if missing:  # values this layer's head reads that the joint pass did not keep
+                full = _forward(g, _plan(g, tuple(sorted({*self._plan.targets, *missing}))), self.x)
+                env = {**full, **env}
+            lay.head_values = [env[v] for v in plan.head_inputs]
+        values = []
+        k_axis = 1 if lay.channels_first else 3
+        for v, t in zip(plan.head_inputs, lay.head_values):
+            row = t[index : index + 1] if len(t.shape) and int(t.shape[0]) == self.n else None
+            if row is None:
+                values.append(t)
+                continue
+            rep = keras.ops.repeat(row, b, axis=0)
+            if v == lay.value:
+                k = int(rep.shape[k_axis])
+                onehot = np.ones((b, k), dtype=np.float32)
+                onehot[np.arange(b), ch] = 0.0
+                shape = (b, k, 1, 1) if lay.channels_first else (b, 1, 1, k)
+                rep = rep * keras.ops.cast(keras.ops.convert_to_tensor(onehot.reshape(shape)), rep.dtype)
+            values.append(rep)
+        logits = _compiled(g, plan, "head")(values)
+        return self._scores_of(logits, index)
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def explain(
+    model,
+    inputs,
+    *,
+    method: str = "gradcam",
+    layer=None,
+    targets=None,
+    fuse: str = "mean",
+    upsample: str = "bilinear",
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> Explanation:
+    """Explain a batch of a Keras classifier with a class activation map method.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional model or a built Sequential (nested models included) returning ``(N, C)``
+        scores; a softmax on its last Dense is skipped (logits are pre-softmax). Never modified;
+        its layers run with ``training=False``.
+    inputs : ndarray or backend tensor, shape (N, H, W, C)
+        The batch as the model takes it (``(N, C, H, W)`` for a channels-first model).
+    method : str
+        One of :data:`cam_core.explain.METHODS`.
+    layer : str, keras layer, a list of them, or None
+        A name, a path through nested models (``"resnet50/conv5_block3_out"``) or the layer; None
+        finds the last 4-D feature map before global pooling. Several layers are captured in one
+        pass and fused.
+    targets, fuse, upsample, batch_size, progress
+        As in :func:`cam_core.adapters.torch.explain`; a callable target gets the Keras logits
+        tensor ``(N, C)`` and returns ``(N,)`` scores.
+
+    Returns
+    -------
+    cam_core.explain.Explanation
+        ``maps`` ``(N, H, W)`` float32 in [0, 1] at the input size.
+    """
+    spec = method_spec(method)
+    with KerasSession(
+        model, inputs, layer=layer, targets=targets, weights=spec.needs_weights
+    ) as session:
+        return explain_session(
+            session, spec.name, fuse=fuse, upsample=upsample, batch_size=batch_size, progress=progress
+        )
+
+
+def capture(model, inputs, *, layer=None, targets=None, gradients: bool = True) -> list[Capture]:
+    """Record activations, gradients, logits and the CAM weights of one batch.
+
+    Parameters are as in :func:`explain`; ``gradients=False`` skips the gradient step.
+
+    Returns
+    -------
+    list of cam_core.explain.Capture
+        One per layer, in the order given; float32 NumPy arrays, channels-first ``(N, K, h, w)``.
+    """
+    with KerasSession(model, inputs, layer=layer, targets=targets) as session:
+        return session.capture(gradients=bool(gradients))
+
+
+def gap_classifier(backbone, num_classes: int, *, activation=None) -> keras.Model:
+    """Put global average pooling and a Dense layer on ``backbone``: a model ready for CAM.
+
+    Parameters
+    ----------
+    backbone : keras.Model
+        One input, one 4-D output ``(N, h, w, K)``; kept as a nested model named ``backbone.name``.
+    num_classes : int
+    activation : str or callable, optional
+        The Dense layer's activation (e.g. ``"softmax"``); the adapter explains the pre-activation
+        logits either way.
+
+    Returns
+    -------
+    keras.Model
+        ``backbone`` -> ``"avgpool"`` -> ``"fc"``; the layer found automatically is the
+        backbone's last feature map.
+    """
+    if activation is None:
+        from cam_core.adapters.models_keras import gap_classifier as build
+
+        return build(backbone, num_classes)
+    model = gap_classifier(backbone, num_classes)
+    fc = model.get_layer("fc")
+    out = keras.layers.Activation(activation, name="fc_activation")(fc.output)
+    return keras.Model(model.input, out, name=model.name)

@@ -1,0 +1,349 @@
+"""Keras adapter: golden values on tiny fixed-weight models, target forms, nested models, layers,
+the user's model left unchanged, perturbation scoring, other Keras backends in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+ka = pytest.importorskip("cam_core.adapters.keras")
+
+from cam_core.explain import METHODS  # noqa: E402
+from cam_core.explain import explain as explain_any  # noqa: E402
+from tests.conftest import readonly  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+L = keras.layers
+
+# The golden model: one 2x2 single-channel image x = [[1, 2], [3, 4]]; a 1x1 conv with kernel
+# [1, -1] gives A0 = x, A1 = -x; GAP gives [2.5, -2.5]; Dense kernel [[1, 2], [3, -1]], bias
+# [0.5, 0] gives logits [2.5 - 7.5 + 0.5, 5 + 2.5] = [-4.5, 7.5], so class 1 is predicted.
+X_GOLD = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)[None, :, :, None]
+LOGITS_GOLD = np.array([[-4.5, 7.5]], dtype=np.float32)
+# CAM of class 1: 2 * A0 - 1 * A1 = 3x. Gradients of logit 1: [2, -1] / hw = [0.5, -0.25] per
+# position; Grad-CAM = 0.5 * x - 0.25 * (-x) = 0.75x.
+CAM_GOLD = 3 * X_GOLD[0, :, :, 0]
+GRADCAM_GOLD = 0.75 * X_GOLD[0, :, :, 0]
+
+
+def golden_model(activation=None) -> keras.Model:
+    inp = keras.Input((2, 2, 1))
+    conv = L.Conv2D(2, 1, use_bias=False, name="conv")
+    a = conv(inp)
+    p = L.GlobalAveragePooling2D(name="gap")(a)
+    fc = L.Dense(2, activation=activation, name="fc")
+    out = fc(p)
+    model = keras.Model(inp, out, name="golden")
+    conv.set_weights([np.array([1.0, -1.0], dtype=np.float32).reshape(1, 1, 1, 2)])
+    fc.set_weights([np.array([[1.0, 2.0], [3.0, -1.0]], np.float32), np.array([0.5, 0.0], np.float32)])
+    return model
+
+
+def small_model(seed: int = 0, *, skip: bool = False, classes: int = 5) -> keras.Model:
+    """A small GAP CNN (optionally with a skip connection crossing the last conv)."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((12, 12, 3))
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="c1")(inp)
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="c2")(x)
+    y = L.Conv2D(8, 3, padding="same", name="c3")(x)
+    if skip:
+        y = L.Add(name="add")([x, y])
+    y = L.ReLU(name="feat")(y)
+    p = L.GlobalAveragePooling2D(name="gap")(y)
+    out = L.Dense(classes, name="fc")(p)
+    return keras.Model(inp, out, name="small")
+
+
+def images(n: int = 3, size: int = 12, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- golden values
+
+
+def test_golden_capture():
+    caps = ka.capture(golden_model(), readonly(X_GOLD), layer="conv")
+    (c,) = caps
+    np.testing.assert_allclose(c.logits, LOGITS_GOLD, rtol=1e-6)
+    assert c.targets.tolist() == [1]
+    np.testing.assert_allclose(c.scores, [7.5], rtol=1e-6)
+    assert c.activations.shape == (1, 2, 2, 2)  # (N, K, h, w)
+    np.testing.assert_allclose(c.activations[0, 0], X_GOLD[0, :, :, 0])
+    np.testing.assert_allclose(c.activations[0, 1], -X_GOLD[0, :, :, 0])
+    np.testing.assert_allclose(c.gradients[0, 0], np.full((2, 2), 0.5), rtol=1e-6)
+    np.testing.assert_allclose(c.gradients[0, 1], np.full((2, 2), -0.25), rtol=1e-6)
+    np.testing.assert_allclose(c.weights, [[1.0, 3.0], [2.0, -1.0]])
+    for arr in (c.activations, c.gradients, c.logits, c.scores, c.weights):
+        assert arr.dtype == np.float32
+
+
+def test_golden_maps():
+    e = ka.explain(golden_model(), X_GOLD, method="cam", layer="conv")
+    np.testing.assert_allclose(e.raw[0], CAM_GOLD, rtol=1e-6)
+    np.testing.assert_allclose(e.maps[0], (CAM_GOLD - 3) / 9, atol=1e-6)
+    e = ka.explain(golden_model(), X_GOLD, method="gradcam", layer="conv")
+    np.testing.assert_allclose(e.raw[0], GRADCAM_GOLD, rtol=1e-6)
+    np.testing.assert_allclose(e.maps[0], (GRADCAM_GOLD - 0.75) / 2.25, atol=1e-6)
+
+
+def test_softmax_head_gives_pre_softmax_logits():
+    model = golden_model("softmax")
+    (c,) = ka.capture(model, X_GOLD, layer="conv")
+    np.testing.assert_allclose(c.logits, LOGITS_GOLD, rtol=1e-6)
+    np.testing.assert_allclose(c.gradients[0, 0], np.full((2, 2), 0.5), rtol=1e-6)
+    assert c.weights is not None
+    probs = np.asarray(model(X_GOLD))
+    np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-6)  # the model itself still softmaxes
+
+
+def test_separate_softmax_layer_is_skipped():
+    base = golden_model()
+    out = L.Softmax(name="probs")(base.output)
+    model = keras.Model(base.input, out)
+    (c,) = ka.capture(model, X_GOLD, layer="conv")
+    np.testing.assert_allclose(c.logits, LOGITS_GOLD, rtol=1e-6)
+
+
+def test_dispatch_from_cam_core_explain():
+    e = explain_any(golden_model(), X_GOLD, method="gradcam", layer="conv")
+    np.testing.assert_allclose(e.raw[0], GRADCAM_GOLD, rtol=1e-6)
+    assert e.layers == ("conv",)
+
+
+def test_gradcam_equals_relu_cam_over_hw_on_gap_dense():
+    from cam_core.maps import normalize
+    from cam_core.resize import upsample
+
+    model, x = small_model(), images()
+    (c,) = ka.capture(model, x, layer="feat")
+    cam = ka.explain(model, x, method="cam", layer="feat").raw
+    grad = ka.explain(model, x, method="gradcam", layer="feat")
+    hw = c.activations.shape[2] * c.activations.shape[3]
+    np.testing.assert_allclose(grad.raw, cam / hw, rtol=1e-4, atol=1e-7)
+    shown = normalize(upsample(np.maximum(cam, 0), (12, 12), method="bilinear"), relu=False)
+    np.testing.assert_allclose(grad.maps, shown, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs(method):
+    e = ka.explain(small_model(skip=True), images(), method=method, batch_size=5)
+    assert e.maps.shape == (3, 12, 12) and e.maps.dtype == np.float32
+    assert np.all((e.maps >= 0) & (e.maps <= 1))
+    assert e.layers == ("feat",)
+
+
+def test_batch_equals_each_image_alone():
+    model, x = small_model(skip=True), images(4)
+    for method in ("gradcam", "cam", "scorecam", "ablationcam"):
+        batch = ka.explain(model, x, method=method, batch_size=7).raw
+        for i in range(len(x)):
+            alone = ka.explain(model, x[i : i + 1], method=method, batch_size=7).raw
+            np.testing.assert_allclose(batch[i], alone[0], rtol=1e-4, atol=1e-6)
+
+
+def test_gradients_match_a_full_tape():
+    import tensorflow as tf
+
+    model, x = small_model(skip=True), images()
+    (c,) = ka.capture(model, x, layer="c2", targets=[0, 1, 2])
+    view = keras.Model(model.input, [model.get_layer("c2").output, model.output])
+    # Reference: perturb the layer output in a second functional model built from the layers.
+    a_in = keras.Input((6, 6, 8))
+    y = model.get_layer("c3")(a_in)
+    y = model.get_layer("add")([a_in, y])
+    y = model.get_layer("feat")(y)
+    y = model.get_layer("fc")(model.get_layer("gap")(y))
+    head = keras.Model(a_in, y)
+    a, _ = view(x)
+    with tf.GradientTape() as tape:
+        tape.watch(a)
+        s = tf.gather(head(a), [0, 1, 2], axis=1, batch_dims=0)
+        s = tf.linalg.diag_part(s)
+    ref = tape.gradient(s, a).numpy().transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(c.gradients, ref, rtol=1e-5, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def test_target_forms():
+    model, x = small_model(), images()
+    logits = ka.capture(model, x, gradients=False)[0].logits
+    assert ka.capture(model, x)[0].targets.tolist() == np.argmax(logits, 1).tolist()
+    (c,) = ka.capture(model, x, targets=2)
+    assert c.targets.tolist() == [2, 2, 2]
+    np.testing.assert_allclose(c.scores, logits[:, 2], rtol=1e-6)
+    (c,) = ka.capture(model, x, targets=[4, 0, 1])
+    assert c.targets.tolist() == [4, 0, 1]
+    np.testing.assert_allclose(c.scores, logits[[0, 1, 2], [4, 0, 1]], rtol=1e-6)
+    with pytest.raises(ValueError, match="one entry per image"):
+        ka.capture(model, x, targets=[1, 2])
+    with pytest.raises(ValueError, match="one entry per image"):
+        ka.explain(model, x, method="cam", targets=[1, 2, 3, 4])
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        ka.capture(model, x, targets=5)
+
+
+def test_callable_target():
+    model = golden_model()
+    (c,) = ka.capture(model, X_GOLD, layer="conv", targets=lambda z: z[:, 0] - z[:, 1])
+    assert c.targets.tolist() == [-1]
+    np.testing.assert_allclose(c.scores, [-12.0], rtol=1e-6)
+    # d(l0 - l1)/dA_k = (w[k, 0] - w[k, 1]) / hw = [-1, 4] / 4
+    np.testing.assert_allclose(c.gradients[0, 0], np.full((2, 2), -0.25), rtol=1e-6)
+    np.testing.assert_allclose(c.gradients[0, 1], np.full((2, 2), 1.0), rtol=1e-6)
+    with pytest.raises(ValueError, match="one score per image"):
+        ka.capture(model, X_GOLD, layer="conv", targets=lambda z: z)
+    with pytest.raises(ValueError, match="class indices"):
+        ka.explain(model, X_GOLD, method="cam", layer="conv", targets=lambda z: z[:, 0])
+    e = ka.explain(model, X_GOLD, method="scorecam", layer="conv", targets=lambda z: z[:, 1])
+    assert e.targets.tolist() == [-1]
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def test_several_layers_fused():
+    model, x = small_model(skip=True), images()
+    caps = ka.capture(model, x, layer=["c2", "feat"])
+    assert [c.layer for c in caps] == ["c2", "feat"]
+    assert caps[0].weights is None and caps[1].weights is not None
+    e = ka.explain(model, x, method="gradcam", layer=["c2", "feat"], fuse="max")
+    assert e.layers == ("c2", "feat") and len(e.raw) == 2
+    with pytest.raises(ValueError, match="twice"):
+        ka.capture(model, x, layer=["feat", model.get_layer("feat")])
+
+
+def test_layer_by_object_and_auto():
+    model = small_model()
+    assert ka.find_layer(model)[0] == "feat"
+    assert ka.find_layer(model, model.get_layer("c2")) == ("c2", model.get_layer("c2"))
+
+
+def test_unknown_layer_lists_close_names():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"'feat'"):
+        ka.capture(model, images(), layer="feet")
+    with pytest.raises(ValueError, match="not called by model"):
+        ka.find_layer(model, L.Dense(3, name="stray"))
+    with pytest.raises(TypeError, match="`layer`"):
+        ka.find_layer(model, 3)
+
+
+def test_non_spatial_layer_refused():
+    with pytest.raises(ValueError, match="4-D"):
+        ka.capture(small_model(), images(), layer="gap")
+
+
+def test_cam_refused_without_gap_dense_head():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    a = L.Conv2D(4, 3, padding="same", name="conv")(inp)
+    out = L.Dense(3, name="fc")(L.Flatten()(a))
+    model = keras.Model(inp, out)
+    assert ka.capture(model, images(2, 8), layer="conv")[0].weights is None
+    with pytest.raises(ValueError, match="gradcam"):
+        ka.explain(model, images(2, 8), method="cam", layer="conv")
+
+
+# --------------------------------------------------------------------------- the user's model
+
+
+def _state(model, x):
+    return (
+        [w.copy() for w in model.get_weights()],
+        [id(lay) for lay in model.layers],
+        [(lay.trainable, len(lay._inbound_nodes)) for lay in model._flatten_layers()],
+        np.asarray(model(x, training=False)),
+    )
+
+
+def test_model_unchanged_after_calls():
+    model, x = small_model(skip=True), images()
+    before = _state(model, x)
+    for method in ("gradcam", "scorecam", "ablationcam"):
+        ka.explain(model, x, method=method, layer=["c2", "feat"])
+    ka.explain(model, x, method="cam")
+    after = _state(model, x)
+    for w0, w1 in zip(before[0], after[0]):
+        np.testing.assert_array_equal(w0, w1)
+    assert before[1:3] == after[1:3]
+    np.testing.assert_array_equal(before[3], after[3])
+
+
+def test_model_used_inside_tf_function():
+    import tensorflow as tf
+
+    model, x = small_model(), images()
+
+    @tf.function
+    def predict(z):
+        return model(z, training=False)
+
+    ref = predict(tf.constant(x)).numpy()
+    e = ka.explain(model, tf.constant(x), method="gradcam")
+    np.testing.assert_allclose(e.logits, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(tf.constant(x)).numpy(), ref, rtol=1e-6)
+
+
+def test_subclassed_model_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = L.Conv2D(2, 3)
+            self.gap = L.GlobalAveragePooling2D()
+            self.fc = L.Dense(2)
+
+        def call(self, x):
+            return self.fc(self.gap(self.conv(x)))
+
+    net = Net()
+    net(images(1, 8))
+    with pytest.raises(TypeError, match="subclassed.*functional"):
+        ka.explain(net, images(1, 8))
+
+
+def test_wrong_inputs():
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        ka.capture(small_model(), images()[0])
+    with pytest.raises(TypeError, match="keras.Model"):
+        ka.capture(object(), images())
+
+
+def test_session_scores():
+    model = golden_model()
+    with ka.KerasSession(model, X_GOLD, layer="conv") as s:
+        with pytest.raises(RuntimeError, match="capture"):
+            s.score_masked(0, np.ones((1, 2, 2), np.float32))
+        s.capture(gradients=False)
+        # channel 0 zeroed: GAP [0, -2.5] -> logit 1 = 2.5; channel 1 zeroed: [2.5, 0] -> 5
+        np.testing.assert_allclose(s.score_ablated(0, 0, np.array([0, 1])), [2.5, 5.0], rtol=1e-6)
+        # an all-ones mask keeps the logit; an all-zeros mask leaves the bias (0 for class 1)
+        masks = np.stack([np.ones((2, 2)), np.zeros((2, 2))]).astype(np.float32)
+        np.testing.assert_allclose(s.score_masked(0, masks), [7.5, 0.0], atol=1e-6)
+        with pytest.raises(ValueError, match="masks"):
+            s.score_masked(0, np.ones((1, 3, 3), np.float32))
+
+
+def test_ablation_with_skip_matches_brute_force():
+    model, x = small_model(skip=True), images(2)
+    with ka.KerasSession(model, x, layer="c2") as s:
+        (c,) = s.capture(gradients=False)
+        got = s.score_ablated(0, 1, np.array([0, 3, 7]))
+    # brute force: the head rebuilt from the layers on the ablated activations (skip included)
+    a_in = keras.Input((6, 6, 8))
+    y = model.get_layer("add")([a_in, model.get_layer("c3")(a_in)])
+    head = keras.Model(a_in, model.get_layer("fc")(model.get_layer("gap")(model.get_layer("feat")(y))))
+    a = np.repeat(c.activations[1:2].transpose(0, 2, 3, 1), 3, axis=0)
+    for b, ch in enumerate([0, 3, 7]):
+        a[b, :, :, ch] = 0
+    ref = np.asarray(head(a))[:, c.targets[1]]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
