@@ -17,10 +17,11 @@ not reach the image border), with what the metrics need:
   1/2; with ``F`` the hole with whatever it encloses, every window holding 2 to 4 of its pixels
   adds 1 and every window holding 1 adds 1/2. A single pixel or a one-pixel-wide line has area 0.
 - ``order``: the position of its contour in the list ``cv2.findContours(..., RETR_TREE, ...)``
-  returns (the same in OpenCV 4.8.1 and 5.0.0, the versions checked): the contour tree in pre-order, siblings
-  in reverse order of discovery, a component discovered at its first pixel in row-major order, a
-  hole at the pixel left of its first pixel. ``max(contours, key=cv2.contourArea)`` picks the
-  first contour of largest area in that list, so ties go to the smallest ``order``.
+  returns (the same in OpenCV 4.8.1 and 5.0.0, the versions checked): the contour tree in
+  pre-order, siblings in reverse order of discovery, a component discovered at its first pixel
+  in row-major order, a hole at the pixel left of its first pixel.
+  ``max(contours, key=cv2.contourArea)`` picks the first contour of largest area in that list,
+  so ties go to the smallest ``order``.
 
 Two implementations. :func:`sweep_labelled` labels the mask of every level and lists every
 contour with its area and order (simple; the oracle of the tests, checked against OpenCV).
