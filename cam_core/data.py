@@ -55,6 +55,7 @@ from cam_core._validate import as_size
 __all__ = [
     "Batch",
     "Dataset",
+    "Photo",
     "Record",
     "SHAPES",
     "SyntheticData",
@@ -64,6 +65,7 @@ __all__ = [
     "read_csv_boxes",
     "read_voc",
     "read_wsol",
+    "sample_photos",
     "scale_boxes",
 ]
 
@@ -993,3 +995,79 @@ def make_synthetic(n: int, *, seed: int = 0, size: int = 64, num_classes: int = 
         boxes.append(_frozen(np.array([box], dtype=np.int64)))
     return SyntheticData(images, labels, boxes, SHAPES[:num_classes], masks, backgrounds,
                          _TEXTURES)
+
+
+# --------------------------------------------------------------------------------------------
+# real photographs shipped with scikit-image
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A real photograph from scikit-image with this project's own box annotation.
+
+    Attributes
+    ----------
+    name : str
+        The ``skimage.data`` function that loads it.
+    image : ndarray of uint8, shape (H, W, 3)
+        RGB (grey photographs are repeated over the three channels).
+    boxes : ndarray of int64, shape (G, 4)
+        Half-open boxes in the image's own pixels.
+    class_name : str
+        What the boxes hold.
+    imagenet_index : int or None
+        The ImageNet-1k class index (the order of ``classes.tsv``) of ``class_name``, or None
+        when ImageNet-1k has no such class.
+    """
+
+    name: str
+    image: np.ndarray
+    boxes: np.ndarray
+    class_name: str
+    imagenet_index: int | None
+
+
+# Annotated for this project by looking at each image with a 10-pixel grid (about +-2 pixels):
+# name, boxes (x0, y0, x1, y1) half-open, class name, ImageNet-1k index.
+_PHOTO_ANNOTATIONS: tuple[tuple[str, tuple[tuple[int, int, int, int], ...], str, int | None], ...] = (
+    # the cat's head and chest fill the frame up to the right ear's tip
+    ("chelsea", ((0, 0, 402, 300),), "tabby cat", 281),
+    # the cup with its handle, without saucer and spoon
+    ("coffee", ((172, 18, 409, 305),), "espresso", 967),
+    # the launcher on its pad, from the fairing's tip to the launch table
+    ("rocket", ((310, 126, 336, 407),), "missile", 657),
+    # the space shuttle model behind the astronaut (orbiter, tank, boosters; not the plinth)
+    ("astronaut", ((354, 0, 456, 270),), "space shuttle", 812),
+    # the tripod from its head under the camcorder to the feet at the image's bottom edge
+    ("camera", ((229, 184, 407, 512),), "tripod", 872),
+    # the whole motorcycle, rear lamp to front tyre, mirror to tyre bottom (no ImageNet class)
+    ("stereo_motorcycle", ((93, 77, 681, 452),), "motorcycle", None),
+)
+
+
+def sample_photos() -> list[Photo]:
+    """Six real photographs that scikit-image ships (no download), each with a box annotation.
+
+    The boxes are this project's own annotation (drawn by eye on a pixel grid, about +-2
+    pixels), half-open in each image's own pixels: ``chelsea`` (tabby cat, ImageNet 281),
+    ``coffee`` (espresso, 967), ``rocket`` (missile, 657), ``astronaut`` (the space shuttle
+    model, 812), ``camera`` (tripod, 872) and ``stereo_motorcycle`` (left view; motorcycle, not
+    an ImageNet-1k class). Handy for demonstrations and smoke tests on real pixels.
+
+    Returns
+    -------
+    list of Photo
+    """
+    import skimage.data
+
+    photos = []
+    for name, boxes, class_name, index in _PHOTO_ANNOTATIONS:
+        img = getattr(skimage.data, name)()
+        if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disparity)
+            img = img[0]
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        img = np.ascontiguousarray(img[:, :, :3], dtype=np.uint8)
+        photos.append(Photo(name, _frozen(img), _frozen(np.array(boxes, dtype=np.int64)),
+                            class_name, index))
+    return photos

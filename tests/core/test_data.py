@@ -16,6 +16,7 @@ from cam_core.data import (
     read_csv_boxes,
     read_voc,
     read_wsol,
+    sample_photos,
     scale_boxes,
 )
 
@@ -490,3 +491,31 @@ def test_iter_batches_bad_arguments(tmp_path):
         next(iter_batches(ds, batch_size=0))
     with pytest.raises(TypeError, match="`dataset` must be a Dataset"):
         next(iter_batches([1, 2]))
+
+
+# --------------------------------------------------------------------------------------------
+# sample photographs
+
+
+def test_sample_photos_are_annotated_inside_their_images():
+    photos = sample_photos()
+    assert 4 <= len(photos) <= 6
+    assert len({p.name for p in photos}) == len(photos)
+    for p in photos:
+        h, w = p.image.shape[:2]
+        assert p.image.dtype == np.uint8 and p.image.shape == (h, w, 3)
+        assert p.boxes.dtype == np.int64 and p.boxes.ndim == 2 and p.boxes.shape[1] == 4
+        assert len(p.boxes) >= 1
+        assert (p.boxes[:, 0] >= 0).all() and (p.boxes[:, 1] >= 0).all()
+        assert (p.boxes[:, 2] <= w).all() and (p.boxes[:, 3] <= h).all()
+        assert (p.boxes[:, 2] > p.boxes[:, 0]).all() and (p.boxes[:, 3] > p.boxes[:, 1]).all()
+        assert not p.image.flags.writeable and not p.boxes.flags.writeable
+    cat = next(p for p in photos if p.name == "chelsea")
+    assert cat.imagenet_index == 281 and cat.image.shape == (300, 451, 3)
+
+
+def test_sample_photo_classes_match_imagenet_names(imagenet_dir):
+    names = read_class_names(imagenet_dir / "metadata" / "classes.tsv")
+    for p in sample_photos():
+        if p.imagenet_index is not None:
+            assert p.class_name in [n.strip() for n in names[p.imagenet_index].split(",")], p.name
