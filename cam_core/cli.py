@@ -43,7 +43,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CliError", "atomic_write", "evaluate", "main", "replay_torchscript"]
+__all__ = ["CliError", "evaluate", "main", "replay_torchscript"]
 
 PROG = "cam-core"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -74,24 +73,6 @@ class CliError(Exception):
 # small utilities: atomic writes, messages
 
 
-def atomic_write(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    A reader never sees a half-written file, and an interrupted write leaves nothing behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -110,24 +91,14 @@ def _jsonable(obj):
 
 def write_json(path, data) -> Path:
     """Write ``data`` as indented JSON, atomically; NumPy values become plain numbers, NaN null."""
-    text = json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n"
-    return atomic_write(Path(path), text.encode("utf-8"))
+    return write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 def write_text(path, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically."""
-    return atomic_write(Path(path), text.encode("utf-8"))
+    """Write ``text`` (UTF-8) atomically (see :func:`cam_core.viz.atomic_write_bytes`)."""
+    from cam_core.viz import atomic_write_bytes
 
-
-def save_png(path, image: np.ndarray) -> Path:
-    """Save an ``(H, W, 3)`` uint8 image as PNG, atomically."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
-    return atomic_write(Path(path), buf.getvalue())
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -608,11 +579,12 @@ def render_overlay(image: np.ndarray, heat: np.ndarray, boxes: np.ndarray, text:
     from cam_core import viz
 
     out = viz.overlay(image, heat)
+    width = max(2, min(image.shape[:2]) // 150)
     if gt_boxes is not None and len(gt_boxes):
-        out = viz.draw_boxes(out, gt_boxes, color=(0, 255, 0))
+        out = viz.draw_boxes(out, gt_boxes, colors=(0, 255, 0), width=width)
     if len(boxes):
-        out = viz.draw_boxes(out, boxes, color=(255, 255, 255))
-    return _label_image(np.asarray(out, dtype=np.uint8), text)
+        out = viz.draw_boxes(out, boxes, colors=(255, 255, 255), width=width)
+    return _label_image(out, text)
 
 
 def _unique_stems(paths: Sequence[Path]) -> list[str]:
@@ -626,6 +598,7 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def cmd_explain(args) -> int:
+    from cam_core import viz
     from cam_core.boxes import boxes_from_map
     from cam_core.explain import method_spec
     from cam_core.resize import upsample
@@ -703,7 +676,7 @@ def cmd_explain(args) -> int:
                 "class_names": str(args.class_names) if args.class_names else None,
             },
         }
-        save_png(png, render_overlay(img, heat, boxes, text))
+        viz.save_png(render_overlay(img, heat, boxes, text), png)
         write_json(js, record)
         print(f"{path}: {method} map of {_class_label(target, names)} (layer {', '.join(layers)})")
         for rank, t in enumerate(top, 1):
@@ -841,9 +814,11 @@ def _batch_file(folder: Path, start: int, stop: int) -> Path:
 def _save_npz(path: Path, arrays: dict) -> None:
     import io
 
+    from cam_core.viz import atomic_write_bytes
+
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _open_checkpoint(out_dir: Path, fingerprint: dict, *, restart: bool) -> Path:
@@ -1219,10 +1194,12 @@ def _curves_png(path: Path, summary: dict) -> bool:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("BoxAcc (%)")
     axes[0][-1].legend(fontsize=8)
+    from cam_core.viz import atomic_write_bytes
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return True
 
 
@@ -1232,6 +1209,7 @@ GALLERY_SIZE = 192  # gallery images are enlarged to about this many pixels when
 def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, summary: dict,
              out_dir: Path, class_names) -> None:
     """Render the best and worst localised images of each method into ``out_dir/gallery``."""
+    from cam_core import viz
     from cam_core.data import iter_batches
 
     for method, r in summary["methods"].items():
@@ -1259,7 +1237,7 @@ def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, 
             heat = np.repeat(np.repeat(exp.maps[j], f, axis=0), f, axis=1)
             img = render_overlay(image, heat, box * f, text, gt_boxes=gt * f)
             name = f"gallery/{method}_{rank}_{counts[rank]}.png"
-            save_png(out_dir / name, img)
+            viz.save_png(img, out_dir / name)
             items.append({"rank": rank, "image": dataset[i].id, "iou": float(iou[i]), "file": name,
                           "target": int(summary["labels"][i]),
                           "predicted": int(summary["predicted"][i])})
