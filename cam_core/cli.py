@@ -612,6 +612,10 @@ def cmd_explain(args) -> int:
     if not 0.0 <= args.threshold < 1.0:
         raise CliError(f"--threshold must be in [0, 1); got {args.threshold}")
     paths = expand_images(args.images)
+    single_file = args.out.lower().endswith(".png")
+    if single_file and len(paths) != 1:
+        raise CliError(f"--out {args.out} names one PNG file, for one image; got {len(paths)} "
+                       "images (give a folder instead)")
     images = [load_image(p) for p in paths]  # every image is checked before any work
     names = read_class_names(args.class_names) if args.class_names else None
     lm = load_model(args.model)
@@ -651,8 +655,11 @@ def cmd_explain(args) -> int:
         ]
         label = short_name(_class_label(target, names))
         text = f"{label}  p={probs[target]:.2f}  ({method})"
-        png = out_dir / f"{stem}_{method}.png"
-        js = out_dir / f"{stem}_{method}.json"
+        if single_file:
+            png, js = out_dir, out_dir.with_suffix(".json")
+        else:
+            png = out_dir / f"{stem}_{method}.png"
+            js = out_dir / f"{stem}_{method}.json"
         record = {
             "image": str(path),
             "width": img.shape[1],
@@ -1342,7 +1349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, dest="top_k")
     p.add_argument("--threshold", type=float, default=0.2,
                    help="box threshold as a fraction of the map's maximum (default 0.2)")
-    p.add_argument("--out", default="cam-core-explain", help="output folder")
+    p.add_argument("--out", default="cam-core-explain",
+                   help="output folder (IMAGE_METHOD.png and .json per image), or, for one "
+                        "image, the overlay's file name ending in .png (the JSON goes beside it)")
     p.set_defaults(func=cmd_explain, batch_size=8)
 
     p = sub.add_parser("evaluate", help="localisation figures of CAM methods on a dataset")

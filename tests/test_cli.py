@@ -157,6 +157,36 @@ def test_explain_preprocess_flags_are_recorded(tmp_path, two_images):
     assert_one_line_error(proc, "--preprocess", "--mean")
 
 
+def test_explain_demo_model_finds_the_cat(tmp_path):
+    """scikit-image's cat photo: a cat class (281-285) in the top 3, the box on the cat's head."""
+    pytest.importorskip("efficientnet_lite_pytorch", reason="the demo extra is not installed")
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = tmp_path / "chelsea.png"
+    Image.fromarray(skimage_data.chelsea()).save(photo)  # 451 x 300
+    out = tmp_path / "chelsea.png.out" / "overlay.png"
+    proc = call_main("explain", photo, "--top-k", 3, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["settings"]["preprocess"]["preset"] == "lite"
+    assert any(281 <= t["index"] <= 285 for t in rec["top_k"]), rec["top_k"]
+    assert 281 <= rec["target"]["index"] <= 285
+    (x0, y0, x1, y1), = rec["boxes"]
+    assert x0 <= 170 and x1 >= 330 and y0 <= 100 and y1 >= 230  # both eyes and the nose
+    assert (x1 - x0) * (y1 - y0) < 0.95 * 451 * 300  # not the whole photo
+    with Image.open(out) as im:
+        assert im.size == (451, 300)
+
+
+def test_explain_to_one_named_file(tmp_path, two_images):
+    out = tmp_path / "docs" / "overlay.png"
+    proc = call_main("explain", two_images[1], "--model", TINY, "--size", 32, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert files_in(out.parent) == ["overlay.json", "overlay.png"]
+    assert json.loads(out.with_suffix(".json").read_text())["overlay"] == "overlay.png"
+    proc = call_main("explain", *two_images, "--model", TINY, "--out", tmp_path / "x.png")
+    assert_one_line_error(proc, "one PNG file")
+
+
 def test_explain_folder_of_images(tmp_path, two_images):
     out = tmp_path / "out"
     proc = call_main("explain", tmp_path, "--model", TINY, "--size", 32, "--out", out)
