@@ -18,9 +18,9 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`KerasSession`:
   applies. With several layers, a later layer's gradient is its own and an earlier layer's
   gradient is the total one (through the later layer too). The backend is fixed when Keras is
   imported; the adapter asks ``keras.backend.backend()``.
-- **Compiled on TensorFlow.** The forward pass, the gradient pass and the head are
-  ``tf.function``\\ s, traced once per model, layer set and input shape and remembered with the
-  model's graph. Callable targets run eagerly (the callable need not be traceable). Other
+- **Compiled on TensorFlow.** The forward pass, the gradient pass and the head run eagerly the
+  first time and as ``tf.function``\\ s from the second time on (traced once per model, layer set
+  and input shape, remembered with the model's graph), so a one-off call pays no tracing. Callable targets run eagerly (the callable need not be traceable). Other
   backends run eagerly.
 - **Logits** are always pre-softmax: when the layer producing the model's output is a ``Dense``
   with an activation, the adapter computes ``input @ kernel + bias`` itself; when it is an
@@ -162,9 +162,11 @@ def _inline(fn, in_ids: list, prefix: str, g: _Graph) -> list:
             if (
                 inner is not None
                 and len(inner.inputs) == 1
-                and args._single_positional_tensor is not None
-            ):
-                outs = _inline(inner, [env[id(args._single_positional_tensor)]], path + "/", g)
+                and len(args.keras_tensors) == 1
+                and len(args.args) == 1
+                and args.args[0] is args.keras_tensors[0]
+            ):  # called on one tensor (keyword options such as mask=None aside)
+                outs = _inline(inner, [env[id(args.keras_tensors[0])]], path + "/", g)
             else:
                 outs = [g.new() for _ in node.outputs]
                 shape = tuple(node.outputs[0].shape) if len(node.outputs) == 1 else None
@@ -476,9 +478,12 @@ def _grad_pass(g: _Graph, plan: _Plan, x, score_fn):
 def _compiled(g: _Graph, plan: _Plan, kind: str):
     """A ``tf.function`` of ``kind`` for this plan on TensorFlow; the plain function elsewhere."""
     key = (plan.targets, kind)
-    fn = g.compiled.get(key)
-    if fn is not None:
-        return fn
+    entry = g.compiled.get(key)  # (plain function, compiled function or None)
+    if entry is not None:
+        if entry[1] is None:  # second use: compile
+            entry = (entry[0], tf.function(entry[0], reduce_retracing=True))
+            g.compiled[key] = entry
+        return entry[1]
     keep = (*plan.targets, *plan.head_inputs, g.output)
 
     if kind == "forward":
@@ -488,10 +493,9 @@ def _compiled(g: _Graph, plan: _Plan, kind: str):
     elif kind == "grad":
         def fn(x, ids, by_argmax):
             def score_fn(logits):
-                chosen = keras.ops.where(
-                    by_argmax, keras.ops.cast(keras.ops.argmax(logits, axis=1), "int32"), ids
-                )
-                return _select(logits, chosen)
+                if by_argmax:  # a Python bool: one trace per value
+                    return keras.ops.max(logits, axis=1)
+                return _select(logits, ids)
 
             env, scores, grads = _grad_pass(g, plan, x, score_fn)
             return [env[v] for v in keep], scores, list(grads)
@@ -503,9 +507,8 @@ def _compiled(g: _Graph, plan: _Plan, kind: str):
     else:  # "logits"
         def fn(x):
             return _forward(g, plan, x)[g.output]
-    if _BACKEND == "tensorflow":
-        fn = tf.function(fn, reduce_retracing=True)
-    g.compiled[key] = fn
+    # TensorFlow: the first use runs eagerly (no tracing for a one-off call), later ones compiled
+    g.compiled[key] = (fn, None if _BACKEND == "tensorflow" else fn)
     return fn
 
 

@@ -347,3 +347,152 @@ def test_ablation_with_skip_matches_brute_force():
         a[b, :, :, ch] = 0
     ref = np.asarray(head(a))[:, c.targets[1]]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- nested backbones
+
+
+@pytest.fixture(scope="module")
+def resnet_forms():
+    """The seed's model in its forms, all sharing one ResNet-50 (weights=None) and one Dense."""
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.ResNet50(
+        weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3)
+    )
+    fc = L.Dense(7, name="fc")
+    flat = keras.Model(backbone.input, fc(backbone.output), name="flat")
+    inp = keras.Input((64, 64, 3))
+    nested_functional = keras.Model(inp, fc(backbone(inp)), name="nested_functional")
+    nested_sequential = keras.Sequential([keras.Input((64, 64, 3)), backbone, fc])
+    # the backbone without its pooling, as a nested model followed by GAP + Dense
+    features = keras.Model(backbone.input, backbone.get_layer("conv5_block3_out").output, name="resnet50")
+    gap = ka.gap_classifier(features, 7)
+    gap.get_layer("fc").set_weights(fc.get_weights())
+    seq = keras.Sequential([keras.Input((64, 64, 3)), features, L.GlobalAveragePooling2D(), fc])
+    return {
+        "flat": (flat, "conv5_block3_out"),
+        "nested_functional": (nested_functional, "resnet50/conv5_block3_out"),
+        "nested_sequential": (nested_sequential, "resnet50/conv5_block3_out"),
+        "gap_classifier": (gap, "resnet50/conv5_block3_out"),
+        "sequential_gap_dense": (seq, "resnet50/conv5_block3_out"),
+    }
+
+
+def test_nested_backbones_agree(resnet_forms):
+    x = np.random.default_rng(3).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    ref = None
+    for name, (model, path) in resnet_forms.items():
+        # automatically and by short name: the same layer, inside the nested model
+        assert ka.find_layer(model)[0] == path, name
+        assert ka.find_layer(model, "conv5_block3_out")[0] == path, name
+        (c,) = ka.capture(model, x, layer=path)
+        assert c.layer == path
+        assert c.activations.shape == (2, 2048, 2, 2)
+        assert c.weights is not None, name
+        np.testing.assert_allclose(c.logits, np.asarray(model(x, training=False)), rtol=1e-4, atol=1e-5)
+        if ref is None:
+            ref = c
+            continue
+        np.testing.assert_allclose(c.logits, ref.logits, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c.gradients, ref.gradients, rtol=1e-4, atol=1e-8)
+        np.testing.assert_allclose(c.weights, ref.weights)
+    model, path = resnet_forms["nested_sequential"]
+    e = ka.explain(model, x, method="cam")
+    assert e.maps.shape == (2, 64, 64) and e.layers == (path,)
+    cam = np.einsum("nk,nkhw->nhw", ref.weights[e.targets], ref.activations)
+    np.testing.assert_allclose(e.raw, cam, rtol=1e-4, atol=1e-5)
+
+
+def test_nested_layer_by_object_and_nested_model_name(resnet_forms):
+    model, path = resnet_forms["nested_functional"]
+    backbone = model.get_layer("resnet50")
+    assert ka.find_layer(model, backbone.get_layer("conv5_block3_out"))[0] == path
+    assert ka.find_layer(model, "resnet50/conv4_block6_out")[0] == "resnet50/conv4_block6_out"
+    with pytest.raises(ValueError, match="conv5_block3_out"):
+        ka.find_layer(model, "resnet50/conv5_block3_ou")
+    gap = resnet_forms["gap_classifier"][0]
+    # the nested model's own name is its output, the same feature map
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    assert ka.capture(gap, x, layer="resnet50")[0].activations.shape == (1, 2048, 2, 2)
+
+
+def test_gap_classifier_with_softmax_explains_logits():
+    base = small_model()
+    backbone = keras.Model(base.input, base.get_layer("feat").output, name="bb")
+    plain = ka.gap_classifier(backbone, 3)
+    soft = ka.gap_classifier(backbone, 3, activation="softmax")
+    soft.get_layer("fc").set_weights(plain.get_layer("fc").get_weights())
+    x = images(2)
+    assert ka.find_layer(soft)[0] == "bb/feat"
+    (a,), (b,) = ka.capture(plain, x), ka.capture(soft, x)
+    np.testing.assert_allclose(b.logits, a.logits, rtol=1e-6)
+    np.testing.assert_allclose(b.gradients, a.gradients, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(soft(x)).sum(axis=1), 1.0, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- other backends
+
+_BACKEND_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import keras
+    from cam_core.adapters import keras as ka
+
+    L = keras.layers
+    inp = keras.Input((10, 10, 3))
+    x = L.Conv2D(5, 3, padding="same", activation="relu", name="c1")(inp)
+    y = L.Conv2D(5, 3, padding="same", name="c2")(x)
+    y = L.ReLU(name="feat")(L.Add(name="add")([x, y]))
+    out = L.Dense(4, activation="softmax", name="fc")(L.GlobalAveragePooling2D()(y))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.standard_normal(w.shape).astype("float32") * 0.3 for w in model.weights])
+    x = rng.random((2, 10, 10, 3), dtype=np.float32)
+    result = {"backend": keras.backend.backend()}
+    for method in %(methods)r:
+        e = ka.explain(model, x, method=method, layer=["c1", "feat"] if method != "cam" else "feat",
+                       batch_size=8, targets=[1, 2])
+        result[method] = e.maps.tolist()
+    (c,) = ka.capture(model, x, layer="c1", targets=lambda z: z[:, 0] - z[:, 3])
+    result["callable_grad"] = c.gradients.tolist()
+    result["logits"] = c.logits.tolist()
+    print("RESULT" + json.dumps(result))
+    """
+)
+_BACKEND_METHODS = ("cam", "gradcam", "gradcam++", "layercam", "scorecam", "ablationcam")
+
+
+def _run_backend(backend: str) -> dict:
+    """The script's result on ``backend``: in this process for TensorFlow, else a subprocess."""
+    script = _BACKEND_SCRIPT % {"methods": _BACKEND_METHODS}
+    if backend == keras.backend.backend():
+        namespace: dict = {}
+        exec(compile(script.replace("print(", "(lambda *a: None)("), "<backend script>", "exec"), namespace)
+        return namespace["result"]
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+def _same_maps(other: dict, backend: str) -> None:
+    assert other["backend"] == backend
+    ref = _run_backend("tensorflow")
+    for key in (*_BACKEND_METHODS, "callable_grad", "logits"):
+        np.testing.assert_allclose(np.array(other[key]), np.array(ref[key]), atol=1e-5, err_msg=key)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="compares with TensorFlow")
+def test_torch_backend_gives_the_tensorflow_maps():
+    pytest.importorskip("torch", reason="torch is not installed: the Keras torch backend is untested")
+    _same_maps(_run_backend("torch"), "torch")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="compares with TensorFlow")
+def test_jax_backend_gives_the_tensorflow_maps():
+    pytest.importorskip("jax", reason="jax is not installed: the Keras JAX backend is untested here")
+    _same_maps(_run_backend("jax"), "jax")
