@@ -79,7 +79,7 @@ def slow_torch():
     model = tiny_torch()
 
     def pause(module, args):
-        time.sleep(0.3)
+        time.sleep(0.2)
 
     model.register_forward_pre_hook(pause)
     return model

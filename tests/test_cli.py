@@ -201,7 +201,7 @@ def test_explain_keras_model_file(tmp_path, two_images):
 
     model = tiny_keras(tmp_path / "tiny.keras")
     out = tmp_path / "out"
-    proc = run_cli("explain", *two_images, "--model", model, "--out", out)
+    proc = call_main("explain", *two_images, "--model", model, "--out", out)
     assert proc.returncode == 0, proc.stderr
     rec = json.loads((out / "b_gradcam.json").read_text())
     assert rec["settings"]["framework"] == "keras"
@@ -222,11 +222,11 @@ def test_explain_torchscript_file(tmp_path, two_images):
         torch.jit.save(torch.jit.trace(tiny_torch(), torch.zeros(1, 3, 32, 32)), str(path))
     out = tmp_path / "out"
     eager = tmp_path / "eager"
-    proc = run_cli("explain", two_images[0], "--model", path, "--size", 32,
-                   "--layer", "features", "--out", out)
+    proc = call_main("explain", two_images[0], "--model", path, "--size", 32,
+                     "--layer", "features", "--out", out)
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli("explain", two_images[0], "--model", TINY, "--size", 32,
-                   "--layer", "features", "--out", eager)
+    proc = call_main("explain", two_images[0], "--model", TINY, "--size", 32,
+                     "--layer", "features", "--out", eager)
     assert proc.returncode == 0, proc.stderr
     a = json.loads((out / "a_gradcam.json").read_text())
     b = json.loads((eager / "a_gradcam.json").read_text())
@@ -297,7 +297,7 @@ def test_demo_model_missing_says_how_to_install(tmp_path, two_images, monkeypatc
 
 def test_layer_that_does_not_exist(tmp_path, two_images):
     _bad(tmp_path, "explain", two_images[0], "--model", TINY, "--size", 32,
-         "--layer", "no_such_layer", needles=("no_such_layer",), subprocess=True)
+         "--layer", "no_such_layer", needles=("no_such_layer",))
 
 
 def test_class_out_of_range(tmp_path, two_images):
