@@ -425,6 +425,46 @@ def test_evaluate_function_gives_the_command_figures(dataset, full_run):
         assert res["methods"][m]["curves"] == cli["methods"][m]["curves"]
 
 
+def test_evaluate_voc_and_csv_layouts_give_the_wsol_figures(dataset, full_run, tmp_path):
+    full, _ = full_run
+    meta = dataset / "metadata"
+    ids = meta.joinpath("image_ids.txt").read_text().split()
+    labels = dict(ln.split(",") for ln in meta.joinpath("class_labels.txt").read_text().split())
+    sizes = {ln.split(",")[0]: ln.split(",")[1:] for ln in
+             meta.joinpath("image_sizes.txt").read_text().split()}
+    boxes: dict[str, list] = {i: [] for i in ids}
+    for ln in meta.joinpath("localization.txt").read_text().split():
+        name, *corners = ln.split(",")
+        boxes[name].append([int(c) for c in corners])  # inclusive
+    rows = ["image,x0,y0,x1,y1,class"]
+    voc = tmp_path / "voc" / "Annotations"
+    voc.mkdir(parents=True)
+    for name in ids:
+        objects = ""
+        for x0, y0, x1, y1 in boxes[name]:
+            rows.append(f"{name},{x0},{y0},{x1 + 1},{y1 + 1},{labels[name]}")  # half-open
+            objects += (f"<object><name>c{labels[name]}</name><bndbox><xmin>{x0}</xmin>"
+                        f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+        w, h = sizes[name]
+        voc.joinpath(Path(name).stem + ".xml").write_text(
+            f"<annotation><filename>{Path(name).name}</filename><size><width>{w}</width>"
+            f"<height>{h}</height></size>{objects}</annotation>")
+    (dataset / "boxes.csv").write_text("\n".join(rows) + "\n")
+    try:
+        expected = _results(full)["table"]
+        for fmt, data, extra in [("csv", dataset / "boxes.csv", ()),
+                                 ("voc", tmp_path / "voc", ("--images", dataset / "val"))]:
+            out = tmp_path / f"out_{fmt}"
+            proc = call_main("evaluate", "--data", data, *extra, *EVAL, "--gallery", 0,
+                             "--out", out)
+            assert proc.returncode == 0, (fmt, proc.stderr)
+            res = json.loads((out / "results.json").read_text())
+            assert res["dataset"]["format"] == fmt
+            assert res["table"] == expected, fmt
+    finally:
+        (dataset / "boxes.csv").unlink()
+
+
 def test_evaluate_refuses_a_checkpoint_of_other_settings(dataset, full_run, tmp_path):
     full, _ = full_run
     proc = call_main("evaluate", "--data", dataset, *EVAL[:-1], 4, "--out", full)
