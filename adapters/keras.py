@@ -711,13 +711,14 @@ class KerasSession:
         k = acts.shape[1]
         if kernel.ndim != 2 or kernel.shape != (k, logits.shape[1]):
             return None
-        pred = acts.mean(axis=(2, 3), dtype=np.float64) @ kernel.astype(np.float64)
+        # float32 throughout: the check's tolerance is far above float32 rounding for any K
+        pred = acts.mean(axis=(2, 3)) @ kernel
         if op.bias is not None:
-            pred = pred + _np(op.bias)
+            pred += _np(op.bias)
         scale = max(float(np.abs(logits).max()), np.finfo(np.float32).tiny)
         if float(np.abs(pred - logits).max()) > _RTOL * scale:
             return None
-        return np.ascontiguousarray(kernel.T)
+        return kernel.T  # (C, K), a transposed view of the kernel's copy
 
     # ---- perturbations
 

@@ -1,0 +1,261 @@
+"""Stage "adapter_keras": what CAM and Grad-CAM cost through the Keras adapter, end to end.
+
+Keras 3 on TensorFlow; ResNet-50 (``keras.applications.ResNet50(weights=None)``, seeded, nested as
+one layer) + global average pooling + ``Dense(1000)`` (:func:`cam_core.adapters.keras.gap_classifier`)
+at 224 x 224, batch 1 and 32, random normal inputs:
+
+- ``forward``: the plain forward pass, ``model(x, training=False)`` inside one ``tf.function``
+  (the floor);
+- ``cam_core cam`` and ``cam_core gradcam``: :func:`cam_core.adapters.keras.explain` at
+  ``"resnet50/conv5_block3_out"``, maps at the input size (capture, the method, the upsampling
+  and the normalisation all included). The adapter runs its forward / gradient passes as
+  ``tf.function``\\ s from the second call on (the cold first call is eager);
+- ``tf-keras-vis gradcam``: ``tf_keras_vis.gradcam.Gradcam`` (``clone=False``, built once before
+  timing, ``seek_penultimate_conv_layer=False`` so that it explains the same layer rather than
+  the last ``Conv2D`` before it; its maps come at the input size in [0, 1]) on the same layers
+  without the nesting (it cannot reach a layer inside a nested model), when it imports (optional, never a
+  dependency; reported as skipped with the reason otherwise).
+
+Every contender explains the same classes (the model's predictions, fixed before timing).
+Contenders are interleaved round by round (the order rotates each round). Round 0 is the cold
+first call and is reported apart; the next ``warmup`` rounds are discarded; the figure is the
+median of the ``repeats`` rounds after them, in milliseconds per image, and its ratio to the
+forward pass's median. Quick mode times tf-keras-vis at batch 1 only (at batch 32 it alone would
+take minutes on two cores). tf-keras-vis's maps are compared with ours by the Pearson correlation per
+image (mean over the batch).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (  # noqa: E402
+    environment,
+    fmt,
+    md_table,
+    progress_bar,
+    save_figure,
+    set_seeds,
+    set_threads,
+)
+from benchmarks.stage_adapter_torch import _correlation  # noqa: E402  (imports no framework)
+
+__all__ = ["run"]
+
+SIZE = 224
+BATCHES = (1, 32)
+LAYER = "resnet50/conv5_block3_out"
+# (warm-up rounds after the cold one, timed rounds) per batch size
+_ROUNDS = {True: {1: (2, 7), 32: (1, 3)}, False: {1: (3, 21), 32: (2, 9)}}
+
+
+def _model(keras):
+    from cam_core.adapters.keras import gap_classifier
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.ResNet50(
+        weights=None, include_top=False, input_shape=(SIZE, SIZE, 3)
+    )
+    model = gap_classifier(backbone, 1000)
+    # tf-keras-vis cannot reach a layer inside a nested model: it gets the same layers, flat
+    head = model.get_layer("fc")(model.get_layer("avgpool")(backbone.output))
+    return model, keras.Model(backbone.input, head, name="flat")
+
+
+def _tf_keras_vis():
+    """(Gradcam class, CategoricalScore) or (None, reason)."""
+    try:
+        from tf_keras_vis.gradcam import Gradcam
+        from tf_keras_vis.utils.scores import CategoricalScore
+    except Exception as exc:  # ImportError, or a missing dependency of theirs
+        return None, f"{type(exc).__name__}: {exc}"
+    return (Gradcam, CategoricalScore), None
+
+
+def _contenders(tf, model, flat, x, targets: list[int], vis) -> dict:
+    """The timed callables; ``vis`` is tf-keras-vis's (Gradcam, CategoricalScore) or None."""
+    from cam_core.adapters.keras import explain
+
+    floor = tf.function(lambda z: model(z, training=False))
+    fns = {
+        "forward": lambda: floor(x).numpy(),
+        "cam_core cam": lambda: explain(model, x, method="cam", layer=LAYER, targets=targets).maps,
+        "cam_core gradcam": lambda: explain(
+            model, x, method="gradcam", layer=LAYER, targets=targets
+        ).maps,
+    }
+    if vis is not None:
+        gradcam_cls, score_cls = vis
+        visualizer = gradcam_cls(flat, clone=False)
+        score = score_cls(targets)
+        fns["tf-keras-vis gradcam"] = lambda: np.asarray(
+            visualizer(
+                score, x, penultimate_layer=LAYER.rsplit("/", 1)[-1], seek_penultimate_conv_layer=False
+            )
+        )
+    return fns
+
+
+def _measure(tf, model, flat, x, vis, warmup, repeats, bar) -> dict:
+    targets = np.argmax(np.asarray(model(x, training=False)), axis=1).tolist()
+    fns = _contenders(tf, model, flat, x, targets, vis)
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    last: dict[str, object] = {}
+    for r in range(1 + warmup + repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            last[name] = fns[name]()
+            times[name].append(time.perf_counter() - t0)
+        bar.update(1)
+    n = len(x)
+    floor = statistics.median(times["forward"][1 + warmup :])
+    ours = np.asarray(last["cam_core gradcam"])
+    rows = {}
+    for name in names:
+        med = statistics.median(times[name][1 + warmup :])
+        row = {
+            "median_ms_per_image": 1e3 * med / n,
+            "cold_ms_per_image": 1e3 * times[name][0] / n,
+            "ratio_to_forward": med / floor,
+            "times_s": times[name],
+        }
+        if name.startswith("tf-keras-vis"):
+            row["correlation_to_cam_core_gradcam"] = _correlation(np.asarray(last[name]), ours)
+        rows[name] = row
+    return {"batch": n, "targets": targets, "rows": rows}
+
+
+def _head_layers(model) -> list[str]:
+    """The layer calls the adapter runs under the tape (after the target layer)."""
+    from cam_core.adapters import keras as ka
+
+    g = ka._graph(model)
+    _, value, _ = ka._resolve(g, LAYER, model)
+    plan = ka._plan(g, (value,))
+    return [g.steps[i].path for i in plan.head]
+
+
+def _plot(entry: dict, out_dir: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    labels, vals = [], []
+    for b in entry["batches"]:
+        for name, row in b["rows"].items():
+            labels.append(f"{name}\nN={b['batch']}")
+            vals.append(row["ratio_to_forward"])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.barh(range(len(vals)), vals, color="#cc6677")
+    ax.set_yticks(range(len(vals)), labels, fontsize=7)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("time / forward pass (median)")
+    ax.set_title(entry["model"], fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "adapter_keras_ratios.png"
+    save_figure(fig, path)
+    return path.name
+
+
+def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
+    """Time CAM and Grad-CAM through the Keras adapter against the forward pass (module docstring)."""
+    try:
+        import tensorflow as tf  # noqa: F401  (threads are set before its first operation)
+
+        threads = set_threads()
+        import keras
+    except ImportError as exc:
+        return {"name": "adapter_keras", "skipped": f"keras / tensorflow is not installed ({exc})"}
+    if keras.backend.backend() != "tensorflow":
+        return {
+            "name": "adapter_keras",
+            "skipped": f"the Keras backend is {keras.backend.backend()!r}; this stage times TensorFlow",
+        }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_seeds(0)
+    vis, vis_skip = _tf_keras_vis()
+    rounds = _ROUNDS[bool(quick)]
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    model, flat = _model(keras)
+    label = "ResNet-50 (random weights) + GAP + Dense(1000), nested backbone"
+    entry = {"model": label, "layer": LAYER, "head_under_tape": _head_layers(model), "batches": []}
+    total = sum(1 + rounds[b][0] + rounds[b][1] for b in BATCHES)
+    with progress_bar(total=total, enabled=progress, desc="adapter_keras") as bar:
+        for n in BATCHES:
+            x = tf.constant(np.random.default_rng(n).standard_normal((n, SIZE, SIZE, 3), np.float32))
+            warmup, repeats = rounds[n]
+            use_vis = vis if (n == 1 or not quick) else None
+            entry["batches"].append(_measure(tf, model, flat, x, use_vis, warmup, repeats, bar))
+    env = environment()
+    gpus = tf.config.list_physical_devices("GPU")
+    figures = {
+        "settings": {"size": SIZE, "batches": list(BATCHES), "layer": LAYER,
+                     "rounds": {str(k): v for k, v in rounds.items()}, "quick": bool(quick),
+                     "threads": threads, "floor": "model(x, training=False) in one tf.function",
+                     "ours": "explain(); forward/gradient passes as tf.function from the 2nd call",
+                     "tf_gpus": [g.name for g in gpus]},
+        "machine": env["machine"],
+        "versions": {**env["versions"], "tensorflow": tf.__version__, "keras": keras.__version__},
+        "load_average_1min": {"before": load_before,
+                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "skipped_libraries": {} if vis is not None else {"tf-keras-vis gradcam": vis_skip},
+        "results": [entry],
+    }
+    png = _plot(entry, out_dir)
+    rows = []
+    for b in entry["batches"]:
+        for name, row in b["rows"].items():
+            corr = row.get("correlation_to_cam_core_gradcam")
+            rows.append([str(b["batch"]), name, fmt(row["median_ms_per_image"], 2),
+                         fmt(row["cold_ms_per_image"], 2), fmt(row["ratio_to_forward"], 3),
+                         "-" if corr is None else fmt(corr, 4)])
+    figures["headline_ratios"] = {
+        str(b["batch"]): {k: b["rows"][k]["ratio_to_forward"] for k in ("cam_core cam", "cam_core gradcam")}
+        for b in entry["batches"]
+    }
+    device_text = (f"GPU {', '.join(g.name for g in gpus)}" if gpus
+                   else f"CPU {env['machine'].get('cpu')}, {threads} TensorFlow intra-op threads")
+    lines = [
+        "### Keras adapter: CAM and Grad-CAM end to end vs the forward pass",
+        "",
+        f"{label}; layer `{LAYER}`; 224 x 224 random inputs; maps at the input size. The floor is "
+        f"`model(x, training=False)` in one `tf.function`; the adapter's passes are `tf.function`s "
+        f"from the second call (the cold first call runs eagerly). Under the tape (the head): "
+        f"{', '.join(f'`{p}`' for p in entry['head_under_tape'])}. Medians of the timed rounds "
+        f"(batch 1: {rounds[1][1]} after {rounds[1][0]} warm-up; batch 32: {rounds[32][1]} after "
+        f"{rounds[32][0]}), contenders interleaved round by round; the cold first call apart. "
+        f"Machine: {device_text}; TensorFlow {tf.__version__}, Keras {keras.__version__}; 1-minute "
+        f"load average {fmt(load_before, 2)} before the run and "
+        f"{fmt(figures['load_average_1min']['after'], 2)} after it (the machine is shared). Aims: "
+        f"CAM within 1.05x and Grad-CAM within 1.1x of the forward pass (the head splits off here).",
+        "",
+        md_table(["N", "contender", "ms / image", "cold ms / image", "x forward", "corr. to ours"], rows),
+    ]
+    if vis is None:
+        lines += ["", f"tf-keras-vis gradcam: skipped ({vis_skip})."]
+    elif quick:
+        lines += ["", "tf-keras-vis gradcam: timed at batch 1 only in quick mode."]
+    if png:
+        lines += ["", f"![ratios to the forward pass]({png})"]
+    return {"name": "adapter_keras", "figures": figures, "markdown": "\n".join(lines)}
+
+
+if __name__ == "__main__":
+    res = run(quick=True, out_dir=Path(__file__).resolve().parent / "results" / "_scratch")
+    print(res.get("markdown", res))
