@@ -44,7 +44,7 @@ __all__ = [
 _TORCH_BN = {"epsilon": 1e-5, "momentum": 0.9}
 
 # The name of EfficientNet-Lite0's last feature map (after the head's ReLU6), the layer to explain.
-LITE0_FEATURES = "_swish"
+LITE0_FEATURES = "swish"
 
 
 def _bn(name: str, **bn):
@@ -176,9 +176,11 @@ def efficientnet_lite0(pretrained: bool = True, *, input_shape=None) -> keras.Mo
     MBConv blocks with ReLU6, depthwise convolutions, no squeeze-excitation, BatchNorm with
     epsilon 1e-3, and the package's "same" paddings, fixed for a 224x224 input (asymmetric where
     the package pads one pixel more at the bottom/right), as explicit ``ZeroPadding2D`` layers.
-    Layers are named by the torch module paths (``"_conv_stem"``, ``"_blocks.3._depthwise_conv"``,
-    ``"_conv_head"``, ``"_bn1"``, ``"_fc"``); block ``i``'s output is ``"_blocks.i"``; the last
-    feature map (after the head's ReLU6) is ``"_swish"`` (:data:`LITE0_FEATURES`).
+    Layers are named by the torch module paths without their leading underscores (Keras on
+    TensorFlow refuses scope names that start with "_"): ``"conv_stem"`` for ``_conv_stem``,
+    ``"blocks.3.depthwise_conv"`` for ``_blocks.3._depthwise_conv``, ``"conv_head"``, ``"bn1"``,
+    ``"fc"``; block ``i``'s output is ``"blocks.i"``; the last feature map (after the head's
+    ReLU6, torch's shared ``_swish`` at its last call) is ``"swish"`` (:data:`LITE0_FEATURES`).
 
     Parameters
     ----------
@@ -190,30 +192,30 @@ def efficientnet_lite0(pretrained: bool = True, *, input_shape=None) -> keras.Mo
     """
     stem_pad, blocks = lite0_layout(LITE_SIZE)
     inp = keras.Input(_input_shape(input_shape, 3))
-    x = _asym_pad(inp, stem_pad, "_conv_stem.pad")
-    x = layers.Conv2D(LITE0_STEM, 3, strides=2, use_bias=False, name="_conv_stem")(x)
-    x = layers.ReLU(6.0, name="_stem_relu6")(_lite_bn("_bn0")(x))
+    x = _asym_pad(inp, stem_pad, "conv_stem.pad")
+    x = layers.Conv2D(LITE0_STEM, 3, strides=2, use_bias=False, name="conv_stem")(x)
+    x = layers.ReLU(6.0, name="stem_relu6")(_lite_bn("bn0")(x))
     for blk in blocks:
-        p = f"_blocks.{blk.index}"
+        p = f"blocks.{blk.index}"
         h = x
         if blk.expand != 1:
-            h = layers.Conv2D(blk.hidden, 1, use_bias=False, name=f"{p}._expand_conv")(h)
-            h = layers.ReLU(6.0, name=f"{p}._expand_relu6")(_lite_bn(f"{p}._bn0")(h))
-        h = _asym_pad(h, blk.pad, f"{p}._depthwise_conv.pad")
+            h = layers.Conv2D(blk.hidden, 1, use_bias=False, name=f"{p}.expand_conv")(h)
+            h = layers.ReLU(6.0, name=f"{p}.expand_relu6")(_lite_bn(f"{p}.bn0")(h))
+        h = _asym_pad(h, blk.pad, f"{p}.depthwise_conv.pad")
         h = layers.DepthwiseConv2D(
-            blk.kernel, strides=blk.stride, use_bias=False, name=f"{p}._depthwise_conv"
+            blk.kernel, strides=blk.stride, use_bias=False, name=f"{p}.depthwise_conv"
         )(h)
-        h = layers.ReLU(6.0, name=f"{p}._depthwise_relu6")(_lite_bn(f"{p}._bn1")(h))
-        h = layers.Conv2D(blk.out_filters, 1, use_bias=False, name=f"{p}._project_conv")(h)
-        h = _lite_bn(f"{p}._bn2")(h)
+        h = layers.ReLU(6.0, name=f"{p}.depthwise_relu6")(_lite_bn(f"{p}.bn1")(h))
+        h = layers.Conv2D(blk.out_filters, 1, use_bias=False, name=f"{p}.project_conv")(h)
+        h = _lite_bn(f"{p}.bn2")(h)
         if blk.residual:  # the package's id_skip (drop-connect only acts in training)
             h = layers.Add(name=f"{p}.add")([h, x])
         x = layers.Identity(name=p)(h)
-    x = layers.Conv2D(LITE0_HEAD, 1, use_bias=False, name="_conv_head")(x)
-    x = layers.ReLU(6.0, name=LITE0_FEATURES)(_lite_bn("_bn1")(x))
-    x = layers.GlobalAveragePooling2D(name="_avg_pooling")(x)
-    x = layers.Dropout(0.2, name="_dropout")(x)
-    x = layers.Dense(1000, name="_fc")(x)
+    x = layers.Conv2D(LITE0_HEAD, 1, use_bias=False, name="conv_head")(x)
+    x = layers.ReLU(6.0, name=LITE0_FEATURES)(_lite_bn("bn1")(x))
+    x = layers.GlobalAveragePooling2D(name="avg_pooling")(x)
+    x = layers.Dropout(0.2, name="dropout")(x)
+    x = layers.Dense(1000, name="fc")(x)
     model = keras.Model(inp, x, name="efficientnet_lite0")
     if pretrained:
         try:

@@ -3,7 +3,10 @@
 The mapping is by name: a Keras layer that holds weights is paired with the torch module whose
 dotted path equals the layer's path (the names of enclosing nested Keras models joined with ".",
 then the layer's name), as the mirrored models of :mod:`cam_core.adapters.models_keras` are
-built; ``mapping`` renames paths for other pairs. Layouts are converted per kind:
+built. Keras on TensorFlow refuses names that start with "_", so a torch path with private-style
+components (``_blocks.3._bn1``) is also matched by the same path with the leading underscores of
+each component removed (``blocks.3.bn1``; :func:`keras_name`). ``mapping`` renames paths for
+other pairs. Layouts are converted per kind:
 
 ==========================  ==========================================  =========================
 torch module                torch tensor                                 Keras variable
@@ -30,9 +33,14 @@ import keras
 import numpy as np
 from torch import nn
 
-__all__ = ["keras_weight_layers", "torch_to_keras"]
+__all__ = ["keras_name", "keras_weight_layers", "torch_to_keras"]
 
 _SKIPPED_BUFFERS = ("num_batches_tracked",)
+
+
+def keras_name(torch_path: str, /) -> str:
+    """The Keras name of a torch module path: each dotted component without leading underscores."""
+    return ".".join(part.lstrip("_") or part for part in torch_path.split("."))
 
 
 def keras_weight_layers(keras_model, /) -> dict[str, "keras.layers.Layer"]:
@@ -165,11 +173,16 @@ def torch_to_keras(torch_model, keras_model, /, *, mapping: Mapping[str, str] | 
         raise TypeError(f"`torch_model` must be a torch.nn.Module; got {type(torch_model).__name__}")
     mapping = dict(mapping or {})
     modules = dict(torch_model.named_modules())
+    by_keras_name: dict[str, str] = {}
+    for name in modules:
+        by_keras_name.setdefault(keras_name(name), name)
     state = torch_model.state_dict(keep_vars=False)
     used: dict[str, str] = {}
     writes = []
     for path, layer in keras_weight_layers(keras_model).items():
         tpath = mapping.get(path, path)
+        if tpath not in modules:
+            tpath = by_keras_name.get(tpath, tpath)
         mod = modules.get(tpath)
         if mod is None or tpath == "":
             raise ValueError(

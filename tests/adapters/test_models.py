@@ -233,7 +233,7 @@ def test_lite0_pretrained_agrees_on_imagenet(lite_pair, imagenet_dir):
     np.testing.assert_array_equal(xt.numpy().transpose(0, 2, 3, 1), xk)
     x = xt.numpy()
     at, gt, lt = torch_layer_grad(tm, x, "_bn1")
-    ak, gk, lk = keras_layer_grad(km, xk, "_bn1")
+    ak, gk, lk = keras_layer_grad(km, xk, "bn1")
     assert at.shape == ak.shape == (16, 1280, 7, 7)
     np.testing.assert_array_equal(lt.argmax(1), lk.argmax(1))
     assert rel_err(lt, lk) < 1e-4
