@@ -161,6 +161,10 @@ def run_module(module_name: str, stage: str, args: argparse.Namespace) -> dict:
                 markdown=result.get("markdown", ""),
                 headline=result.get("headline", {}),
             )
+            errors = [str(e) for e in result.get("errors", ())]
+            if errors:  # a part failed: its figures are kept, the suite still fails
+                record.update(status="failed", error=errors[0].splitlines()[0],
+                              traceback="\n\n".join(errors))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # recorded; the suite goes on and exits non-zero at the end
@@ -186,14 +190,13 @@ def run_module(module_name: str, stage: str, args: argparse.Namespace) -> dict:
 def _headline(records: list[dict]) -> str:
     rows = []
     for r in records:
-        if r["status"] == "ok":
-            items = r.get("headline") or {}
-            note = "; ".join(f"{k}: {v if isinstance(v, str) else fmt(v)}"
-                             for k, v in items.items())
-        elif r["status"] == "skipped":
-            note = f"skipped: {r['reason']}"
-        else:
-            note = f"**failed**: {r['error'].splitlines()[0][:200]}"
+        items = r.get("headline") or {}
+        notes = [f"{k}: {v if isinstance(v, str) else fmt(v)}" for k, v in items.items()]
+        if r["status"] == "skipped":
+            notes.append(f"skipped: {r['reason']}")
+        elif r["status"] == "failed":
+            notes.append(f"**failed**: {r['error'].splitlines()[0][:200]}")
+        note = "; ".join(notes)
         rows.append([f"{r['stage']} / {r['name']}", r["status"], fmt(r["duration_s"]),
                      fmt(r["peak_rss_mb"], 0), note])
     return md_table(["stage", "status", "time (s)", "peak RSS (MiB)", "headline figures"], rows)
@@ -251,7 +254,7 @@ def build_report(state: dict) -> str:
     for r in state["stages"]:
         parts.append(f"## {r['stage']} / {r['name']}")
         parts.append("")
-        if r["status"] == "ok":
+        if r["status"] == "ok" or r.get("markdown"):
             md = _demote_headings((r.get("markdown") or "").strip(), top=3)
             parts.append(md or "(no text)")
             unlinked = [p for p in r["pngs"] if p not in md]
@@ -260,7 +263,8 @@ def build_report(state: dict) -> str:
                 parts.append("Figures: " + ", ".join(f"[{p}]({p})" for p in unlinked))
         elif r["status"] == "skipped":
             parts.append(f"Skipped: {r['reason']}.")
-        else:
+        if r["status"] == "failed":
+            parts.append("")
             parts.append(f"**Failed** after {fmt(r['duration_s'])} s: `{r['error']}`")
             parts.append("")
             parts.append("```")

@@ -38,7 +38,7 @@ if __package__ in (None, ""):
 from benchmarks import stage_train  # noqa: E402
 from benchmarks._common import fmt, md_table, progress_bar, save_figure  # noqa: E402
 
-__all__ = ["FAST_METHODS", "SLOW_METHODS", "run"]
+__all__ = ["FAST_METHODS", "SLOW_METHODS", "BoxStats", "plot_boxacc", "run", "wsol_maps"]
 
 FAST_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
 SLOW_METHODS = ("scorecam", "ablationcam")
@@ -110,46 +110,64 @@ class _Model:
 
 
 # ----------------------------------------------------------------------------- metrics
-def _wsol_inputs(raw: np.ndarray, relu: bool, boxes: list[np.ndarray], size: int):
-    """Raw maps resized bicubically to 224 and GT boxes scaled as the WSOL reference does."""
-    from cam_core.boxes import convert_boxes
-    from cam_core.metrics import scale_boxes_wsol
+def wsol_maps(raw: np.ndarray, relu: bool) -> np.ndarray:
+    """Raw maps ``(N, h, w)`` as the WSOL reference feeds them: ReLU'd where the method's paper
+    does, resized bicubically to 224x224 (its evaluator normalises them again)."""
     from cam_core.resize import upsample
 
     r = np.maximum(raw, 0) if relu else raw
-    maps = upsample(r.astype(np.float32), WSOL_SIZE, method="bicubic")
-    gts = [scale_boxes_wsol(convert_boxes(b, "xyxy", "xyxy_inclusive"), size, WSOL_SIZE)
-           for b in boxes]
-    return maps, gts
+    return upsample(r.astype(np.float32), WSOL_SIZE, method="bicubic")
+
+
+class BoxStats:
+    """The box figures of one method, accumulated batch by batch (see the module docstring)."""
+
+    def __init__(self):
+        from cam_core.metrics import BoxAccuracy, Localization
+
+        self.images = 0
+        self.sweeps = {p: BoxAccuracy(protocol=p) for p in ("native", "wsol")}
+        self.fixed = {tau: Localization(tau=tau, protocol="native") for tau in FIXED_TAUS}
+
+    def update(self, maps, boxes, wsol_maps_, wsol_boxes, correct) -> None:
+        """``maps``/``boxes``: native (half-open, the maps' frame); ``wsol_*``: the reference's
+        224x224 maps and inclusive-corner boxes; ``correct``: top-1 right, per image."""
+        self.sweeps["native"].update(maps, boxes)
+        self.sweeps["wsol"].update(wsol_maps_, wsol_boxes)
+        for loc in self.fixed.values():
+            loc.update(maps, boxes, correct)
+        self.images += len(maps)
+
+    def result(self) -> dict:
+        out = {"images": self.images}
+        for name, acc in self.sweeps.items():
+            r = acc.result()
+            half = int(np.flatnonzero(r.deltas == 0.5)[0])
+            out[name] = {
+                "max_box_acc": r.max_box_acc,
+                "max_box_acc_v2": r.max_box_acc_v2,
+                "best_tau": r.best_tau,
+                "mean_iou_at_best_tau": r.mean_iou,
+                "taus": r.taus,
+                "box_acc_at_iou_0.5": r.box_acc[:, half],
+            }
+        for tau, loc in self.fixed.items():
+            r = loc.result()
+            out[f"tau_{round(100 * tau)}"] = {"top1_loc": r.top1_loc,
+                                              "gt_known_loc": r.gt_known_loc,
+                                              "mean_iou": r.mean_iou}
+        return out
 
 
 def _box_figures(maps, raw, relu, boxes, correct, size) -> dict:
-    from cam_core.metrics import BoxAccuracy, Localization
+    from cam_core.boxes import convert_boxes
+    from cam_core.metrics import scale_boxes_wsol
 
-    out = {"images": len(maps)}
-    native = BoxAccuracy(protocol="native")
-    native.update(maps, boxes)
-    wsol = BoxAccuracy(protocol="wsol")
-    wmaps, wgts = _wsol_inputs(raw, relu, boxes, size)
-    wsol.update(wmaps, wgts)
-    for name, acc in (("native", native), ("wsol", wsol)):
-        r = acc.result()
-        half = int(np.flatnonzero(r.deltas == 0.5)[0])
-        out[name] = {
-            "max_box_acc": r.max_box_acc,
-            "max_box_acc_v2": r.max_box_acc_v2,
-            "best_tau": r.best_tau,
-            "mean_iou_at_best_tau": r.mean_iou,
-            "taus": r.taus,
-            "box_acc_at_iou_0.5": r.box_acc[:, half],
-        }
-    for tau in FIXED_TAUS:
-        loc = Localization(tau=tau, protocol="native")
-        loc.update(maps, boxes, correct)
-        r = loc.result()
-        out[f"tau_{round(100 * tau)}"] = {"top1_loc": r.top1_loc, "gt_known_loc": r.gt_known_loc,
-                                          "mean_iou": r.mean_iou}
-    return out
+    gts = [scale_boxes_wsol(convert_boxes(b, "xyxy", "xyxy_inclusive"), size, WSOL_SIZE)
+           for b in boxes]
+    stats = BoxStats()
+    stats.update(maps, boxes, wsol_maps(raw, relu), gts, correct)
+    return stats.result()
 
 
 def _faithfulness(model: _Model, images, labels, maps, *, steps, batch) -> dict:
@@ -205,16 +223,17 @@ def _gallery(test, idx, maps_by_method: dict, path: Path, title: str) -> Path:
     return save_png(image_grid(cells, ncols=1 + len(maps_by_method), titles=titles), path)
 
 
-def _plot_curves(results: dict, path: Path) -> Path:
+def plot_boxacc(panels: dict, path: Path) -> Path:
+    """BoxAcc at IoU 0.5 (native) against the threshold: one panel per key of ``panels``, whose
+    value maps each method to its :meth:`BoxStats.result`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fws = list(results)
-    fig, axes = plt.subplots(1, len(fws), figsize=(6 * len(fws), 4), squeeze=False)
-    for ax, fw in zip(axes[0], fws):
-        for method, r in results[fw]["boxes"].items():
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (fw, by_method) in zip(axes[0], panels.items()):
+        for method, r in by_method.items():
             nat = r["native"]
             ax.plot(nat["taus"], nat["box_acc_at_iou_0.5"], lw=1.5,
                     ls="--" if method in SLOW_METHODS else "-",
@@ -392,7 +411,7 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, model: str 
             skipped[fw] = f"{exc.name} is not installed"
     if not results:
         return {"name": "localise", "skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items())}
-    _plot_curves(results, out_dir / "localise_boxacc.png")
+    plot_boxacc({fw: r["boxes"] for fw, r in results.items()}, out_dir / "localise_boxacc.png")
     photo_res = None
     if photos and not tiny:
         try:
