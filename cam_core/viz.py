@@ -169,6 +169,8 @@ def overlay(image, map, /, *, alpha: float = 0.5, cmap: str = "jet") -> np.ndarr
     """
     from cam_core.resize import upsample
 
+    if not isinstance(cmap, str) or cmap not in _COLORMAP_FUNCS:
+        raise ValueError(f"`cmap` must be one of {', '.join(COLORMAPS)}; got {cmap!r}")
     rgb = _as_rgb(image)
     values = as_float_array(map, "map", shape=("h", "w"))
     check_finite(values, "map")

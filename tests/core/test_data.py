@@ -439,6 +439,7 @@ def test_dataset_indexing_and_subsets(tmp_path):
     assert sub.class_names == ds.class_names
     assert ds[[2, 0]].ids == ("val/c.png", "val/a.png")
     assert ds[np.array([True, False, True])].ids == ("val/a.png", "val/c.png")
+    assert len(ds[[]]) == 0 and len(ds[np.zeros(3, bool)]) == 0
     with pytest.raises(IndexError, match="index 3 is out of range for 3"):
         ds[[3]]
     with pytest.raises(ValueError, match=r"boolean index must have shape \(3,\)"):

@@ -90,6 +90,8 @@ def test_overlay_blend_and_resize():
 
 def test_overlay_errors():
     img = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="`cmap` must be one of gray, hot, jet, viridis; got 'parula'"):
+        overlay(img, np.zeros((2, 2)), cmap="parula")
     with pytest.raises(ValueError, match="`alpha` must be in"):
         overlay(img, np.zeros((2, 2)), alpha=1.5)
     with pytest.raises(ValueError, match=r"`map` must have shape \(h, w\)"):
