@@ -91,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no progress bars")
     p.add_argument("--threads", type=int, default=None,
                    help="framework threads (default: the usable CPUs)")
+    p.add_argument("--frameworks", default="torch,keras",
+                   help="frameworks of the train and localise stages (default: torch,keras)")
     p.add_argument("--tiny", action="store_true",
                    help="a minimal configuration of the train/localise stages, for smoke tests")
     args = p.parse_args(argv)
@@ -102,6 +104,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         if unknown or not names:
             p.error(f"--stages must list names from {', '.join(STAGES)}; got {args.stages!r}")
     args.stage_names = list(dict.fromkeys(names))
+    fws = tuple(dict.fromkeys(f.strip() for f in args.frameworks.split(",") if f.strip()))
+    if not fws or set(fws) - {"torch", "keras"}:
+        p.error(f"--frameworks must list torch and/or keras; got {args.frameworks!r}")
+    args.framework_names = fws
     if args.data is not None and not args.data.is_dir():
         p.error(f"--data must be a folder; got {str(args.data)!r}")
     if args.threads is not None and args.threads < 1:
@@ -121,7 +127,10 @@ def _call_stage(module_name: str, args: argparse.Namespace) -> dict:
         "data": args.data,
         "model": args.model,
         "tiny": args.tiny,
+        "frameworks": args.framework_names,
     }
+    if args.framework_names == ("torch", "keras"):
+        offered.pop("frameworks")  # the default: stages use their own
     if not args.tiny:
         offered.pop("tiny")  # only the stages that know a tiny mode are told about it
     kwargs = {k: v for k, v in offered.items() if k in params or accepts_all}
@@ -301,6 +310,7 @@ def main(argv=None) -> int:
         "settings": {
             "quick": args.quick,
             "tiny": args.tiny,
+            "frameworks": list(args.framework_names),
             "model": args.model,
             "data": str(args.data) if args.data else None,
             "stages": args.stage_names,

@@ -48,7 +48,7 @@ FIXED_TAUS = (0.2, 0.15)
 _SIZES = {
     # images: for the sweeps (the first n_eval of the test set), the slow methods, faithfulness;
     # deletion/insertion steps; images per adapter call
-    "tiny": {"n_eval": 64, "n_slow": 4, "n_faith": 4, "steps": 4, "batch": 64},
+    "tiny": {"n_eval": 16, "n_slow": 2, "n_faith": 2, "steps": 2, "batch": 16},
     "quick": {"n_eval": 250, "n_slow": 24, "n_faith": 32, "steps": 10, "batch": 125},
     "full": {"n_eval": 1000, "n_slow": 200, "n_faith": 200, "steps": 20, "batch": 125},
 }

@@ -38,13 +38,13 @@ __all__ = ["FRAMEWORKS", "Trained", "config", "run", "synthetic_split", "trained
 FRAMEWORKS = ("torch", "keras")
 SEED = 0
 
-# Sizes per mode (``size`` is the image side). Tuned on 2 CPU cores: at batch 32 and peak lr 3e-3
-# the tiny CNN passes 90% test accuracy after about 5 epochs of 4,000 images; fewer images for
-# more epochs generalise worse (2,400 x 10 epochs: 91%).
+# Sizes per mode (``size`` is the image side), tuned on 2 CPU cores at batch 32 and peak lr 3e-3.
+# Test accuracy (torch / Keras): 4,000 images x 7 epochs 93.0 / 90.8%, 5,000 x 7 95.0 / 94.6%;
+# fewer images for more epochs generalise worse (2,400 x 10 epochs, torch: 91%).
 _CONFIGS = {
     "tiny": {"n_train": 256, "n_test": 64, "size": 64, "epochs": 1, "batch": 32, "lr": 3e-3,
              "width": 8},
-    "quick": {"n_train": 4000, "n_test": 500, "size": 64, "epochs": 7, "batch": 32, "lr": 3e-3,
+    "quick": {"n_train": 5000, "n_test": 500, "size": 64, "epochs": 7, "batch": 32, "lr": 3e-3,
               "width": 16},
     "full": {"n_train": 8000, "n_test": 1000, "size": 64, "epochs": 10, "batch": 32, "lr": 3e-3,
              "width": 16},

@@ -237,3 +237,35 @@ def test_stage_headings_are_shifted_below_the_runner_sections():
         "### Title", "", "text", "", "#### Sub", "```", "# a comment in code", "```", "#hashtag",
     ]
     assert runner._demote_headings("no headings", top=3) == "no headings"
+
+
+def test_train_and_localise_stages_smoke(tmp_path):
+    """A tiny end-to-end run of the two stages this module owns (torch only, to stay fast)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--stages", "train,localise",
+         "--tiny", "--frameworks", "torch", "--out", str(tmp_path), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["status"] for r in data["stages"]] == ["ok", "ok"]
+    train, loc = (r["figures"] for r in data["stages"])
+    assert train["settings"]["n_train"] == 256
+    assert 0.0 <= train["torch"]["test_accuracy"] <= 1.0
+    assert len(train["torch"]["losses"]) == train["torch"]["steps"] == 8  # 256 // 32, 1 epoch
+    assert "keras" not in train
+    torch_loc = loc["frameworks"]["torch"]
+    assert set(torch_loc["boxes"]) == {"cam", "gradcam", "gradcam++", "xgradcam", "layercam",
+                                       "hirescam", "eigencam", "scorecam", "ablationcam"}
+    assert torch_loc["boxes"]["cam"]["images"] == 16
+    assert torch_loc["boxes"]["scorecam"]["images"] == 2
+    for figures in torch_loc["boxes"].values():
+        for protocol in ("native", "wsol"):
+            assert 0.0 <= figures[protocol]["max_box_acc_v2"] <= 100.0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "localise_boxacc.png", "localise_gallery_torch.png", "train_loss.png"]
+    report = (tmp_path / "report.md").read_text()
+    assert "torch CAM MaxBoxAccV2 wsol" in report
+    assert "![training loss](train_loss.png)" in report
