@@ -48,6 +48,7 @@ __all__ = [
     "efficientnet_lite0",
     "gap_classifier",
     "preprocess_imagenet_lite",
+    "randomize_batchnorm",
     "resnet50",
     "tiny_backbone",
     "tiny_gap_cnn",
@@ -210,6 +211,26 @@ def resnet50(num_classes: int = 1000) -> ResNet50:
     (bottlenecks ``layerX.Y.conv1..3``, ``bn1..3``, ``downsample.0/1``); explain at ``"layer4"``.
     """
     return ResNet50(check_classes(num_classes))
+
+
+def randomize_batchnorm(model: nn.Module, /, *, seed: int = 0) -> nn.Module:
+    """Give every ``BatchNorm2d`` of ``model`` random statistics and affine terms, in place.
+
+    A freshly built model has running means 0, variances 1, scales 1 and shifts 0, which makes
+    BatchNorm almost the identity and hides a mirror that gets it wrong. Afterwards: scale
+    U(0.5, 1.5), shift N(0, 0.1^2), running mean N(0, 0.1^2), running variance U(0.5, 1.5),
+    drawn from a generator seeded with ``seed``. Returns ``model``, in eval mode.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                n = mod.num_features
+                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return model.eval()
 
 
 def efficientnet_lite0(pretrained: bool = True) -> nn.Module:

@@ -39,21 +39,6 @@ NO_SCORE = tuple(m for m in ALL if m != "scorecam")
 DATA_METHODS = ("cam", "gradcam")
 
 
-def _randomize_bn(model, seed: int):
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                n = mod.num_features
-                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model.eval()
-
-
 def _pairs(quick: bool):
     """(name, torch model, keras model, inputs NCHW, layer, [(methods, n images)], settings)."""
     from cam_core.adapters import models_keras as mk
@@ -62,12 +47,12 @@ def _pairs(quick: bool):
     from cam_core.data import sample_photos
 
     rng = np.random.default_rng(0)
-    tm = _randomize_bn(mt.tiny_gap_cnn(10), 0)
+    tm = mt.randomize_batchnorm(mt.tiny_gap_cnn(10), seed=0)
     x = rng.standard_normal((8, 3, 64, 64)).astype(np.float32)
     yield "tiny", tm, torch_to_keras(tm, mk.tiny_gap_cnn(10)), x, "features", [(ALL, 8)], "8 noise images, 64x64"
 
     size = 64 if quick else 128
-    tm = _randomize_bn(mt.resnet50(1000), 1)
+    tm = mt.randomize_batchnorm(mt.resnet50(1000), seed=1)
     x = rng.standard_normal((4, 3, size, size)).astype(np.float32)
     plan = [(NO_SCORE, 4)] + ([] if quick else [(("scorecam",), 1)])
     yield "resnet50", tm, torch_to_keras(tm, mk.resnet50(1000)), x, "layer4", plan, f"4 noise images, {size}x{size}"

@@ -23,17 +23,7 @@ from tests.conftest import readonly  # noqa: E402
 
 
 def randomize_bn(model, seed: int = 0):
-    """Give every BatchNorm non-trivial statistics and affine terms, as a trained model has."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                n = mod.num_features
-                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model
+    return mt.randomize_batchnorm(model, seed=seed)
 
 
 def torch_layer_grad(model, x_nchw, layer):
@@ -254,6 +244,18 @@ def test_lite0_random_weights_agree():
         lt = tm(torch.tensor(x)).numpy()
     lk = km(x.transpose(0, 2, 3, 1), training=False).numpy()
     assert rel_err(lt, lk) < 1e-4
+
+
+def test_randomize_batchnorm_draws_in_the_stated_ranges():
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(400)).train()
+    out = mt.randomize_batchnorm(m, seed=3)
+    bn = m[1]
+    assert out is m and not m.training and not bn.training
+    for t in (bn.weight, bn.running_var):
+        assert 0.5 <= float(t.detach().min()) and float(t.detach().max()) <= 1.5
+    assert 0.05 < float(bn.bias.detach().std()) < 0.15 and 0.05 < float(bn.running_mean.std()) < 0.15
+    again = mt.randomize_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(400)), seed=3)
+    assert torch.equal(again[1].running_var, bn.running_var)
 
 
 def test_preprocess_golden_values():
