@@ -5,9 +5,11 @@ Conventions of the mirrored pairs (stated here once):
 - **Layout.** Torch models take NCHW, their Keras mirrors NHWC; the weights and the arithmetic are
   the same, so the logits agree to float rounding after :func:`cam_core.adapters.transfer.torch_to_keras`.
 - **Names.** Every Keras layer that holds weights is named by the dotted path of the torch module
-  it mirrors (``"layer4.2.conv3"``, ``"features.block4.bn"``, ``"_blocks.15._bn2"``); layers inside
+  it mirrors (``"layer4.2.conv3"``, ``"features.block4.bn"``); layers inside
   a nested Keras model add the nested model's name as a prefix (``"features"`` + ``"block4.conv"``).
-  That naming *is* the mapping the transfer follows. The outputs one explains carry the same names
+  That naming *is* the mapping the transfer follows. Keras on TensorFlow refuses names that
+  start with "_", so torch's ``_blocks.15._bn2`` is Keras's ``blocks.15.bn2``
+  (:func:`cam_core.adapters.transfer.keras_name`). The outputs one explains carry the same names
   in both frameworks: ``"features"`` (tiny CNN), ``"layer1"`` ... ``"layer4"`` (ResNet-50).
 - **Padding.** Torch pads symmetrically (``Conv2d(padding=1, stride=2)``); Keras ``"same"`` with
   stride 2 on an even input pads only bottom/right. The mirrors therefore use explicit
