@@ -128,6 +128,8 @@ def _call_stage(module_name: str, args: argparse.Namespace) -> dict:
         "model": args.model,
         "tiny": args.tiny,
         "frameworks": args.framework_names,
+        # the equivalence stage gets --data itself when it runs; else "real" runs its data part
+        "with_equivalence": "equivalence" not in args.stage_names,
     }
     if args.framework_names == ("torch", "keras"):
         offered.pop("frameworks")  # the default: stages use their own

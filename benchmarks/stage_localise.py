@@ -215,8 +215,8 @@ def _gallery(test, idx, maps_by_method: dict, path: Path, title: str) -> Path:
         cells.append(_overlay_cell(test.images[i], None, test.boxes[i], None))
         titles.append(f"{title}: {test.class_names[test.labels[i]]}" if row == 0
                       else test.class_names[test.labels[i]])
-        for method, (pos, maps) in maps_by_method.items():
-            m = maps[pos[i]]
+        for method, maps in maps_by_method.items():
+            m = maps[row]
             cells.append(_overlay_cell(test.images[i], m, test.boxes[i],
                                        boxes_from_map(m, threshold=0.2)))
             titles.append(method)
@@ -317,7 +317,7 @@ def _evaluate_framework(fw, cfg, sizes, test, progress, out_dir) -> dict:
         res["seconds"][method] = {"explain": round(t_explain, 2),
                                   "metrics": round(t1 - t0 - t_explain, 2),
                                   "faithfulness": round(time.perf_counter() - t1, 2)}
-        maps_for_gallery[method] = ({i: i for i in gallery_idx}, maps[:len(gallery_idx)])
+        maps_for_gallery[method] = maps[gallery_idx]
     png = _gallery(test, gallery_idx, maps_for_gallery, out_dir / f"localise_gallery_{fw}.png",
                    fw)
     res["gallery"] = png.name

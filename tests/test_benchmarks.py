@@ -192,7 +192,7 @@ def test_a_failing_stage_is_recorded_and_the_suite_goes_on(monkeypatch, tmp_path
     code = runner.main(["--stages", "fake", "--out", str(tmp_path), "--no-progress"])
     assert code == 1
     assert seen["good"] == (True, tmp_path.resolve(), False)
-    assert seen["skipper"] == ["data", "model", "progress"]
+    assert seen["skipper"] == ["data", "model", "progress", "with_equivalence"]
     data = json.loads((tmp_path / "results.json").read_text())
     status = {r["module"]: r["status"] for r in data["stages"]}
     assert status == {"stage_good": "ok", "stage_bad": "failed", "stage_notorch": "skipped",
