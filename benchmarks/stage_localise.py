@@ -263,19 +263,23 @@ def _photos(out_dir: Path, progress: bool) -> dict:
               for p in photos]
     x = zoo.preprocess_imagenet_lite(np.stack(images), size=None)
     cells, titles, rows = [], [], []
-    expl = {m: adapter.explain(model, x, method=m, targets=None) for m in ("cam", "gradcam")}
+    predicted = adapter.explain(model, x, method="cam").targets
+    # the annotated class where ImageNet-1k has it (ground-truth-known), else the predicted one
+    targets = [int(t) if p.imagenet_index is None else p.imagenet_index
+               for p, t in zip(photos, predicted)]
+    expl = {m: adapter.explain(model, x, method=m, targets=targets) for m in ("cam", "gradcam")}
     for i, p in enumerate(photos):
         gt = np.round(scale_boxes(p.boxes, (p.image.shape[1], p.image.shape[0]), 224)).astype(
             np.int64)
-        pred_class = int(expl["cam"].targets[i])
-        row = {"photo": p.name, "object": p.class_name, "imagenet_class": p.index,
+        pred_class = int(predicted[i])
+        row = {"photo": p.name, "object": p.class_name, "imagenet_class": p.imagenet_index,
                "predicted": pred_class}
         for m, e in expl.items():
             pred = boxes_from_map(e.maps[i], threshold=0.2)
             iou = float(box_iou(pred, gt).max()) if len(pred) else 0.0
             row[f"{m}_iou"] = iou
             cells.append(_overlay_cell(images[i], e.maps[i], gt, pred, scale=1))
-            titles.append(f"{p.name} {m} IoU {iou:.2f}")
+            titles.append(f"{p.name.split('_')[-1]} {m} IoU {iou:.2f}")
         rows.append(row)
     save_png(image_grid(cells, ncols=4, titles=titles), out_dir / "localise_photos.png")
     return {"photos": rows, "figure": "localise_photos.png"}
@@ -381,8 +385,9 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
         rows = [[p["photo"], p["object"], p["imagenet_class"], p["predicted"],
                  fmt(p["cam_iou"], 2), fmt(p["gradcam_iou"], 2)] for p in photos["photos"]]
         md += ["", "### Sample photographs through the pretrained EfficientNet-Lite0 (torch)", "",
-               "Maps for the predicted class; IoU of the largest box at 20% with this project's "
-               "own box annotation.", "",
+               "Maps for the annotated class (the predicted one for the motorcycle, not an "
+               "ImageNet-1k class); IoU of the largest box at 20% with this project's own box "
+               "annotation.", "",
                md_table(["photo", "object", "ImageNet class", "predicted", "CAM IoU",
                          "Grad-CAM IoU"], rows),
                "", "![photos](localise_photos.png)"]
