@@ -248,7 +248,7 @@ def plot_boxacc(panels: dict, path: Path) -> Path:
 
 
 def _photos(out_dir: Path, progress: bool) -> dict:
-    """The sample photographs through the pretrained EfficientNet-Lite0 (torch), CAM and Grad-CAM."""
+    """The sample photographs through the pretrained EfficientNet-Lite0 (torch): CAM, Grad-CAM."""
     from cam_core.adapters import models_torch as zoo
     from cam_core.adapters import torch as adapter
     from cam_core.boxes import boxes_from_map, box_iou
@@ -299,8 +299,8 @@ def _evaluate_framework(fw, cfg, sizes, test, progress, out_dir) -> dict:
     n_eval = min(sizes["n_eval"], len(labels))
     n_slow = min(sizes["n_slow"], n_eval)
     n_faith = min(sizes["n_faith"], len(labels))
-    res = {"test_accuracy": float(np.mean(correct)), "test_images": len(labels), "boxes": {}, "faithfulness": {},
-           "seconds": {}}
+    res = {"test_accuracy": float(np.mean(correct)), "test_images": len(labels), "boxes": {},
+           "faithfulness": {}, "seconds": {}}
     gallery_idx = list(range(min(4, n_slow)))
     maps_for_gallery = {}
     methods = FAST_METHODS + SLOW_METHODS
@@ -334,9 +334,9 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
     md = [
         "## Localisation and faithfulness on the synthetic test set",
         "",
-        f"The first {n_eval} of the {n_test} test images at {cfg['size']}x{cfg['size']}, maps for the true class "
-        f"(ground-truth-known). Box accuracy sweeps 100 thresholds; MaxBoxAccV2 averages IoU "
-        f"0.3/0.5/0.7 over all boxes. `native`: the 64x64 maps, half-open boxes; `wsol`: the "
+        f"The first {n_eval} of the {n_test} test images at {cfg['size']}x{cfg['size']}, maps "
+        f"for the true class (ground-truth-known). Box accuracy sweeps 100 thresholds; "
+        f"MaxBoxAccV2 averages IoU 0.3/0.5/0.7 over all boxes. `native`: the 64x64 maps, half-open boxes; `wsol`: the "
         f"reference protocol of Choe et al. (maps resized bicubically to 224, inclusive-corner "
         f"IoU). Fixed thresholds (native, largest box): 20% of the maximum (CAM paper) and 15% "
         f"(Grad-CAM paper). Score-CAM and Ablation-CAM: the first {sizes['n_slow']} images only.",
@@ -427,9 +427,9 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, model: str 
                "photos": photo_res, "skipped": skipped}
     headline = {}
     for fw, r in results.items():
-        headline[f"{fw} CAM MaxBoxAccV2 wsol"] = round(r["boxes"]["cam"]["wsol"]["max_box_acc_v2"], 1)
-        headline[f"{fw} CAM MaxBoxAccV2 native"] = round(
-            r["boxes"]["cam"]["native"]["max_box_acc_v2"], 1)
+        cam = r["boxes"]["cam"]
+        headline[f"{fw} CAM MaxBoxAccV2 wsol"] = round(cam["wsol"]["max_box_acc_v2"], 1)
+        headline[f"{fw} CAM MaxBoxAccV2 native"] = round(cam["native"]["max_box_acc_v2"], 1)
     return {"name": "localise", "figures": figures,
             "markdown": _markdown(results, photo_res, skipped, cfg, sizes, len(test.labels)),
             "headline": headline}

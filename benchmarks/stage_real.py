@@ -31,7 +31,14 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import fmt, md_table, peak_rss_mb, progress_bar, rss_mb, write_json  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    fmt,
+    md_table,
+    peak_rss_mb,
+    progress_bar,
+    rss_mb,
+    write_json,
+)
 from benchmarks.stage_localise import (  # noqa: E402
     FAST_METHODS,
     SLOW_METHODS,
@@ -247,8 +254,9 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, data=None,
         res["equivalence"] = {k: v for k, v in eq.items() if k != "markdown"}
     write_json(out_dir / "real_results.json", res)
     md = _markdown({**res, "equivalence": eq}, sizes)
+    cam = res["fast"]["boxes"]["cam"]
     headline = {"Lite0 top-1 (%)": round(res["fast"]["top1"], 1),
-                "CAM MaxBoxAccV2 wsol": round(res["fast"]["boxes"]["cam"]["wsol"]["max_box_acc_v2"], 1)}
+                "CAM MaxBoxAccV2 wsol": round(cam["wsol"]["max_box_acc_v2"], 1)}
     out = {"name": "real", "figures": res, "markdown": md, "headline": headline}
     if errors:
         out["errors"] = errors
