@@ -337,9 +337,9 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
         f"The first {n_eval} of the {n_test} test images at {cfg['size']}x{cfg['size']}, maps "
         f"for the true class (ground-truth-known). Box accuracy sweeps 100 thresholds; "
         f"MaxBoxAccV2 averages IoU 0.3/0.5/0.7 over all boxes. `native`: the 64x64 maps, "
-        f"half-open boxes; `wsol`: the reference protocol of Choe et al. (maps resized bicubically to 224, inclusive-corner "
-        f"IoU). Fixed thresholds (native, largest box): 20% of the maximum (CAM paper) and 15% "
-        f"(Grad-CAM paper). Score-CAM and Ablation-CAM: the first {sizes['n_slow']} images only.",
+        f"half-open boxes; `wsol`: the reference protocol of Choe et al. (maps resized "
+        f"bicubically to 224, inclusive-corner IoU). Fixed thresholds (native, largest box): "
+        f"20% of the maximum (CAM paper) and 15% (Grad-CAM paper). Score-CAM and Ablation-CAM: the first {sizes['n_slow']} images only.",
         "",
     ]
     for fw, r in results.items():
