@@ -339,7 +339,8 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
         f"MaxBoxAccV2 averages IoU 0.3/0.5/0.7 over all boxes. `native`: the 64x64 maps, "
         f"half-open boxes; `wsol`: the reference protocol of Choe et al. (maps resized "
         f"bicubically to 224, inclusive-corner IoU). Fixed thresholds (native, largest box): "
-        f"20% of the maximum (CAM paper) and 15% (Grad-CAM paper). Score-CAM and Ablation-CAM: the first {sizes['n_slow']} images only.",
+        f"20% of the maximum (CAM paper) and 15% (Grad-CAM paper). Score-CAM and Ablation-CAM: "
+        f"the first {sizes['n_slow']} images only.",
         "",
     ]
     for fw, r in results.items():
