@@ -42,6 +42,7 @@ __all__ = [
     "MethodSpec",
     "explain",
     "explain_session",
+    "method_spec",
     "raw_maps",
     "resolve_targets",
 ]
