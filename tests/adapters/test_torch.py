@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cam_core import explain as ex  # noqa: E402
+import cam_core as ex  # noqa: E402  (METHODS, method_spec and explain are re-exported)
 from cam_core.adapters import torch as ta  # noqa: E402
 from cam_core.maps import fuse, normalize  # noqa: E402
 from cam_core.resize import upsample  # noqa: E402
