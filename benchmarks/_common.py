@@ -16,17 +16,17 @@ and Keras only when they are already imported (or when asked to import them).
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from cam_core._io import atomic_write_bytes, write_json, write_text
 
 __all__ = [
     "ROOT",
@@ -265,61 +265,18 @@ def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kw
     return tqdm(iterable, disable=not show, dynamic_ncols=True, **kwargs)
 
 
-def _atomic_path(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def write_text(path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (a temporary file, then ``os.replace``)."""
-    path = Path(path)
-    fd, tmp = _atomic_path(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _jsonable(obj):
-    """Turn NumPy scalars/arrays, paths and non-finite floats into plain JSON values."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "tolist") and callable(obj.tolist):  # NumPy arrays and scalars
-        return _jsonable(obj.tolist())
-    return obj
-
-
-def write_json(path, data) -> Path:
-    """Write ``data`` as indented JSON atomically; NumPy values become plain numbers, NaN null."""
-    return write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
-
-
 def save_figure(fig, path, *, dpi: int = 110) -> Path:
     """Save a Matplotlib figure as PNG atomically and close it."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    fd, tmp = _atomic_path(path)
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def fmt(value, digits: int = 1) -> str:

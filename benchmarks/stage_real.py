@@ -21,7 +21,6 @@ the tables say how many. The equivalence stage's real-data part runs too when
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path

@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cam_core._io import atomic_write_bytes, to_jsonable, write_json, write_text
+
 __all__ = ["CliError", "evaluate", "main", "replay_torchscript"]
 
 PROG = "cam-core"
@@ -70,35 +72,7 @@ class CliError(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# small utilities: atomic writes, messages
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path, data) -> Path:
-    """Write ``data`` as indented JSON, atomically; NumPy values become plain numbers, NaN null."""
-    return write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
-
-
-def write_text(path, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically (see :func:`cam_core.viz.atomic_write_bytes`)."""
-    from cam_core.viz import atomic_write_bytes
-
-    return atomic_write_bytes(path, text.encode("utf-8"))
+# small utilities: messages
 
 
 def _first_line(exc: BaseException) -> str:
@@ -821,8 +795,6 @@ def _batch_file(folder: Path, start: int, stop: int) -> Path:
 def _save_npz(path: Path, arrays: dict) -> None:
     import io
 
-    from cam_core.viz import atomic_write_bytes
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -845,7 +817,7 @@ def _open_checkpoint(out_dir: Path, fingerprint: dict, *, restart: bool) -> Path
             old = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             old = None
-        if old != _jsonable(fingerprint):
+        if old != to_jsonable(fingerprint):
             raise CliError(
                 f"{out_dir} holds a partial evaluation with other settings (dataset, model, "
                 "methods, layer, protocol, size or batch size); use another --out or add --restart"
@@ -1040,20 +1012,14 @@ def _accumulators(settings: EvalSettings) -> dict:
     return accs
 
 
-def _state(acc) -> dict[str, np.ndarray]:
-    """An accumulator's counters (the attributes it adds up when merging) as arrays."""
-    return {name: np.asarray(getattr(acc, name)) for name in type(acc)._COUNTERS}
-
-
 def _restore(acc, state: dict[str, np.ndarray], prefix: str):
-    for name in type(acc)._COUNTERS:
-        key = prefix + name
-        if key not in state:
-            raise CliError("the checkpoint was written by another version of cam_core; "
-                           "rerun with --restart")
-        value = state[key]
-        setattr(acc, name, value if value.ndim else value.item())
-    return acc
+    """``acc`` with the counters saved under ``prefix`` in a checkpoint (see ``state()``)."""
+    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        return acc.load_state(own)
+    except ValueError:
+        raise CliError("the checkpoint was written by another version of cam_core or with other "
+                       "settings; rerun with --restart") from None
 
 
 def _gt_for_metrics(batch, records, settings: EvalSettings) -> list[np.ndarray]:
@@ -1085,7 +1051,7 @@ def _score_batch(exp, batch, records, correct: np.ndarray,
                 acc.update(maps, gt)
             else:
                 acc.update(maps, gt, correct[keep])
-        out.update({f"{name}.{k}": v for k, v in _state(acc).items()})
+        out.update({f"{name}.{k}": v for k, v in acc.state().items()})
     # the gallery ranks images by the IoU of the largest component at the first fixed threshold
     tau = settings.fixed_thresholds[0]
     ious, first = [], []
@@ -1121,7 +1087,7 @@ def _summarise(parts: list[dict], settings: EvalSettings) -> dict:
                     for name, acc in _accumulators(settings).items()}
             merged = accs if merged is None else {k: merged[k].merge(v) for k, v in accs.items()}
         sweep = merged["sweep"]
-        if sweep._count == 0:
+        if sweep.state()["count"] == 0:
             raise CliError("no image of the dataset has a ground-truth box")
         res = sweep.result()
         metrics = {
@@ -1201,8 +1167,6 @@ def _curves_png(path: Path, summary: dict) -> bool:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("BoxAcc (%)")
     axes[0][-1].legend(fontsize=8)
-    from cam_core.viz import atomic_write_bytes
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -44,7 +44,7 @@ import math
 import sys
 import xml.etree.ElementTree as ET
 from xml.parsers import expat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 

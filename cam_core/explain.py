@@ -27,7 +27,7 @@ adapter's session, called in chunks of ``batch_size``:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 

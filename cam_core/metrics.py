@@ -187,6 +187,41 @@ class _Accumulator:
             setattr(out, name, getattr(self, name) + getattr(other, name))
         return out
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The counters (what :meth:`merge` adds up) as a dict of arrays, e.g. for a checkpoint.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Copies; :meth:`load_state` on an accumulator with the same settings restores them.
+        """
+        return {name.lstrip("_"): np.array(getattr(self, name), copy=True)
+                for name in self._COUNTERS}
+
+    def load_state(self, state) -> _Accumulator:
+        """Set the counters from a :meth:`state` dict (any mapping of arrays); returns ``self``.
+
+        Raises
+        ------
+        ValueError
+            A counter is missing or has another shape than this accumulator's (different
+            settings, or a state written by another kind of accumulator).
+        """
+        new = {}
+        for name in self._COUNTERS:
+            key = name.lstrip("_")
+            if key not in state:
+                raise ValueError(f"state has no counter {key!r} (has {sorted(state)})")
+            value = np.asarray(state[key])
+            current = np.asarray(getattr(self, name))
+            if value.shape != current.shape:
+                raise ValueError(f"counter {key!r} has shape {value.shape}, expected "
+                                 f"{current.shape} (other settings?)")
+            new[name] = value.astype(current.dtype) if value.ndim else value.item()
+        for name, value in new.items():
+            setattr(self, name, value)
+        return self
+
 
 # ------------------------------------------------------------------ per-image sweep
 

@@ -437,7 +437,7 @@ def build_report(results_dir, /, *, out=None) -> Path:
             f"{folder} holds no results: expected results.json from `cam-core evaluate` or a "
             "report.md"
         )
-    from cam_core.viz import atomic_write_bytes
+    from cam_core._io import atomic_write_bytes
 
     path = Path(out) if out is not None else folder / "report.html"
     return atomic_write_bytes(path, page.encode("utf-8"))

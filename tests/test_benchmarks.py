@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import types
@@ -111,18 +112,28 @@ def test_write_json_is_atomic_and_plain(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left
 
 
-def test_write_text_leaves_the_old_file_when_writing_fails(tmp_path):
+def test_write_text_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / "report.md"
     _common.write_text(path, "old")
 
-    class Boom:
-        def __str__(self):
-            raise RuntimeError("boom")
+    def failing_fsync(fd):
+        raise OSError("disk full")
 
-    with pytest.raises(TypeError):
-        _common.write_text(path, Boom())  # fh.write refuses a non-str
+    monkeypatch.setattr(os, "fsync", failing_fsync)  # fails after the new bytes were written
+    with pytest.raises(OSError, match="disk full"):
+        _common.write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_written_files_have_ordinary_permissions(tmp_path):
+    """Not mkstemp's private 0o600: what open(path, "w") would give under the current umask."""
+    mask = os.umask(0o022)
+    try:
+        _common.write_text(tmp_path / "a.md", "x")
+        assert (tmp_path / "a.md").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
 
 
 def test_md_table_and_fmt():

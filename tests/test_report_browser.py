@@ -11,7 +11,6 @@ is skipped, with a message, when ``chromium`` is not installed.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import select

@@ -261,3 +261,22 @@ def test_localization_wsol_protocol_uses_the_reference_boxes():
     loc = Localization(tau=0.5, delta=1.0, protocol="wsol")
     loc.update(m, component, np.array([True]))
     assert loc.result().mean_iou == pytest.approx(100 * 16 / 25)
+
+
+def test_accumulator_state_round_trip_and_errors():
+    """state() / load_state() give back the same figures; a state of other settings is refused."""
+    rng = np.random.default_rng(3)
+    maps = rng.random((5, 16, 16))
+    gt = [np.array([[2, 3, 10, 12]]) for _ in range(5)]
+    acc = BoxAccuracy(taus=20)
+    acc.update(maps, gt)
+    restored = BoxAccuracy(taus=20).load_state(acc.state())
+    assert restored.result().max_box_acc_v2 == acc.result().max_box_acc_v2
+    np.testing.assert_array_equal(restored.state()["correct"], acc.state()["correct"])
+    state = acc.state()
+    state["correct"][...] = 0  # a copy: the accumulator is untouched
+    assert acc.state()["correct"].sum() > 0
+    with pytest.raises(ValueError, match="shape"):
+        BoxAccuracy(taus=10).load_state(acc.state())
+    with pytest.raises(ValueError, match="no counter"):
+        Localization(tau=0.2).load_state(acc.state())
