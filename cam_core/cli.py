@@ -1123,7 +1123,9 @@ TABLE_COLUMNS = ("MaxBoxAcc", "MaxBoxAccV2", "top-1 loc@20", "GT-known loc@20", 
 def _table(summary: dict, settings: EvalSettings) -> dict:
     cols = [c for c in TABLE_COLUMNS
             if all(c in r["metrics"] for r in summary["methods"].values())]
-    rows = [[m] + [round(r["metrics"][c], 2) for c in cols] for m, r in summary["methods"].items()]
+    # full precision here; rounded once, where shown (rounding to 2 and then 1 digit would turn
+    # 52.846 into 52.9)
+    rows = [[m] + [float(r["metrics"][c]) for c in cols] for m, r in summary["methods"].items()]
     notes = (
         f"{summary['images']} images; classification top-1 {summary['top1']:.1f}%. "
         f"MaxBoxAcc and MaxBoxAccV2 ({settings.protocol} protocol) in percent: the best BoxAcc over "

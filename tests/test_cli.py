@@ -386,6 +386,9 @@ def test_evaluate_writes_results_table_curves_and_gallery(full_run):
                 assert im.size[0] > 0
     table = res["table"]
     assert table["columns"][0] == "method" and [r[0] for r in table["rows"]] == ["cam", "gradcam"]
+    for row in table["rows"]:  # the table's figures are the metrics, unrounded
+        metrics = res["methods"][row[0]]["metrics"]
+        assert row[1:] == [metrics[c] for c in table["columns"][1:]]
     md = (out / "table.md").read_text()
     assert "| cam |" in md and "| gradcam |" in md
     assert (out / "curves.png").is_file()
@@ -522,6 +525,14 @@ def test_evaluate_bad_inputs(dataset, tmp_path):
 
 # --------------------------------------------------------------------------------------------
 # entry points
+
+
+def test_markdown_table_rounds_once():
+    """52.846 shows as 52.8: no rounding to 2 digits first (which gave 52.85, then 52.9)."""
+    from cam_core.cli import _markdown_table
+
+    md = _markdown_table({"columns": ["method", "a"], "rows": [["cam", 52.846153846153854]]})
+    assert md.splitlines()[-1] == "| cam | 52.8 |"
 
 
 def test_help_and_console_script():
