@@ -16,8 +16,9 @@ classes, every method):
 With ``data`` (the ImageNet subset, ``../shared/data/imagenet-val-1300``), EfficientNet-Lite0 runs
 over every image, streamed in batches: top-1 agreement, identical boxes at 20% for CAM and
 Grad-CAM of the true class (the WSOL protocol is ground-truth-known), and MaxBoxAccV2
-(:class:`cam_core.metrics.BoxAccuracy`, ``protocol="wsol"``) from each framework's CAM maps.
-The maps are bilinear upsamplings of the 7x7 maps to 224 (the WSOL reference resizes bicubically).
+(:class:`cam_core.metrics.BoxAccuracy`, ``protocol="wsol"``) from each framework's CAM maps,
+resized as the reference does (raw map, ReLU, bicubic to 224), so that the torch figure is the
+one stage ``real`` and ``cam-core evaluate --protocol wsol`` report.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     from cam_core.data import iter_batches, read_wsol
     from cam_core.metrics import BoxAccuracy, scale_boxes_wsol
 
+    from benchmarks.stage_localise import wsol_maps
+
     ds = read_wsol(data)
     tm = mt.efficientnet_lite0(pretrained=True)
     km = torch_to_keras(tm, mk.efficientnet_lite0(pretrained=False))
@@ -135,8 +138,10 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
         gts = [gts_of[i] for i in batch.ids]
 
         def feed(start, ex_t, ex_k, gts=gts):
-            acc["torch"].update(ex_t["cam"].maps, gts)
-            acc["keras"].update(ex_k["cam"].maps, gts)
+            # the maps as stage "real" and `cam-core evaluate --protocol wsol` score them:
+            # each framework's raw CAM, ReLU, bicubic to 224x224 (the reference's resize)
+            acc["torch"].update(wsol_maps(np.asarray(ex_t["cam"].raw), True), gts)
+            acc["keras"].update(wsol_maps(np.asarray(ex_k["cam"].raw), True), gts)
 
         rep = compare(tm, km, x, layer_torch="_swish", methods=DATA_METHODS, targets=batch.labels,
                       batch_size=len(x), progress=False, on_batch=feed)
