@@ -17,7 +17,7 @@ With ``data`` (the ImageNet subset, ``../shared/data/imagenet-val-1300``), Effic
 over every image, streamed in batches: top-1 agreement, identical boxes at 20% for CAM and
 Grad-CAM of the true class (the WSOL protocol is ground-truth-known), and MaxBoxAccV2
 (:class:`cam_core.metrics.BoxAccuracy`, ``protocol="wsol"``) from each framework's CAM maps,
-resized as the reference does (raw map, ReLU, bicubic to 224), so that the torch figure is the
+resized as the reference does (the raw map, bicubic to 224), so that the torch figure is the
 one stage ``real`` and ``cam-core evaluate --protocol wsol`` report.
 """
 
@@ -116,6 +116,7 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     from cam_core.adapters.equivalence import compare
     from cam_core.adapters.transfer import torch_to_keras
     from cam_core.data import iter_batches, read_wsol
+    from cam_core.explain import METHODS
     from cam_core.metrics import BoxAccuracy, scale_boxes_wsol
 
     from benchmarks.stage_localise import wsol_maps
@@ -139,9 +140,10 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
 
         def feed(start, ex_t, ex_k, gts=gts):
             # the maps as stage "real" and `cam-core evaluate --protocol wsol` score them:
-            # each framework's raw CAM, ReLU, bicubic to 224x224 (the reference's resize)
-            acc["torch"].update(wsol_maps(np.asarray(ex_t["cam"].raw), True), gts)
-            acc["keras"].update(wsol_maps(np.asarray(ex_k["cam"].raw), True), gts)
+            # each framework's raw CAM (no ReLU: the CAM paper has none), bicubic to 224x224
+            relu = METHODS["cam"].relu
+            acc["torch"].update(wsol_maps(np.asarray(ex_t["cam"].raw), relu), gts)
+            acc["keras"].update(wsol_maps(np.asarray(ex_k["cam"].raw), relu), gts)
 
         rep = compare(tm, km, x, layer_torch="_swish", methods=DATA_METHODS, targets=batch.labels,
                       batch_size=len(x), progress=False, on_batch=feed)
