@@ -408,6 +408,9 @@ class TorchSession(_Prepared):
         self._entered = False
         self.ablation_paths: dict[str, str] = {}
         self._heads: dict[int, Callable | None] = {}
+        # Score-CAM's masked batches run channels-last on CPU (oneDNN's faster layout: 1.5-2x
+        # for EfficientNet-Lite0 on 2 cores) until the model refuses such an input
+        self.masked_channels_last: bool | None = None
 
     # ---- lifecycle
 
@@ -695,8 +698,21 @@ class TorchSession(_Prepared):
             )
         with torch.no_grad():
             batch = self.x[index : index + 1] * m[:, None]
-            logits = self._check_batch_logits(self.model(batch), len(m))
+            logits = self._check_batch_logits(self._masked_forward(batch), len(m))
             return self._scores_of(logits, index)
+
+    def _masked_forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model on masked inputs: channels-last on CPU, the plain layout otherwise or once
+        the model fails on it (e.g. a ``.view()`` of a 4-D feature map); the model itself is
+        never converted."""
+        if self.masked_channels_last is None:
+            self.masked_channels_last = batch.device.type == "cpu"
+        if self.masked_channels_last:
+            try:
+                return self.model(batch.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                self.masked_channels_last = False  # a real error raises again just below
+        return self.model(batch)
 
     def score_ablated(self, layer: int, index: int, channels: np.ndarray) -> np.ndarray:
         """Target score of image ``index`` with channel ``channels[b]`` of the layer zeroed: ``(B,)``."""

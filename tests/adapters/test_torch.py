@@ -456,6 +456,39 @@ def test_ablationcam_and_scorecam_by_hand_on_hand_net():
     np.testing.assert_allclose(e.raw[0], w[0] * x - w[1] * x, rtol=1e-5)
 
 
+class ViewNet(torch.nn.Module):
+    """Flattens its 4-D feature map with ``.view``, which a channels-last tensor refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 16 * 16, 3)
+
+    def forward(self, x):
+        a = self.features(x)
+        return self.fc(a.view(a.shape[0], -1))
+
+
+@pytest.mark.parametrize("make, layer, fast", [(tm.tiny_net, "features", True),
+                                               (ViewNet, "features", False)])
+def test_scorecam_masked_batches_run_channels_last_or_fall_back(make, layer, fast):
+    """On CPU the masked batches go in channels-last; a model that cannot take that input falls
+    back to the plain layout; the maps are those of the plain layout either way."""
+    torch.manual_seed(0)
+    model, x = make(), batch(2)
+    if not fast:  # the premise: this model refuses a channels-last input
+        with pytest.raises(RuntimeError, match="view"):
+            model(x.contiguous(memory_format=torch.channels_last))
+    with ta.TorchSession(model, x, layer=layer, targets=1) as session:
+        e = ex.explain_session(session, "scorecam", batch_size=3)
+        assert session.masked_channels_last is fast
+    with ta.TorchSession(model, x, layer=layer, targets=1) as session:
+        session.masked_channels_last = False
+        plain = ex.explain_session(session, "scorecam", batch_size=3)
+    np.testing.assert_allclose(e.raw, plain.raw, rtol=1e-5, atol=1e-6)
+    assert next(model.parameters()).is_contiguous()  # the model itself is never converted
+
+
 # --------------------------------------------------------------------------- tokens
 
 
