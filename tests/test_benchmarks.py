@@ -304,7 +304,7 @@ def test_real_stage_on_a_few_imagenet_images(tmp_path, imagenet_dir, monkeypatch
         for protocol in ("wsol", "native"):
             assert 0 <= b[protocol]["max_box_acc_v2"] <= 100
     assert "| cam | 16 |" in res["markdown"] and "| ablationcam | 2 |" in res["markdown"]
-    assert "Ablationcam: the first 2 images" in res["markdown"]
+    assert "Slow methods: ablationcam: the first 2 images" in res["markdown"]
     saved = json.loads((tmp_path / "real_results.json").read_text())
     assert saved["fast"]["top1"] == fig["fast"]["top1"]
     assert (tmp_path / "real_boxacc.png").stat().st_size > 0
