@@ -53,7 +53,7 @@ EXPECTED_TOP1 = 81.5  # the data's README: EfficientNet-Lite0, (x - 127) / 128 a
 RSS_MARKS = (100, 1000)
 _SIZES = {
     # images per batch; images for Score-CAM and Ablation-CAM; images in all (None: every one).
-    # On 2 CPU cores Score-CAM costs about 37 s per image (1,280 forward passes); Ablation-CAM
+    # On 2 CPU cores Score-CAM costs 37-45 s per image (1,280 forward passes); Ablation-CAM
     # re-runs only the head after the layer, about 0.08 s per image, so it sees every image.
     "tiny": {"batch": 8, "n_scorecam": 1, "n_ablationcam": 2, "limit": 16},
     "quick": {"batch": 32, "n_scorecam": 8, "n_ablationcam": None, "limit": None},
