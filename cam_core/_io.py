@@ -8,6 +8,7 @@ give (``0o666`` less the umask), not the private ``0o600`` of :func:`tempfile.mk
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -19,7 +20,10 @@ import numpy as np
 __all__ = ["atomic_write_bytes", "to_jsonable", "write_json", "write_text"]
 
 
+@functools.cache
 def _umask() -> int:
+    """The process umask, read once: reading it means setting it, and a file another thread
+    created in that instant would get no umask at all, so this is not done per write."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -127,13 +127,18 @@ def test_write_text_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch
 
 
 def test_written_files_have_ordinary_permissions(tmp_path):
-    """Not mkstemp's private 0o600: what open(path, "w") would give under the current umask."""
+    """Not mkstemp's private 0o600: what open(path, "w") would give under the umask (read once
+    per process, so the test resets that reading around its own umask)."""
+    from cam_core import _io
+
     mask = os.umask(0o022)
+    _io._umask.cache_clear()
     try:
         _common.write_text(tmp_path / "a.md", "x")
         assert (tmp_path / "a.md").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(mask)
+        _io._umask.cache_clear()
 
 
 def test_md_table_and_fmt():
