@@ -67,7 +67,7 @@ def opencv_reference_ious(scoremap: np.ndarray, gt_boxes: np.ndarray, taus, *,
     """
     import cv2
 
-    m = np.array(scoremap, copy=True)
+    m = np.array(scoremap, dtype=np.float64, copy=True)  # the reference's t2n casts to float64
     if m.min() == m.max():
         m = np.zeros_like(m)
     else:

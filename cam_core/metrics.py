@@ -10,7 +10,8 @@ over the concatenated data. Every score is a percentage in [0, 100].
 ``protocol="wsol"`` reproduces the reference code of Choe et al. (CVPR 2020,
 clovaai/wsolevaluation), quirks included, so that its numbers can be compared with published ones:
 
-1. each map is min-max normalised again, in its own dtype (a constant map becomes zeros);
+1. each map is promoted to float64, whatever its dtype (the reference's ``t2n`` does so), and
+   min-max normalised again (a constant map becomes zeros);
 2. quantised by truncation, ``u = floor(255 * map)`` (uint8);
 3. at each ``tau`` the mask is ``u > int(tau * max(u))`` (strictly greater);
 4. the predicted boxes are the bounding rectangles of the mask's OpenCV contours
@@ -226,7 +227,13 @@ class _Accumulator:
 # ------------------------------------------------------------------ per-image sweep
 
 def _wsol_quantise(m: np.ndarray) -> np.ndarray:
-    """Steps 1-2 of the reference: min-max normalise in the map's dtype, then floor(255 * map)."""
+    """Steps 1-2 of the reference: min-max normalise in float64, then floor(255 * map).
+
+    The reference converts every map to float64 (its ``t2n``) before normalising; doing the
+    subtraction and division in a float32 or float16 map's own dtype puts some pixels on the
+    neighbouring 8-bit level, so the map is promoted first, whatever its dtype.
+    """
+    m = np.asarray(m, dtype=np.float64)
     lo, hi = m.min(), m.max()
     if lo == hi:
         return np.zeros(m.shape, dtype=np.uint8)

@@ -226,3 +226,56 @@ def test_batch_sweep_equals_one_map_at_a_time():
             np.testing.assert_array_equal(batch.level[sel] - offset, one.level)
             np.testing.assert_array_equal(batch.fast[offset:offset + len(lv)], one.fast)
             offset += len(lv)
+
+
+# ------------------------------------------------- raw (unnormalised) low-precision maps
+
+def test_raw_float32_map_quantised_as_the_reference():
+    # normalised in float32, the pixel at (5, 6) lands on level 147; the reference (float64) puts
+    # it on 148, above int(0.58 * 255) = 147, so it forms a second box [6, 5, 7, 6] that matches
+    # the ground truth
+    m = np.full((8, 8), np.float32(-3.3918476), dtype=np.float32)
+    m[1, 1] = np.float32(2.1062305)
+    m[5, 6] = np.float32(-0.20080614)
+    gt = np.array([[6, 5, 7, 6]])
+    acc = BoxAccuracy(taus=[0.58], deltas=(0.5,), protocol="wsol")
+    acc.update(readonly(m[None]), [gt])
+    expected = opencv_reference_ious(m, gt, [0.58], multi_contour=True)[0] >= 0.5
+    assert expected  # the reference counts the image correct
+    assert acc.result().correct_all.tolist() == [[int(expected)]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("taus", [100, 1000])
+def test_raw_low_precision_maps_equal_opencv_reference(dtype, taus):
+    # signed, unnormalised maps of the kind a method returns, in the dtype it returns them
+    rng = np.random.default_rng(7 + taus + np.dtype(dtype).itemsize)
+    size, n = 40, 60 if taus == 100 else 20
+    maps = (_smooth_maps(rng, n, size) * rng.uniform(0.1, 40.0, (n, 1, 1))
+            - rng.uniform(-5, 5, (n, 1, 1)) + 0.05 * rng.standard_normal((n, size, size)))
+    maps = maps.astype(dtype)
+    gts = _random_gts(rng, n, size)
+    acc = BoxAccuracy(taus=taus, protocol="wsol")
+    acc.update(readonly(maps), gts)
+    res = acc.result()
+    grid = np.arange(0, 1, 1 / taus)
+    deltas = (0.3, 0.5, 0.7)
+    np.testing.assert_array_equal(res.correct, _reference_counts(maps, gts, grid, deltas, False))
+    np.testing.assert_array_equal(res.correct_all,
+                                  _reference_counts(maps, gts, grid, deltas, True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_quantisation_levels_equal_the_references(dtype):
+    # the 8-bit levels themselves, pixel by pixel, on 400 raw maps: the reference casts to
+    # float64, min-max normalises, then truncates 255 * map
+    from cam_core.metrics import _wsol_quantise
+
+    rng = np.random.default_rng(11)
+    maps = (rng.standard_normal((400, 16, 16)) * rng.uniform(0.01, 50.0, (400, 1, 1))
+            + rng.uniform(-10, 10, (400, 1, 1))).astype(dtype)
+    for m in maps:
+        ref = m.astype(np.float64)
+        ref = ref - ref.min()
+        ref = ref / ref.max()
+        np.testing.assert_array_equal(_wsol_quantise(m), (ref * 255).astype(np.uint8))
