@@ -1,7 +1,8 @@
 """Localisation metrics as accumulators: update batch by batch, merge, then read a result.
 
-Every accumulator has ``update(...)`` (adds a batch), ``merge(other)`` (a new accumulator holding
-both, for a dataset split over processes; settings must match, else ``ValueError``) and
+Every accumulator has ``update(...)`` (adds a batch), ``merge(other)`` (adds ``other``'s counts to
+this accumulator, in place, and returns it, for a dataset split over processes; settings must
+match, else ``ValueError``) and
 ``result()`` (a frozen dataclass). Merging partial accumulators gives the same counts as one pass
 over the concatenated data. Every score is a percentage in [0, 100].
 
@@ -180,13 +181,17 @@ class _Accumulator:
     _COUNTERS: tuple[str, ...] = ()
 
     def merge(self, other):
-        """A new accumulator holding this one's data and ``other``'s (same settings, else
-        ``ValueError``; another kind of accumulator is a ``TypeError``)."""
+        """Add ``other``'s counts to this accumulator, in place, and return this accumulator.
+
+        ``acc.merge(part)`` and ``acc = acc.merge(part)`` both leave the sum in ``acc``;
+        ``other`` is not changed. Same settings, else ``ValueError``; another kind of
+        accumulator is a ``TypeError``.
+        """
         _check_same(self, other, self._SETTINGS)
-        out = type(self)(**{name: getattr(self, "_" + name) for name in self._SETTINGS})
-        for name in self._COUNTERS:
-            setattr(out, name, getattr(self, name) + getattr(other, name))
-        return out
+        sums = {name: getattr(self, name) + getattr(other, name) for name in self._COUNTERS}
+        for name, value in sums.items():
+            setattr(self, name, value)
+        return self
 
     def state(self) -> dict[str, np.ndarray]:
         """The counters (what :meth:`merge` adds up) as a dict of arrays, e.g. for a checkpoint.

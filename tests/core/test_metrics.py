@@ -280,3 +280,19 @@ def test_accumulator_state_round_trip_and_errors():
         BoxAccuracy(taus=10).load_state(acc.state())
     with pytest.raises(ValueError, match="no counter"):
         Localization(tau=0.2).load_state(acc.state())
+
+
+@pytest.mark.parametrize("make", [lambda: BoxAccuracy(taus=20), lambda: PxAP(taus=20),
+                                  lambda: Localization(), lambda: PointingGame()])
+def test_merge_adds_in_place_and_returns_self(make):
+    # the README's `acc.merge(other)`, result not assigned, must leave the sum in `acc`
+    a, b = make(), make()
+    before = {k: np.array(v, copy=True) for k, v in a.state().items()}
+    for name in a._COUNTERS:
+        setattr(b, name, getattr(b, name) + 3)
+    other_before = b.state()
+    assert a.merge(b) is a
+    for key, value in a.state().items():
+        np.testing.assert_array_equal(value, before[key] + 3)
+    for key, value in b.state().items():  # `other` unchanged
+        np.testing.assert_array_equal(value, other_before[key])
