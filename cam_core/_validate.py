@@ -1,7 +1,7 @@
-"""Input checks shared by the whole core.
+"""Input checks shared by the whole core, and the array-namespace helpers.
 
-Every public function of the core turns its array arguments into NumPy arrays with the helpers
-below, so that the rules are stated once:
+Every public function of the core checks its array arguments with the helpers below, so that the
+rules are stated once:
 
 - **Dtypes.** float32 stays float32 and float64 stays float64; float16 is computed in float32;
   integers and bools become float64. Anything else (strings, objects, complex) is a ``TypeError``.
@@ -10,21 +10,185 @@ below, so that the rules are stated once:
 - **Values.** NaN or Inf in a map is a ``ValueError`` that says where the first one is.
 - **Inputs are never modified.** The helpers may return a view of the caller's array; the core only
   ever reads from it (the tests pass read-only arrays).
+
+**Array namespaces.** The core's array functions (the methods, :mod:`cam_core.maps`,
+:func:`cam_core.resize.upsample`, the map side of :mod:`cam_core.threshold`,
+:func:`cam_core.boxes.box_iou`) are written against the Python array API standard and run on the
+arrays they are given: :func:`as_float` keeps a torch tensor, a JAX, CuPy or ``array-api-strict``
+array in its own library and on its device (``array-api-compat`` gives the namespace), and the
+result is of the kind that came in. NumPy arrays, lists and scalars are NumPy, exactly as before;
+NumPy stays the default and the reference. A library is only ever used for arrays that already
+come from it: nothing here imports a framework (``array-api-compat`` recognises arrays by the
+modules already loaded). The rest of the core (connected components, sweeps, metrics) is NumPy and
+SciPy on the host: :func:`as_float_array` copies a device array to the host (:func:`to_numpy`).
+Where the standard lacks something:
+
+- **float64 accumulation.** Sums are accumulated in float64 as in NumPy; on a device without
+  float64 (Apple's MPS) they are accumulated in float32 (:func:`accumulation_dtype`), and
+  integers and bools become float32 there instead of float64.
+- Functions with no standard equivalent (percentiles, Otsu's threshold) run in NumPy on the host
+  and their small results are moved back; ``einsum`` is used where the namespace has it (NumPy,
+  torch, JAX, CuPy) and a product and a sum otherwise, so NumPy's numbers do not change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import array_api_compat
 import numpy as np
 
 __all__ = [
+    "accumulation_dtype",
+    "array_namespace",
+    "as_float",
     "as_float_array",
     "as_int_array",
     "as_size",
     "check_finite",
     "check_same_batch",
+    "device_of",
+    "is_numpy_namespace",
+    "to_numpy",
 ]
+
+_NP = array_api_compat.array_namespace(np.zeros(0))  # array-api-compat's NumPy namespace
+
+
+def _is_host(x) -> bool:
+    """NumPy arrays and scalars, lists, Python numbers: everything that becomes a NumPy array."""
+    return isinstance(x, (np.ndarray, np.generic)) or not array_api_compat.is_array_api_obj(x)
+
+
+def array_namespace(*arrays):
+    """The array namespace of ``arrays`` (None entries ignored).
+
+    NumPy arrays, lists and scalars give array-api-compat's NumPy namespace; an array of another
+    library gives that library's (compatible) namespace. Arrays of two different non-NumPy
+    libraries are a ``TypeError``; NumPy arrays mixed with one other library take that library's
+    namespace (the NumPy arrays are moved to it by :func:`as_float`).
+    """
+    found = None
+    for a in arrays:
+        if a is None or _is_host(a):
+            continue
+        xp = array_api_compat.array_namespace(a)
+        if found is None:
+            found = xp
+        elif xp is not found:
+            raise TypeError(
+                f"arrays of different libraries cannot be mixed; got {found.__name__} and "
+                f"{xp.__name__} arrays"
+            )
+    return _NP if found is None else found
+
+
+def is_numpy_namespace(xp) -> bool:
+    """True for NumPy (the reference path, whose numbers must not change)."""
+    return xp is _NP or xp is np
+
+
+def device_of(x):
+    """The device of an array (``"cpu"`` for NumPy)."""
+    return "cpu" if _is_host(x) else array_api_compat.device(x)
+
+
+def to_numpy(x) -> np.ndarray:
+    """``x`` as a NumPy array on the host (a device array is copied; NumPy is returned as is).
+
+    Uses only the array's own methods (nothing is imported): torch ``detach().cpu()`` (bfloat16
+    becomes float32, which NumPy lacks), CuPy ``get()``, DLPack or ``__array__`` otherwise.
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_host(x):
+        return np.asarray(x)
+    if array_api_compat.is_torch_array(x):
+        t = x.detach()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        return t.cpu().numpy()
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    try:
+        return np.asarray(x)
+    except Exception:  # no __array__: the DLPack protocol (array-api-strict and the like)
+        return np.from_dlpack(x)
+
+
+_FLOAT64_OK: dict[tuple[str, str], bool] = {}
+
+
+def accumulation_dtype(xp, device):
+    """float64 when the device has it, else float32 (see the module docstring)."""
+    if is_numpy_namespace(xp):
+        return np.float64
+    key = (xp.__name__, str(device))
+    ok = _FLOAT64_OK.get(key)
+    if ok is None:
+        try:
+            xp.zeros(1, dtype=xp.float64, device=device)
+            ok = True
+        except Exception:  # e.g. torch on Apple's MPS: "float64 is not supported"
+            ok = False
+        _FLOAT64_OK[key] = ok
+    return xp.float64 if ok else xp.float32
+
+
+def _xp_float(x, name: str, xp):
+    """The dtype rules of this module for an array of a non-NumPy namespace."""
+    dt = x.dtype
+    if xp.isdtype(dt, "real floating"):
+        if dt == xp.float32 or dt == xp.float64:
+            return x
+        if xp.finfo(dt).bits < 32:  # float16, bfloat16: computed in float32
+            return xp.astype(x, xp.float32)
+        return xp.astype(x, accumulation_dtype(xp, array_api_compat.device(x)))
+    if xp.isdtype(dt, ("bool", "integral")):
+        return xp.astype(x, accumulation_dtype(xp, array_api_compat.device(x)))
+    raise TypeError(f"`{name}` must have a numeric dtype; got dtype {dt}")
+
+
+def as_float(x, name: str, *, shape: Sequence[str | int] | None = None, like=None):
+    """:func:`as_float_array` that keeps arrays of other libraries in their library and device.
+
+    Parameters
+    ----------
+    x : array_like
+        The caller's value.
+    name : str
+        The parameter name used in error messages.
+    shape : sequence of str or int, optional
+        As in :func:`as_float_array`.
+    like : array, optional
+        An array already checked: ``x`` is brought to its namespace and device (NumPy values are
+        moved to the device; a device array meets a NumPy ``like`` on the host).
+
+    Returns
+    -------
+    array
+        NumPy for NumPy input (exactly :func:`as_float_array`), else an array of ``x``'s library.
+    """
+    if like is not None:
+        xp = array_namespace(like)
+        if is_numpy_namespace(xp):
+            return as_float_array(x, name, shape=shape)
+        if _is_host(x) or array_namespace(x) is not xp:
+            arr = xp.asarray(as_float_array(x, name), device=array_api_compat.device(like))
+        else:
+            arr = _xp_float(x, name, xp)
+            dev = array_api_compat.device(like)
+            if array_api_compat.device(arr) != dev:
+                arr = array_api_compat.to_device(arr, dev)
+        if shape is not None:
+            _check_shape(arr, name, shape)
+        return arr
+    if _is_host(x):
+        return as_float_array(x, name, shape=shape)
+    arr = _xp_float(x, name, array_api_compat.array_namespace(x))
+    if shape is not None:
+        _check_shape(arr, name, shape)
+    return arr
 
 
 def _shape_text(shape: Sequence[str | int]) -> str:
@@ -47,6 +211,8 @@ def as_float_array(x, name: str, *, shape: Sequence[str | int] | None = None) ->
     """
     if isinstance(x, (str, bytes)):
         raise TypeError(f"`{name}` must be a numeric array; got {type(x).__name__}")
+    if not _is_host(x):  # an array of another library: to the host
+        x = to_numpy(x)
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
@@ -70,7 +236,7 @@ def as_int_array(x, name: str, *, shape: Sequence[str | int] | None = None) -> n
     """Return ``x`` as an int64 array; floats must hold whole numbers, bools are refused."""
     if isinstance(x, (str, bytes)):
         raise TypeError(f"`{name}` must be an integer array; got {type(x).__name__}")
-    arr = np.asarray(x)
+    arr = np.asarray(x if _is_host(x) else to_numpy(x))
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise ValueError(f"`{name}` must hold whole numbers; got {arr.ravel()[:6]!r}")
@@ -84,18 +250,27 @@ def as_int_array(x, name: str, *, shape: Sequence[str | int] | None = None) -> n
     return arr
 
 
-def _check_shape(arr: np.ndarray, name: str, shape: Sequence[str | int]) -> None:
+def _check_shape(arr, name: str, shape: Sequence[str | int]) -> None:
     ok = arr.ndim == len(shape) and all(
         isinstance(s, str) or arr.shape[i] == s for i, s in enumerate(shape)
     )
     if not ok:
         raise ValueError(
-            f"`{name}` must have shape {_shape_text(shape)}; got {_shape_text(arr.shape)}"
+            f"`{name}` must have shape {_shape_text(shape)}; got {_shape_text(tuple(arr.shape))}"
         )
 
 
-def check_finite(arr: np.ndarray, name: str) -> None:
-    """Raise ``ValueError`` naming the first NaN or Inf of ``arr`` (by index)."""
+def check_finite(arr, name: str) -> None:
+    """Raise ``ValueError`` naming the first NaN or Inf of ``arr`` (by index).
+
+    A device array is checked on its device (one reduction); only a failing one is copied to the
+    host, to say where.
+    """
+    if not isinstance(arr, np.ndarray):
+        xp = array_namespace(arr)
+        if bool(xp.all(xp.isfinite(arr))):
+            return
+        arr = to_numpy(arr)
     finite = np.isfinite(arr)
     if not finite.all():
         where = tuple(int(i) for i in np.argwhere(~finite)[0])
@@ -111,7 +286,11 @@ def check_same_batch(**arrays) -> int:
 
     An empty batch is a ``ValueError``: every core function needs at least one item.
     """
-    sizes = {name: len(a) for name, a in arrays.items() if a is not None}
+    sizes = {
+        name: (a.shape[0] if hasattr(a, "shape") else len(a))
+        for name, a in arrays.items()
+        if a is not None
+    }
     values = set(sizes.values())
     if len(values) > 1:
         listing = ", ".join(f"`{k}` has {v}" for k, v in sizes.items())

@@ -23,7 +23,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from cam_core._validate import as_float_array, as_size, check_finite
+from cam_core._validate import (
+    accumulation_dtype,
+    array_namespace,
+    as_float_array,
+    as_size,
+    check_finite,
+    device_of,
+    is_numpy_namespace,
+    to_numpy,
+)
 
 __all__ = [
     "FORMATS",
@@ -284,8 +293,11 @@ def box_area(boxes, /) -> np.ndarray:
     return (arr[:, 2] - arr[:, 0]) * (arr[:, 3] - arr[:, 1])
 
 
-def box_iou(boxes1, boxes2, /) -> np.ndarray:
+def box_iou(boxes1, boxes2, /):
     """Pairwise intersection over union of half-open boxes.
+
+    Runs on the arrays it is given (NumPy, or torch on its device and the like; see
+    :mod:`cam_core._validate`): ``boxes2`` is moved to ``boxes1``'s library and device.
 
     Parameters
     ----------
@@ -294,24 +306,55 @@ def box_iou(boxes1, boxes2, /) -> np.ndarray:
 
     Returns
     -------
-    ndarray of float64, shape (N, M)
-        ``iou[i, j]`` in [0, 1]; 0 where the union is empty (two empty boxes).
+    array of float64, shape (N, M)
+        ``iou[i, j]`` in [0, 1]; 0 where the union is empty (two empty boxes). Of ``boxes1``'s
+        library (float32 on a device without float64).
     """
-    a = _checked_boxes(boxes1, "boxes1").astype(np.float64)
-    b = _checked_boxes(boxes2, "boxes2").astype(np.float64)
+    xp = array_namespace(boxes1)
+    if is_numpy_namespace(xp):
+        a = _checked_boxes(boxes1, "boxes1").astype(np.float64)
+        b = _checked_boxes(boxes2, "boxes2").astype(np.float64)
+        return _iou(a, b)
+    a = _xp_boxes(boxes1, "boxes1", xp, None)
+    b = _xp_boxes(boxes2, "boxes2", xp, a)
     return _iou(a, b)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of checked float64 half-open boxes (N, 4) x (M, 4) -> (N, M)."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(w, 0) * np.maximum(h, 0)
+def _xp_boxes(boxes, name: str, xp, like):
+    """Boxes of a non-NumPy library, checked as :func:`_checked_boxes` does, in float64."""
+    device = device_of(boxes if like is None else like)
+    f64 = accumulation_dtype(xp, device)
+    if like is not None and array_namespace(boxes) is not xp:  # NumPy (or lists) to the device
+        return xp.asarray(_checked_boxes(boxes, name).astype(np.float64), dtype=f64,
+                          device=device)
+    dt = boxes.dtype
+    if xp.isdtype(dt, "bool") or not xp.isdtype(dt, "numeric") or xp.isdtype(
+        dt, "complex floating"
+    ):
+        raise TypeError(f"`{name}` must have a numeric dtype; got dtype {dt}")
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"`{name}` must have shape (N, 4); got {tuple(boxes.shape)}")
+    if xp.isdtype(dt, "real floating"):
+        check_finite(boxes, name)
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bool(xp.any(bad)):
+        _check_order(to_numpy(boxes), name)  # raises, naming the first offending row
+    return xp.astype(boxes, f64)
+
+
+def _iou(a, b):
+    """IoU of checked float64 half-open boxes (N, 4) x (M, 4) -> (N, M), in their library."""
+    xp = array_namespace(a)
+    zero = xp.zeros((), dtype=a.dtype, device=device_of(a))
+    one = xp.ones((), dtype=a.dtype, device=device_of(a))
+    w = xp.minimum(a[:, None, 2], b[None, :, 2]) - xp.maximum(a[:, None, 0], b[None, :, 0])
+    h = xp.minimum(a[:, None, 3], b[None, :, 3]) - xp.maximum(a[:, None, 1], b[None, :, 1])
+    inter = xp.maximum(w, zero) * xp.maximum(h, zero)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    safe = np.where(union > 0, union, 1.0)
-    return np.where(union > 0, inter / safe, 0.0)
+    safe = xp.where(union > 0, union, one)
+    return xp.where(union > 0, inter / safe, zero)
 
 
 def mask_iou(masks1, masks2, /) -> np.ndarray:

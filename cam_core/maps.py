@@ -3,6 +3,9 @@
 Maps are ``(N, H, W)``: one map per image. Normalisation is per map (never over the batch):
 an optional ReLU, then min-max to ``[0, 1]``; a constant map has no range and becomes all zeros
 (never NaN). NaN or Inf in a map is a ``ValueError`` that says where.
+
+Both functions run on the arrays they are given (NumPy, torch on its device, JAX, CuPy,
+``array-api-strict``; see :mod:`cam_core._validate`) and return an array of that kind.
 """
 
 from __future__ import annotations
@@ -11,14 +14,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cam_core._validate import as_float_array, check_finite
+import array_api_compat
+
+from cam_core._validate import (
+    accumulation_dtype,
+    array_namespace,
+    as_float,
+    check_finite,
+    device_of,
+    is_numpy_namespace,
+)
 
 __all__ = ["FUSIONS", "fuse", "normalize"]
 
 FUSIONS = ("mean", "max")
 
 
-def normalize(maps, /, *, relu: bool = False) -> np.ndarray:
+def normalize(maps, /, *, relu: bool = False):
     """Min-max normalise each map to ``[0, 1]``, after a ReLU if asked.
 
     Parameters
@@ -31,36 +43,51 @@ def normalize(maps, /, *, relu: bool = False) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (N, H, W)
+    array, shape (N, H, W)
         Each map's minimum becomes exactly 0 and its maximum exactly 1; a constant map (after
         the ReLU) becomes zeros. float32 for float32 input, float64 otherwise. Normalising a
-        normalised batch returns it unchanged.
+        normalised batch returns it unchanged. Of the input's library and device.
     """
-    x = as_float_array(maps, "maps", shape=("N", "H", "W"))
-    if len(x) == 0:
+    x = as_float(maps, "maps", shape=("N", "H", "W"))
+    if x.shape[0] == 0:
         raise ValueError("`maps`: the batch is empty; need at least one map")
     if x.shape[1] == 0 or x.shape[2] == 0:
-        raise ValueError(f"`maps` must have non-empty spatial axes; got {x.shape}")
+        raise ValueError(f"`maps` must have non-empty spatial axes; got {tuple(x.shape)}")
     check_finite(x, "maps")
-    # Computed in the input's dtype, in place on one copy. The maximum maps to
-    # (max - min) / (max - min) == 1 exactly and the minimum to 0, so a second call is a no-op.
-    work = np.array(x, dtype=x.dtype, copy=True)
-    if relu:
-        np.maximum(work, 0, out=work)
-    low = work.min(axis=(1, 2), keepdims=True)
-    high = work.max(axis=(1, 2), keepdims=True)
-    with np.errstate(over="ignore"):
+    xp = array_namespace(x)
+    zero = xp.zeros((), dtype=x.dtype, device=device_of(x))
+    # Computed in the input's dtype. The maximum maps to (max - min) / (max - min) == 1 exactly
+    # and the minimum to 0, so a second call is a no-op.
+    work = xp.maximum(x, zero) if relu else x
+    low = xp.min(work, axis=(1, 2), keepdims=True)
+    high = xp.max(work, axis=(1, 2), keepdims=True)
+    with _ignore_overflow(xp):
         span = high - low
-    for i in np.flatnonzero(~np.isfinite(span)):  # the range overflows the dtype: halve first
-        work[i] *= 0.5
-        low[i] *= 0.5
-        span[i] = high[i] * 0.5 - low[i]
-    work -= low
-    flat = (span == 0).ravel()
-    span[span == 0] = 1
-    work /= span
-    work[flat] = 0  # a constant map has no range: zeros, not NaN
+    overflow = ~xp.isfinite(span)
+    if bool(xp.any(overflow)):  # the range overflows the dtype: halve those maps first
+        half = xp.where(overflow, xp.asarray(0.5, dtype=x.dtype, device=device_of(x)),
+                        xp.ones((), dtype=x.dtype, device=device_of(x)))
+        work = work * half
+        low = low * half
+        span = xp.where(overflow, high * half - low, span)
+    work = work - low
+    flat = span == 0
+    any_flat = bool(xp.any(flat))
+    if any_flat:
+        span = xp.where(flat, xp.ones((), dtype=x.dtype, device=device_of(x)), span)
+    work = work / span
+    if any_flat:  # a constant map has no range: zeros, not NaN
+        work = xp.where(flat, zero, work)
     return work
+
+
+def _ignore_overflow(xp):
+    """NumPy's overflow warning silenced (other libraries do not warn)."""
+    if is_numpy_namespace(xp):
+        return np.errstate(over="ignore")
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
@@ -89,31 +116,38 @@ def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
         raise TypeError(f"`how` must be a str; got {type(how).__name__}")
     if how not in FUSIONS:
         raise ValueError(f"`how` must be one of {list(FUSIONS)}; got {how!r}")
-    if isinstance(maps, np.ndarray):
-        stack = as_float_array(maps, "maps", shape=("L", "N", "H", "W"))
+    if array_api_compat.is_array_api_obj(maps):
+        stack = as_float(maps, "maps", shape=("L", "N", "H", "W"))
     else:
         if isinstance(maps, (str, bytes)) or not isinstance(maps, Sequence):
             raise TypeError(
                 f"`maps` must be a sequence of (N, H, W) arrays or an (L, N, H, W) array; "
                 f"got {type(maps).__name__}"
             )
-        layers = [
-            as_float_array(m, f"maps[{i}]", shape=("N", "H", "W")) for i, m in enumerate(maps)
-        ]
+        layers = []
+        for i, m in enumerate(maps):
+            like = layers[0] if layers else None
+            layers.append(as_float(m, f"maps[{i}]", shape=("N", "H", "W"), like=like))
         for i, m in enumerate(layers[1:], start=1):
             if m.shape != layers[0].shape:
                 raise ValueError(
-                    f"`maps` must all have the same shape; maps[0] has {layers[0].shape}, "
-                    f"maps[{i}] has {m.shape}"
+                    f"`maps` must all have the same shape; maps[0] has "
+                    f"{tuple(layers[0].shape)}, maps[{i}] has {tuple(m.shape)}"
                 )
         if not layers:
             raise ValueError("`maps` is empty; need at least one layer")
-        stack = np.stack(layers) if len(layers) > 1 else layers[0][None]
+        xp = array_namespace(layers[0])
+        dtype = xp.result_type(*layers)
+        layers = [xp.astype(m, dtype, copy=False) for m in layers]
+        stack = xp.stack(layers) if len(layers) > 1 else layers[0][None, ...]
     if stack.shape[0] == 0:
         raise ValueError("`maps` is empty; need at least one layer")
     if stack.shape[1] == 0:
         raise ValueError("`maps`: the batch is empty; need at least one map")
     check_finite(stack, "maps")
+    xp = array_namespace(stack)
     if how == "max":
-        return stack.max(axis=0)
-    return stack.mean(axis=0, dtype=np.float64).astype(stack.dtype, copy=False)
+        return xp.max(stack, axis=0)
+    # the sum in float64 divided by the count: NumPy's own mean(dtype=float64), bit for bit
+    total = xp.sum(stack, axis=0, dtype=accumulation_dtype(xp, device_of(stack)))
+    return xp.astype(total / stack.shape[0], stack.dtype, copy=False)

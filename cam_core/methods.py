@@ -17,8 +17,28 @@ accumulated in float64 and the result is cast once. Inputs are only read. NaN or
 where; an empty batch, mismatched batch sizes or shapes are ``ValueError``; non-numeric arrays
 are ``TypeError``.
 
+**Arrays of any library.** Every method runs on the arrays it is given, through the array API
+standard (:mod:`cam_core._validate`): NumPy arrays give NumPy maps (the reference), torch tensors
+give torch maps on their device (CPU or CUDA), and likewise JAX, CuPy and ``array-api-strict``
+arrays. The other arguments (CAM's ``weights``, per-channel scores) are moved to the activations'
+library and device. On a device without float64 the sums are accumulated in float32.
+
 The perturbation methods (:func:`scorecam`, :func:`ablationcam`) reach the model only through a
-score callable supplied by the adapter, called in chunks of ``batch_size``.
+score callable supplied by the adapter, called in chunks of ``batch_size``; their masks and
+channel indices are built in the activations' library, on their device.
+
+**Where the common implementations differ** (and how to get their numbers):
+
+- Grad-CAM++: pytorch-grad-cam adds ``eps = 1e-6`` to ``alpha``'s denominator, which dominates
+  when the squared gradients are small (about 1e-7 and below); ``gradcam_pp(..., eps=1e-6)``
+  reproduces it, and with ``eps=0`` (the default) the two agree exactly. torch-cam 0.5 divides a
+  temporary copy of ``alpha`` in place, so its weights skip the division altogether:
+  ``w_k = sum_ij g^2 ReLU(g)``, not the paper's formula (not offered here).
+- Eigen-CAM: pytorch-grad-cam keeps the sign of each image's SVD as the library returns it
+  (arbitrary, and it may differ between NumPy, torch and devices) and applies a ReLU before
+  min-max; here the sign is fixed (see :func:`eigencam`) and no ReLU is applied.
+  ``eigencam(..., sign="svd")`` keeps the SVD's sign, and ``normalize(..., relu=True)`` adds the
+  ReLU.
 """
 
 from __future__ import annotations
@@ -30,11 +50,16 @@ from collections.abc import Callable
 import numpy as np
 
 from cam_core._validate import (
-    as_float_array,
+    accumulation_dtype,
+    array_namespace,
+    as_float,
     as_int_array,
     as_size,
     check_finite,
     check_same_batch,
+    device_of,
+    is_numpy_namespace,
+    to_numpy,
 )
 
 __all__ = [
@@ -52,6 +77,7 @@ __all__ = [
 ]
 
 _LAYER_SHAPE = ("N", "K", "h", "w")
+EIGENCAM_SIGNS = ("correlation", "svd")
 
 # A progress bar is shown by default (progress=None) from this many chunks on, on a terminal.
 _PROGRESS_MIN_CHUNKS = 8
@@ -60,45 +86,48 @@ _PROGRESS_MIN_CHUNKS = 8
 # --------------------------------------------------------------------------- validation helpers
 
 
-def _activations(x, name: str = "activations") -> np.ndarray:
-    arr = as_float_array(x, name, shape=_LAYER_SHAPE)
+def _activations(x, name: str = "activations"):
+    arr = as_float(x, name, shape=_LAYER_SHAPE)
     check_same_batch(**{name: arr})
     check_finite(arr, name)
     return arr
 
 
-def _pair(activations, gradients) -> tuple[np.ndarray, np.ndarray, np.dtype]:
-    a = as_float_array(activations, "activations", shape=_LAYER_SHAPE)
-    g = as_float_array(gradients, "gradients", shape=_LAYER_SHAPE)
+def _pair(activations, gradients):
+    a = as_float(activations, "activations", shape=_LAYER_SHAPE)
+    g = as_float(gradients, "gradients", shape=_LAYER_SHAPE, like=a)
     check_same_batch(activations=a, gradients=g)
     if a.shape != g.shape:
         raise ValueError(
-            f"`gradients` must have the shape of `activations` {a.shape}; got {g.shape}"
+            f"`gradients` must have the shape of `activations` {tuple(a.shape)}; got "
+            f"{tuple(g.shape)}"
         )
     check_finite(a, "activations")
     check_finite(g, "gradients")
-    return a, g, np.result_type(a, g)
+    xp = array_namespace(a)
+    return a, g, xp.result_type(a, g)
 
 
-def _per_channel(x, name: str, n: int, k: int) -> np.ndarray:
+def _per_channel(x, name: str, n: int, k: int, like):
     """An (N, K) array of per-channel scores, checked against the activations' N and K."""
-    arr = as_float_array(x, name, shape=("N", "K"))
-    if arr.shape != (n, k):
-        raise ValueError(f"`{name}` must have shape ({n}, {k}) (N, K); got {arr.shape}")
+    arr = as_float(x, name, shape=("N", "K"), like=like)
+    if tuple(arr.shape) != (n, k):
+        raise ValueError(f"`{name}` must have shape ({n}, {k}) (N, K); got {tuple(arr.shape)}")
     check_finite(arr, name)
     return arr
 
 
-def _base_scores(x, n: int) -> np.ndarray:
+def _base_scores(x, n: int, like):
     """Ablation-CAM's unablated scores: (N,), finite and non-zero (they are divided by)."""
-    base = as_float_array(x, "base_scores", shape=("N",))
-    if len(base) != n:
+    base = as_float(x, "base_scores", shape=("N",), like=like)
+    if base.shape[0] != n:
         raise ValueError(
-            f"batch sizes differ: `activations` has {n}, `base_scores` has {len(base)}"
+            f"batch sizes differ: `activations` has {n}, `base_scores` has {base.shape[0]}"
         )
     check_finite(base, "base_scores")
-    zero = np.flatnonzero(base == 0)
-    if zero.size:
+    xp = array_namespace(base)
+    if bool(xp.any(base == 0)):
+        zero = np.flatnonzero(to_numpy(base) == 0)
         raise ValueError(
             f"`base_scores` must be non-zero (Ablation-CAM divides by the score); "
             f"got 0 for image {int(zero[0])}"
@@ -106,18 +135,50 @@ def _base_scores(x, n: int) -> np.ndarray:
     return base
 
 
-def _combine(weights: np.ndarray, a: np.ndarray, dtype) -> np.ndarray:
+def _acc(xp, a):
+    """The accumulation dtype for ``a``: float64 (float32 on a device without float64)."""
+    return accumulation_dtype(xp, device_of(a))
+
+
+def _combine(weights, a, dtype):
     """``sum_k weights[n, k] * a[n, k]`` in float64, cast to ``dtype``: (N, K) x (N, K, h, w)."""
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
     n, k, h, w = a.shape
-    flat = a.reshape(n, k, h * w).astype(np.float64, copy=False)
-    raw = np.matmul(weights.astype(np.float64, copy=False)[:, None, :], flat)[:, 0]
-    return raw.reshape(n, h, w).astype(dtype, copy=False)
+    flat = xp.astype(xp.reshape(a, (n, k, h * w)), f64, copy=False)
+    raw = xp.matmul(xp.astype(weights, f64, copy=False)[:, None, :], flat)[:, 0, :]
+    return xp.astype(xp.reshape(raw, (n, h, w)), dtype, copy=False)
+
+
+def _sum_k_product(x, a):
+    """``sum_k x[n, k] * a[n, k]`` (both (N, K, h, w), ``x`` in the accumulation dtype).
+
+    ``einsum`` where the namespace has one (NumPy's numbers stay those of ``np.einsum``), else
+    the product summed over the channel axis.
+    """
+    xp = array_namespace(a)
+    if is_numpy_namespace(xp):
+        return np.einsum("nkhw,nkhw->nhw", x, a)
+    a = xp.astype(a, x.dtype, copy=False)
+    if hasattr(xp, "einsum"):
+        return xp.einsum("nkhw,nkhw->nhw", x, a)
+    return xp.sum(x * a, axis=1)
+
+
+def _zeros_where(xp, mask, x):
+    """``x`` with 0 where ``mask`` (``x[mask] = 0`` without writing into ``x``)."""
+    return xp.where(mask, xp.zeros((), dtype=x.dtype, device=device_of(x)), x)
+
+
+def _safe(xp, mask, x):
+    """``x`` with 1 where ``mask`` (a denominator that is 0 replaced by 1)."""
+    return xp.where(mask, xp.ones((), dtype=x.dtype, device=device_of(x)), x)
 
 
 # ------------------------------------------------------------------------------ class weights
 
 
-def cam(activations, weights, classes, /) -> np.ndarray:
+def cam(activations, weights, classes, /):
     """CAM: the classifier's weights of the target class applied to the channels.
 
     ``M_c = sum_k W[c, k] A_k`` (Zhou et al., "Learning Deep Features for Discriminative
@@ -134,21 +195,24 @@ def cam(activations, weights, classes, /) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (N, h, w)
-        Raw maps, signed.
+    array, shape (N, h, w)
+        Raw maps, signed, of the activations' library and device.
     """
     a = _activations(activations)
-    w = as_float_array(weights, "weights", shape=("C", "K"))
+    xp = array_namespace(a)
+    w = as_float(weights, "weights", shape=("C", "K"), like=a)
     c = as_int_array(classes, "classes", shape=("N",))
     n, k = a.shape[:2]
     check_same_batch(activations=a, classes=c)
     if w.shape[1] != k:
         raise ValueError(
             f"`weights` must have one column per channel of `activations` ({k}); "
-            f"got shape {w.shape}"
+            f"got shape {tuple(w.shape)}"
         )
     if w.shape[0] == 0:
-        raise ValueError(f"`weights` must have at least one class row; got shape {w.shape}")
+        raise ValueError(
+            f"`weights` must have at least one class row; got shape {tuple(w.shape)}"
+        )
     check_finite(w, "weights")
     bad = (c < 0) | (c >= w.shape[0])
     if bad.any():
@@ -156,10 +220,11 @@ def cam(activations, weights, classes, /) -> np.ndarray:
         raise ValueError(
             f"`classes` must be indices in [0, {w.shape[0]}); got {int(c[i])} for image {i}"
         )
-    return _combine(w[c], a, np.result_type(a, w))
+    rows = xp.take(w, xp.asarray(c, device=device_of(a)), axis=0)
+    return _combine(rows, a, xp.result_type(a, w))
 
 
-def gradcam(activations, gradients, /) -> np.ndarray:
+def gradcam(activations, gradients, /):
     """Grad-CAM: channels weighted by their spatially averaged gradient.
 
     ``w_k = mean_ij g_k^ij``, ``M = sum_k w_k A_k`` (Selvaraju et al., "Grad-CAM: Visual
@@ -173,22 +238,25 @@ def gradcam(activations, gradients, /) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed.
     """
     a, g, dtype = _pair(activations, gradients)
-    weights = g.mean(axis=(2, 3), dtype=np.float64)
+    xp = array_namespace(a)
+    h, w = a.shape[2:]
+    # the sum in float64 divided by the count: NumPy's own mean(dtype=float64), bit for bit
+    weights = xp.sum(g, axis=(2, 3), dtype=_acc(xp, a)) / (h * w)
     return _combine(weights, a, dtype)
 
 
-def gradcam_pp(activations, gradients, /) -> np.ndarray:
+def gradcam_pp(activations, gradients, /, *, eps: float = 0.0):
     """Grad-CAM++: channel weights from positive gradients, weighted per position.
 
     Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional
     Networks", WACV 2018, in its exponential-score form: with ``Y = exp(y)`` the higher
     derivatives of ``Y`` are powers of the first derivative ``g`` of ``y``, which gives
 
-        ``alpha_k^ij = g^2 / (2 g^2 + sum_ab A_k^ab g^3)``  (all ``g`` at ``k, ij``),
+        ``alpha_k^ij = g^2 / (2 g^2 + sum_ab A_k^ab g^3 + eps)``  (all ``g`` at ``k, ij``),
         ``w_k = sum_ij alpha_k^ij ReLU(g_k^ij)``,  ``M = sum_k w_k A_k``.
 
     The powers of ``g`` stand in for the true second and third derivatives, as the common
@@ -198,25 +266,37 @@ def gradcam_pp(activations, gradients, /) -> np.ndarray:
     Parameters
     ----------
     activations, gradients : array_like, shape (N, K, h, w)
+    eps : float
+        Added to ``alpha``'s denominator. 0 (the default) is the paper's formula;
+        pytorch-grad-cam uses ``1e-6``, which changes the maps wherever the squared gradients
+        are not much larger than it (see the module docstring).
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed.
     """
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`eps` must be a real number; got {type(eps).__name__}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"`eps` must be finite and >= 0; got {eps}")
     a, g, dtype = _pair(activations, gradients)
-    g64 = g.astype(np.float64)
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
+    g64 = xp.astype(g, f64)
     g2 = g64 * g64
-    sum_a = a.sum(axis=(2, 3), dtype=np.float64)[:, :, None, None]
+    sum_a = xp.sum(a, axis=(2, 3), dtype=f64)[:, :, None, None]
     denom = 2.0 * g2 + sum_a * g2 * g64
+    if eps:
+        denom = denom + float(eps)
     zero = denom == 0
-    alpha = g2 / np.where(zero, 1.0, denom)
-    alpha[zero] = 0.0
-    weights = (alpha * np.maximum(g64, 0.0)).sum(axis=(2, 3))
+    alpha = _zeros_where(xp, zero, g2 / _safe(xp, zero, denom))
+    weights = xp.sum(alpha * xp.maximum(g64, xp.zeros((), dtype=f64, device=device_of(a))),
+                     axis=(2, 3))
     return _combine(weights, a, dtype)
 
 
-def xgradcam(activations, gradients, /) -> np.ndarray:
+def xgradcam(activations, gradients, /):
     """XGrad-CAM: gradients averaged with the activations as weights.
 
     ``w_k = sum_ij (A_k^ij / sum_ab A_k^ab) g_k^ij``, ``M = sum_k w_k A_k`` (Fu et al.,
@@ -229,20 +309,20 @@ def xgradcam(activations, gradients, /) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed.
     """
     a, g, dtype = _pair(activations, gradients)
-    a64 = a.astype(np.float64)
-    sum_a = a64.sum(axis=(2, 3))
-    num = (a64 * g).sum(axis=(2, 3))
+    xp = array_namespace(a)
+    a64 = xp.astype(a, _acc(xp, a))
+    sum_a = xp.sum(a64, axis=(2, 3))
+    num = xp.sum(a64 * xp.astype(g, a64.dtype, copy=False), axis=(2, 3))
     zero = sum_a == 0
-    weights = num / np.where(zero, 1.0, sum_a)
-    weights[zero] = 0.0
+    weights = _zeros_where(xp, zero, num / _safe(xp, zero, sum_a))
     return _combine(weights, a, dtype)
 
 
-def layercam(activations, gradients, /) -> np.ndarray:
+def layercam(activations, gradients, /):
     """LayerCAM: activations weighted position by position by their positive gradient.
 
     ``M = sum_k ReLU(g_k) * A_k`` element-wise (Jiang et al., "LayerCAM: Exploring Hierarchical
@@ -255,16 +335,17 @@ def layercam(activations, gradients, /) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed (negative only where activations are negative).
     """
     a, g, dtype = _pair(activations, gradients)
-    return np.einsum("nkhw,nkhw->nhw", np.maximum(g, 0).astype(np.float64), a).astype(
-        dtype, copy=False
-    )
+    xp = array_namespace(a)
+    relu_g = xp.maximum(g, xp.zeros((), dtype=g.dtype, device=device_of(g)))
+    raw = _sum_k_product(xp.astype(relu_g, _acc(xp, a)), a)
+    return xp.astype(raw, dtype, copy=False)
 
 
-def hirescam(activations, gradients, /) -> np.ndarray:
+def hirescam(activations, gradients, /):
     """HiResCAM: activations times gradients element-wise, summed over channels.
 
     ``M = sum_k g_k * A_k`` (Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful
@@ -277,14 +358,16 @@ def hirescam(activations, gradients, /) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed.
     """
     a, g, dtype = _pair(activations, gradients)
-    return np.einsum("nkhw,nkhw->nhw", g.astype(np.float64), a).astype(dtype, copy=False)
+    xp = array_namespace(a)
+    raw = _sum_k_product(xp.astype(g, _acc(xp, a)), a)
+    return xp.astype(raw, dtype, copy=False)
 
 
-def eigencam(activations, /) -> np.ndarray:
+def eigencam(activations, /, *, sign: str = "correlation"):
     """Eigen-CAM: the activations projected on their first principal component.
 
     Per image, ``X`` is ``A`` laid out as ``(h w, K)`` (positions by channels), centred by
@@ -292,9 +375,10 @@ def eigencam(activations, /) -> np.ndarray:
     right singular vector of ``X`` (Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using
     Principal Components", IJCNN 2020). No gradient and no class are used.
 
-    A singular vector's sign is arbitrary, so it is fixed here: the map is made to correlate
-    positively with the channel-mean map ``mean_k A_k``; when that correlation is exactly 0,
-    the map's entry of largest magnitude (the first, in row-major order) is made positive.
+    A singular vector's sign is arbitrary, so it is fixed here (``sign="correlation"``): the
+    map is made to correlate positively with the channel-mean map ``mean_k A_k``; when that
+    correlation is exactly 0, the map's entry of largest magnitude (the first, in row-major
+    order) is made positive. The fixed sign does not depend on the array library or device.
 
     ``X v`` is computed from the smaller Gram matrix in float64: ``X X^T`` (``hw x hw``) when
     ``h w <= K``, whose top eigenpair ``(lambda, u)`` gives ``X v = sqrt(lambda) u``, else
@@ -303,40 +387,62 @@ def eigencam(activations, /) -> np.ndarray:
     Parameters
     ----------
     activations : array_like, shape (N, K, h, w)
+    sign : {"correlation", "svd"}
+        ``"correlation"`` (the default) fixes the sign as above. ``"svd"`` is pytorch-grad-cam's
+        convention: ``v`` is the first row of ``V^T`` of each image's SVD of ``X`` (computed in
+        the activations' dtype), with whatever sign the library's SVD gives it. That sign is
+        arbitrary: it may differ between NumPy and torch, CPU and GPU. pytorch-grad-cam also
+        applies a ReLU before the min-max (``normalize(..., relu=True)``).
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed, centred (each sums to 0); all zeros where ``A`` does not vary over
-        positions.
+        positions (``sign="correlation"``).
     """
+    if sign not in EIGENCAM_SIGNS:
+        raise ValueError(f"`sign` must be one of {list(EIGENCAM_SIGNS)}; got {sign!r}")
     a = _activations(activations)
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
     n, k, h, w = a.shape
-    x = a.reshape(n, k, h * w).transpose(0, 2, 1).astype(np.float64)  # (N, hw, K)
-    x -= x.mean(axis=1, keepdims=True)
+    flat = xp.reshape(a, (n, k, h * w))
+    if sign == "svd":
+        x = xp.permute_dims(flat, (0, 2, 1))  # (N, hw, K), the activations' dtype
+        x = x - xp.mean(x, axis=1, keepdims=True)
+        _, _, vt = xp.linalg.svd(x, full_matrices=False)
+        proj = xp.matmul(x, vt[:, 0, :, None])[:, :, 0]
+        return xp.astype(xp.reshape(proj, (n, h, w)), a.dtype, copy=False)
+    x = xp.astype(xp.permute_dims(flat, (0, 2, 1)), f64)  # (N, hw, K)
+    x = x - xp.mean(x, axis=1, keepdims=True)
     if h * w <= k:
-        gram = np.matmul(x, x.transpose(0, 2, 1))  # (N, hw, hw)
-        values, vectors = np.linalg.eigh(gram)
-        top = np.maximum(values[:, -1], 0.0)
-        proj = vectors[:, :, -1] * np.sqrt(top)[:, None]
+        gram = xp.matmul(x, xp.permute_dims(x, (0, 2, 1)))  # (N, hw, hw)
+        values, vectors = xp.linalg.eigh(gram)
+        top = xp.maximum(values[:, -1], xp.zeros((), dtype=f64, device=device_of(a)))
+        proj = vectors[:, :, -1] * xp.sqrt(top)[:, None]
     else:
-        cov = np.matmul(x.transpose(0, 2, 1), x)  # (N, K, K)
-        _, vectors = np.linalg.eigh(cov)
-        proj = np.matmul(x, vectors[:, :, -1:])[:, :, 0]
+        cov = xp.matmul(xp.permute_dims(x, (0, 2, 1)), x)  # (N, K, K)
+        _, vectors = xp.linalg.eigh(cov)
+        proj = xp.matmul(x, vectors[:, :, -1:])[:, :, 0]
     # Fix the sign: positive correlation with the channel-mean map.
-    mean_map = a.reshape(n, k, h * w).mean(axis=1, dtype=np.float64)
-    mean_map -= mean_map.mean(axis=1, keepdims=True)
-    corr = np.einsum("np,np->n", proj, mean_map)
-    largest = proj[np.arange(n), np.argmax(np.abs(proj), axis=1)]
-    sign = np.where(corr != 0, np.sign(corr), np.where(largest < 0, -1.0, 1.0))
-    proj *= sign[:, None]
-    return proj.reshape(n, h, w).astype(a.dtype, copy=False)
+    mean_map = xp.sum(flat, axis=1, dtype=f64) / k  # NumPy's mean(dtype=float64), bit for bit
+    mean_map = mean_map - xp.mean(mean_map, axis=1, keepdims=True)
+    if is_numpy_namespace(xp):
+        corr = np.einsum("np,np->n", proj, mean_map)
+    else:
+        corr = xp.sum(proj * mean_map, axis=1)
+    idx = xp.argmax(xp.abs(proj), axis=1)
+    largest = xp.take_along_axis(proj, idx[:, None], axis=1)[:, 0]
+    one = xp.ones((), dtype=f64, device=device_of(a))
+    sign_arr = xp.where(corr != 0, xp.sign(corr), xp.where(largest < 0, -one, one))
+    proj = proj * sign_arr[:, None]
+    return xp.astype(xp.reshape(proj, (n, h, w)), a.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------- perturbation methods
 
 
-def scorecam_combine(activations, scores, /) -> np.ndarray:
+def scorecam_combine(activations, scores, /):
     """Score-CAM's combination: channels weighted by the softmax of their masked scores.
 
     ``w = softmax_k(s)``, ``M = sum_k w_k A_k`` with ``s_k`` the target score of the input
@@ -352,17 +458,18 @@ def scorecam_combine(activations, scores, /) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed (the paper's ReLU is left to the display step).
     """
     a = _activations(activations)
-    s = _per_channel(scores, "scores", *a.shape[:2]).astype(np.float64)
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    weights = e / e.sum(axis=1, keepdims=True)
+    xp = array_namespace(a)
+    s = xp.astype(_per_channel(scores, "scores", *a.shape[:2], like=a), _acc(xp, a))
+    e = xp.exp(s - xp.max(s, axis=1, keepdims=True))
+    weights = e / xp.sum(e, axis=1, keepdims=True)
     return _combine(weights, a, a.dtype)
 
 
-def ablationcam_combine(activations, ablated_scores, base_scores, /) -> np.ndarray:
+def ablationcam_combine(activations, ablated_scores, base_scores, /):
     """Ablation-CAM's combination: channels weighted by the relative score drop they cause.
 
     ``w_k = (y - y_k) / y``, ``M = sum_k w_k A_k`` with ``y`` the target score and ``y_k`` the
@@ -380,14 +487,15 @@ def ablationcam_combine(activations, ablated_scores, base_scores, /) -> np.ndarr
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed.
     """
     a = _activations(activations)
+    xp = array_namespace(a)
     n, k = a.shape[:2]
-    ablated = _per_channel(ablated_scores, "ablated_scores", n, k)
-    base = _base_scores(base_scores, n)
-    y = base.astype(np.float64)[:, None]
+    ablated = _per_channel(ablated_scores, "ablated_scores", n, k, like=a)
+    base = _base_scores(base_scores, n, like=a)
+    y = xp.astype(base, _acc(xp, a))[:, None]
     weights = (y - ablated) / y
     return _combine(weights, a, a.dtype)
 
@@ -418,8 +526,8 @@ def _check_batch_size(batch_size) -> int:
 
 
 def _scores_from(fn, n: int, arg, expected: int, what: str) -> np.ndarray:
-    """Call a score callable and check it returned ``expected`` finite scores."""
-    out = np.asarray(fn(n, arg))
+    """Call a score callable and check it returned ``expected`` finite scores (on the host)."""
+    out = to_numpy(fn(n, arg))
     if out.dtype.kind not in "biuf":
         raise TypeError(f"`{what}` must return numeric scores; got dtype {out.dtype}")
     if out.shape != (expected,):
@@ -465,20 +573,22 @@ def scorecam(
     input_size,
     batch_size: int = 64,
     progress: bool | None = None,
-) -> np.ndarray:
+):
     """Score-CAM: each channel, as a mask on the input, is scored by the model.
 
     For image ``n`` and channel ``k``, ``mask_k`` is ``A[n, k]`` upsampled bilinearly to the
     input size and min-max normalised to ``[0, 1]`` (a constant channel gives an all-zero mask);
     ``s_k = score_masked(n, masks)[k]`` is the target score of the input multiplied by
     ``mask_k``; then :func:`scorecam_combine`. Masks are made and scored ``batch_size`` at a
-    time, so at most one chunk of masks exists at once.
+    time, so at most one chunk of masks exists at once; they are made in the activations'
+    library, on their device (a GPU's masks never cross to the host).
 
     Parameters
     ----------
     activations : array_like, shape (N, K, h, w)
     score_masked : callable ``(index, masks) -> scores``
-        ``masks`` is a float32 ``(B, H, W)`` array; returns ``(B,)`` scores for image ``index``.
+        ``masks`` is a float32 ``(B, H, W)`` array of the activations' library and device;
+        returns ``(B,)`` scores (of any library) for image ``index``.
     input_size : int or (H, W)
         The model's input size.
     batch_size : int
@@ -488,25 +598,26 @@ def scorecam(
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed.
     """
     from cam_core.maps import normalize
     from cam_core.resize import upsample
 
     a = _activations(activations)
+    xp = array_namespace(a)
     _check_callable(score_masked, "score_masked")
     size = as_size(input_size, "input_size")
     batch_size = _check_batch_size(batch_size)
 
-    def masks(n: int, start: int, stop: int) -> np.ndarray:
-        up = upsample(a[n, start:stop], size, method="bilinear")
-        return normalize(up).astype(np.float32, copy=False)
+    def masks(n: int, start: int, stop: int):
+        up = upsample(a[n, start:stop, ...], size, method="bilinear")
+        return xp.astype(normalize(up), xp.float32, copy=False)
 
     scores = _chunked_scores(
         score_masked, masks, a.shape[:2], batch_size, progress, "score_masked", "Score-CAM"
     )
-    return scorecam_combine(a, scores).astype(a.dtype, copy=False)
+    return xp.astype(scorecam_combine(a, scores), a.dtype, copy=False)
 
 
 def ablationcam(
@@ -517,12 +628,13 @@ def ablationcam(
     *,
     batch_size: int = 64,
     progress: bool | None = None,
-) -> np.ndarray:
+):
     """Ablation-CAM: each channel is zeroed in turn and the score drop weighs it.
 
     For image ``n``, ``score_ablated(n, channels)`` returns, for each channel index in
-    ``channels`` (int64, ``(B,)``), the target score with that one channel of the layer set to
-    zero; channels are asked for ``batch_size`` at a time. Then :func:`ablationcam_combine`.
+    ``channels`` (int64, ``(B,)``, of the activations' library and device), the target score
+    with that one channel of the layer set to zero; channels are asked for ``batch_size`` at a
+    time. Then :func:`ablationcam_combine`.
 
     Parameters
     ----------
@@ -538,19 +650,21 @@ def ablationcam(
 
     Returns
     -------
-    ndarray, shape (N, h, w)
+    array, shape (N, h, w)
         Raw maps, signed.
     """
     a = _activations(activations)
+    xp = array_namespace(a)
     _check_callable(score_ablated, "score_ablated")
-    base = _base_scores(base_scores, len(a))
+    base = _base_scores(base_scores, a.shape[0], like=a)
     batch_size = _check_batch_size(batch_size)
+    device = device_of(a)
 
-    def channels(n: int, start: int, stop: int) -> np.ndarray:
-        return np.arange(start, stop, dtype=np.int64)
+    def channels(n: int, start: int, stop: int):
+        return xp.arange(start, stop, dtype=xp.int64, device=device)
 
     ablated = _chunked_scores(
         score_ablated, channels, a.shape[:2], batch_size, progress, "score_ablated",
         "Ablation-CAM",
     )
-    return ablationcam_combine(a, ablated, base).astype(a.dtype, copy=False)
+    return xp.astype(ablationcam_combine(a, ablated, base), a.dtype, copy=False)

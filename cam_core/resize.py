@@ -19,6 +19,10 @@ Conventions (all methods use **half-pixel centres**: output pixel ``d`` samples 
   torch ``mode="nearest-exact"`` (not torch's legacy ``"nearest"``, which drops the ``+ 0.5``).
 
 Every row of every matrix sums to one, so a constant map stays that constant (to rounding).
+
+:func:`upsample` runs on the arrays it is given (NumPy, torch on its device, JAX, CuPy,
+``array-api-strict``; see :mod:`cam_core._validate`): the matrices are built in NumPy and moved
+once to the maps' device, where they are cached as well, and the two products run there.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ import functools
 
 import numpy as np
 
-from cam_core._validate import as_float_array, as_size, check_finite
+from cam_core._validate import (
+    array_namespace,
+    as_float,
+    as_size,
+    check_finite,
+    device_of,
+    is_numpy_namespace,
+)
 
 __all__ = ["INTERPOLATIONS", "interpolation_matrix", "upsample"]
 
@@ -93,6 +104,28 @@ def _matrix(in_size: int, out_size: int, method: str, dtype: str) -> np.ndarray:
     return mat
 
 
+# the matrices moved to a device: (namespace, device, in, out, method, dtype) -> array
+_DEVICE_MATRICES: dict = {}
+_DEVICE_CACHE_SIZE = 64
+
+
+def _matrix_like(xp, x, in_size: int, out_size: int, method: str):
+    """:func:`_matrix` in the namespace, dtype and device of ``x``."""
+    if is_numpy_namespace(xp):
+        return _matrix(in_size, out_size, method, x.dtype.name)
+    name = "float32" if x.dtype == xp.float32 else "float64"
+    device = device_of(x)
+    key = (xp.__name__, str(device), in_size, out_size, method, name)
+    mat = _DEVICE_MATRICES.get(key)
+    if mat is None:
+        if len(_DEVICE_MATRICES) >= _DEVICE_CACHE_SIZE:
+            _DEVICE_MATRICES.clear()
+        # a writeable copy: some libraries warn when they wrap a read-only NumPy array
+        host = np.array(_matrix(in_size, out_size, method, name))
+        mat = _DEVICE_MATRICES[key] = xp.asarray(host, device=device)
+    return mat
+
+
 def interpolation_matrix(in_size: int, out_size: int, /, *, method: str = "bilinear") -> np.ndarray:
     """The matrix that resizes one axis of length ``in_size`` to ``out_size``.
 
@@ -114,7 +147,7 @@ def interpolation_matrix(in_size: int, out_size: int, /, *, method: str = "bilin
     return _matrix(in_size, out_size, _check_method(method), "float64")
 
 
-def upsample(maps, /, size, *, method: str = "bilinear", out: np.ndarray | None = None) -> np.ndarray:
+def upsample(maps, /, size, *, method: str = "bilinear", out: np.ndarray | None = None):
     """Resize maps to ``size`` (up or down, any aspect) by separable interpolation.
 
     Parameters
@@ -127,12 +160,14 @@ def upsample(maps, /, size, *, method: str = "bilinear", out: np.ndarray | None 
         Interpolation, with half-pixel centres (see the module docstring).
     out : ndarray, shape (N, H, W) or (H, W), optional
         A C-contiguous array of the result's dtype to write into (saves an allocation when
-        the same size is resized repeatedly). It must not share memory with ``maps``.
+        the same size is resized repeatedly). It must not share memory with ``maps``. NumPy
+        maps only.
 
     Returns
     -------
-    ndarray, shape (N, H, W) or (H, W)
-        float32 for float32 (and float16) input, float64 otherwise.
+    array, shape (N, H, W) or (H, W)
+        float32 for float32 (and float16) input, float64 otherwise; of the input's library
+        and device.
 
     Examples
     --------
@@ -140,20 +175,33 @@ def upsample(maps, /, size, *, method: str = "bilinear", out: np.ndarray | None 
     >>> upsample(np.array([[0.0, 1.0]]), (1, 4))
     array([[0.  , 0.25, 0.75, 1.  ]])
     """
-    x = as_float_array(maps, "maps")
+    x = as_float(maps, "maps")
     if x.ndim not in (2, 3):
-        raise ValueError(f"`maps` must have shape (N, h, w) or (h, w); got {x.shape}")
+        raise ValueError(f"`maps` must have shape (N, h, w) or (h, w); got {tuple(x.shape)}")
+    xp = array_namespace(x)
     method = _check_method(method)
     height, width = as_size(size, "size")
     single = x.ndim == 2
     if single:
-        x = x[None]
+        x = x[None, ...]
     n, h, w = x.shape
     if n == 0:
         raise ValueError("`maps`: the batch is empty; need at least one map")
     if h == 0 or w == 0:
-        raise ValueError(f"`maps` must have non-empty spatial axes; got {x.shape}")
+        raise ValueError(f"`maps` must have non-empty spatial axes; got {tuple(x.shape)}")
     check_finite(x, "maps")
+    if not is_numpy_namespace(xp):
+        if out is not None:
+            raise TypeError(
+                f"`out` is only supported for NumPy maps; got maps of {xp.__name__}"
+            )
+        ry = _matrix_like(xp, x, h, height, method)
+        rx_t = xp.permute_dims(_matrix_like(xp, x, w, width, method), (1, 0))
+        if height * w * (h + width) < h * width * (w + height):
+            result = xp.matmul(xp.matmul(ry, x), rx_t)
+        else:
+            result = xp.matmul(ry, xp.matmul(x, rx_t))
+        return result[0, ...] if single else result
     dtype = x.dtype
     shape = (height, width) if single else (n, height, width)
     if out is None:

@@ -17,6 +17,12 @@ is stated once here:
 Maps are checked by :mod:`cam_core._validate`: a numeric dtype (``TypeError`` otherwise), the rank
 (``ValueError`` echoing the shape) and finiteness (``ValueError`` naming the first NaN or Inf).
 Inputs are never modified.
+
+The map side (:func:`threshold_fraction`, :func:`threshold_sweep`, :func:`binarize`) runs on the
+arrays it is given (NumPy, torch on its device, JAX, CuPy, ``array-api-strict``; see
+:mod:`cam_core._validate`) and returns masks of that kind. The standard has no percentile and no
+Otsu: :func:`threshold_percentile` and :func:`threshold_otsu` compute on a host copy and return
+their ``(N,)`` thresholds in the maps' library (a single map still gives a float).
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ import numbers
 import numpy as np
 from skimage.filters import threshold_otsu as _skimage_otsu
 
-from cam_core._validate import as_float_array, check_finite
+from cam_core._validate import (
+    array_namespace,
+    as_float,
+    as_float_array,
+    check_finite,
+    device_of,
+    is_numpy_namespace,
+    to_numpy,
+)
 
 __all__ = [
     "binarize",
@@ -41,10 +55,10 @@ _METHODS = ("fraction", "otsu", "percentile")
 
 def _as_maps(maps, name: str = "maps") -> tuple[np.ndarray, bool]:
     """Return ``maps`` as a float ``(N, H, W)`` array and whether a single map came in."""
-    arr = as_float_array(maps, name)
+    arr = as_float(maps, name)
     if arr.ndim == 2:
         single = True
-        arr = arr[None]
+        arr = arr[None, ...]
     elif arr.ndim == 3:
         single = False
     else:
@@ -53,8 +67,16 @@ def _as_maps(maps, name: str = "maps") -> tuple[np.ndarray, bool]:
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ValueError(f"`{name}` must not be empty; got shape {tuple(arr.shape)}")
-    check_finite(arr[0] if single else arr, name)
+    check_finite(arr[0, ...] if single else arr, name)
     return arr, single
+
+
+def _like(values: np.ndarray, arr):
+    """Host results (thresholds) moved to the library and device of the maps ``arr``."""
+    xp = array_namespace(arr)
+    if is_numpy_namespace(xp):
+        return values
+    return xp.asarray(values, device=device_of(arr))
 
 
 def _as_real(value, name: str, *, low: float | None = None, high: float | None = None) -> float:
@@ -79,8 +101,9 @@ def _as_fractions(values, name: str) -> np.ndarray:
     return arr
 
 
-def _per_map_max(arr: np.ndarray) -> np.ndarray:
-    return arr.reshape(arr.shape[0], -1).max(axis=1)
+def _per_map_max(arr):
+    xp = array_namespace(arr)
+    return xp.max(xp.reshape(arr, (arr.shape[0], -1)), axis=1)
 
 
 def threshold_fraction(maps, /, fraction: float) -> np.ndarray:
@@ -100,9 +123,10 @@ def threshold_fraction(maps, /, fraction: float) -> np.ndarray:
     """
     fraction = _as_real(fraction, "fraction", low=0.0, high=1.0)
     arr, single = _as_maps(maps)
-    cut = (fraction * _per_map_max(arr)).astype(arr.dtype)
+    xp = array_namespace(arr)
+    cut = xp.astype(fraction * _per_map_max(arr), arr.dtype)
     masks = arr >= cut[:, None, None]
-    return masks[0] if single else masks
+    return masks[0, ...] if single else masks
 
 
 def threshold_otsu(maps, /) -> np.ndarray | float:
@@ -119,8 +143,9 @@ def threshold_otsu(maps, /) -> np.ndarray | float:
         (so ``map > t`` selects nothing).
     """
     arr, single = _as_maps(maps)
-    out = np.array([_skimage_otsu(m) for m in arr], dtype=arr.dtype)
-    return out[0].item() if single else out
+    host = to_numpy(arr)
+    out = np.array([_skimage_otsu(m) for m in host], dtype=host.dtype)
+    return out[0].item() if single else _like(out, arr)
 
 
 def threshold_percentile(maps, /, q: float) -> np.ndarray | float:
@@ -139,8 +164,9 @@ def threshold_percentile(maps, /, q: float) -> np.ndarray | float:
     """
     q = _as_real(q, "q", low=0.0, high=100.0)
     arr, single = _as_maps(maps)
-    out = np.percentile(arr.reshape(arr.shape[0], -1), q, axis=1).astype(arr.dtype)
-    return out[0].item() if single else out
+    host = to_numpy(arr)
+    out = np.percentile(host.reshape(host.shape[0], -1), q, axis=1).astype(host.dtype)
+    return out[0].item() if single else _like(out, arr)
 
 
 def binarize(maps, /, *, method: str = "fraction", value: float | None = None) -> np.ndarray:
@@ -166,15 +192,16 @@ def binarize(maps, /, *, method: str = "fraction", value: float | None = None) -
     if method == "percentile":
         q = _as_real(80.0 if value is None else value, "value", low=0.0, high=100.0)
         arr, single = _as_maps(maps)
-        cut = np.atleast_1d(threshold_percentile(arr, q))
+        cut = threshold_percentile(arr, q)  # (N,): arr is a batch
         masks = arr >= cut[:, None, None]
-        return masks[0] if single else masks
+        return masks[0, ...] if single else masks
     if value is not None:
         raise ValueError(f"`value` must be None for method='otsu'; got {value!r}")
     arr, single = _as_maps(maps)
-    cut = np.atleast_1d(threshold_otsu(arr))
+    cut = threshold_otsu(arr)  # (N,): arr is a batch
     masks = arr > cut[:, None, None]
-    return masks[0] if single else masks
+    return masks[0, ...] if single else masks
+
 
 
 def threshold_sweep(maps, /, taus) -> np.ndarray:
@@ -194,7 +221,9 @@ def threshold_sweep(maps, /, taus) -> np.ndarray:
     """
     arr, single = _as_maps(maps)
     taus = _as_fractions(taus, "taus")
+    xp = array_namespace(arr)
     # the same float arithmetic as threshold_fraction: the fraction in the maps' dtype, times max
-    cut = taus.astype(arr.dtype)[:, None] * _per_map_max(arr)[None, :]  # (T, N)
-    masks = arr[None] >= cut[:, :, None, None]
-    return masks[:, 0] if single else masks
+    taus = _like(taus.astype(np.float32 if arr.dtype == xp.float32 else np.float64), arr)
+    cut = taus[:, None] * _per_map_max(arr)[None, :]  # (T, N)
+    masks = arr[None, ...] >= cut[:, :, None, None]
+    return masks[:, 0, ...] if single else masks
