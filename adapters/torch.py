@@ -15,8 +15,15 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`TorchSession`:
   The call works inside ``torch.no_grad()`` and ``torch.inference_mode()`` blocks (it leaves
   inference mode locally and copies inference-mode inputs) and under ``torch.autocast`` (arrays
   come out float32).
-- **Devices.** The model runs where its weights are; inputs are moved there. Only layer-sized
-  arrays (activations, gradients), the logits and the scores leave the device, as float32 NumPy.
+- **Devices.** The model runs where its weights are; inputs are moved there. On an accelerator
+  (``core="auto"``, the default, on CUDA and the like) the layer's activations, gradients and the
+  CAM weights stay there as float32 tensors and the core computes on them (methods, upsampling,
+  normalisation, Score-CAM's masks, Ablation-CAM's channel indices); only the final maps
+  ``(N, H, W)`` float32 cross to the host, copied into pinned memory, or stay on the device with
+  ``maps_on_device=True``. On the CPU the layer's tensors become NumPy arrays that share their
+  memory (no copy) and the NumPy core, the reference, runs as before; ``core="device"`` hands the
+  CPU tensors to the core instead, ``core="numpy"`` copies a GPU's tensors to the host first.
+  The logits and the scores are small and always cross to the host.
 - **Layers** are given by name (``"layer4"``, ``"features.8"``), by module object, as a list of
   them (one forward, one ``autograd.grad`` for all, maps fused by the core), or found
   automatically: the last module whose output is 4-D with more than one position, i.e. the last
@@ -71,6 +78,12 @@ _RTOL = {torch.float64: 1e-4, torch.float32: 1e-4}
 _RTOL_LOW_PRECISION = 3e-2  # bfloat16 / float16 logits or activations (autocast)
 _MAX_PREFIX_TOKENS = 8
 _ABLATION_MODES = ("auto", "head", "forward")
+_CORES = ("auto", "device", "numpy")
+# Perturbation methods on an accelerator: items per model call when `batch_size` is None, from
+# the free memory (a budget of _ITEM_BUDGET input images' bytes per item, clamped to the range)
+_CPU_BATCH_SIZE = 64
+_DEVICE_BATCH_RANGE = (16, 256)
+_ITEM_BUDGET = 256
 
 # Per model (weakly): the layer found automatically and how often shared modules run, per input
 # shape (C, H, W), so that later calls skip the extra forward pass of the auto-detection and start
@@ -394,8 +407,12 @@ class TorchSession(_Prepared):
         reshape=None,
         weights: bool = True,
         ablation: str = "auto",
+        core: str = "auto",
     ):
         super().__init__(_check_model(model), inputs)
+        if core not in _CORES:
+            raise ValueError(f"`core` must be one of {_CORES}; got {core!r}")
+        self._core = core
         if not (reshape is None or callable(reshape)):
             reshape = _check_grid(reshape)
         if ablation not in _ABLATION_MODES:
@@ -418,6 +435,9 @@ class TorchSession(_Prepared):
         super().__enter__()
         try:
             self.input_size = (int(self.x.shape[2]), int(self.x.shape[3]))
+            self.on_device = self._core == "device" or (
+                self._core == "auto" and self.x.device.type != "cpu"
+            )
             self._layers = []
             seen = set()
             for item in _layer_items(self._layer_spec):
@@ -478,11 +498,11 @@ class TorchSession(_Prepared):
         captures = []
         for i, layer in enumerate(self._layers):
             acts = self._to_maps(layer, stored[i].detach(), set_grid=True)
-            g = None if grads is None else _to_numpy(self._to_maps(layer, grads[i]))
+            g = None if grads is None else self._for_core(self._to_maps(layer, grads[i]))
             w = self._gap_weights(acts, logits) if self._want_weights else None
             captures.append(
                 Capture(
-                    activations=_to_numpy(acts),
+                    activations=self._for_core(acts),
                     logits=logits_np,
                     targets=target_ids,
                     scores=scores_np,
@@ -682,15 +702,49 @@ class TorchSession(_Prepared):
                     if mod.bias is not None:
                         pred = pred + mod.bias.float()
                     if _close(pred, logits.to(pred.device), rtol):
-                        return _to_numpy(wt)
+                        return self._for_core(wt)
         return None
+
+    # ---- where the core computes
+
+    def _for_core(self, t: torch.Tensor):
+        """A layer-sized tensor as the core gets it: float32 on the device, or NumPy."""
+        return t.detach().float() if self.on_device else _to_numpy(t)
+
+    def to_host(self, maps) -> np.ndarray:
+        """The final maps on the host: a non-blocking copy into pinned memory from a GPU."""
+        if not isinstance(maps, torch.Tensor):
+            return np.asarray(maps)
+        maps = maps.detach()
+        if maps.device.type != "cuda":
+            return _to_numpy(maps)
+        host = torch.empty(maps.shape, dtype=maps.dtype, pin_memory=True)
+        host.copy_(maps, non_blocking=True)
+        torch.cuda.current_stream(maps.device).synchronize()
+        return host.numpy()
+
+    def default_batch_size(self) -> int:
+        """Items per model call of the perturbation methods when the caller gives none.
+
+        64 on the CPU (as before); on CUDA, from the free memory: a budget of
+        ``_ITEM_BUDGET`` input images' bytes per item, clamped to ``_DEVICE_BATCH_RANGE``
+        (ResNet-50 at 224 x 224 on a GPU with tens of GiB free: 256).
+        """
+        if self.x.device.type != "cuda":
+            return _CPU_BATCH_SIZE
+        free, _ = torch.cuda.mem_get_info(self.x.device)
+        per_item = _ITEM_BUDGET * self.x[0].numel() * self.x.element_size()
+        low, high = _DEVICE_BATCH_RANGE
+        return int(min(high, max(low, free // max(per_item, 1))))
 
     # ---- perturbations
 
     def score_masked(self, index: int, masks: np.ndarray) -> np.ndarray:
         """Target score of image ``index`` multiplied by each mask ``(B, H, W)``: ``(B,)`` float32."""
         self._check_state(need_capture=True)
-        m = torch.as_tensor(np.asarray(masks), device=self.x.device, dtype=self.x.dtype)
+        if not isinstance(masks, torch.Tensor):
+            masks = np.asarray(masks)
+        m = torch.as_tensor(masks, device=self.x.device, dtype=self.x.dtype)
         if m.ndim != 3 or tuple(m.shape[1:]) != self.input_size:
             raise ValueError(
                 f"`masks` must have shape (B, {self.input_size[0]}, {self.input_size[1]}); got "
@@ -723,7 +777,9 @@ class TorchSession(_Prepared):
                 "Ablation-CAM needs to zero channels of the layer's own output; with a callable "
                 "`reshape` the channels cannot be mapped back. Pass reshape=None or (h, w)"
             )
-        ch = torch.as_tensor(np.asarray(channels, dtype=np.int64), device=lay.raw.device)
+        if not isinstance(channels, torch.Tensor):
+            channels = np.asarray(channels, dtype=np.int64)
+        ch = torch.as_tensor(channels, dtype=torch.int64, device=lay.raw.device)
         b = len(ch)
         raw = lay.raw[index : index + 1]
         batch = raw.repeat(b, *([1] * (raw.ndim - 1)))
@@ -929,9 +985,11 @@ def explain(
     targets=None,
     fuse: str = "mean",
     upsample: str = "bilinear",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool | None = None,
     reshape=None,
+    core: str = "auto",
+    maps_on_device: bool = False,
 ) -> Explanation:
     """Explain a batch of a PyTorch classifier with a class activation map method.
 
@@ -955,12 +1013,22 @@ def explain(
         How several layers' maps are fused.
     upsample : {"bilinear", "bicubic", "nearest"}
         Interpolation of the maps to the input size.
-    batch_size : int
-        Masked or ablated items per model call (Score-CAM, Ablation-CAM).
+    batch_size : int or None
+        Masked or ablated items per model call (Score-CAM, Ablation-CAM). None: 64 on the
+        CPU; on CUDA, sized to the free memory (from 16 to 256; see
+        :meth:`TorchSession.default_batch_size`).
     progress : bool or None
         tqdm progress bar of the perturbation methods (None: on a terminal, for long runs).
     reshape : None, (int, int) or callable
         Token outputs: see the module docstring.
+    core : {"auto", "device", "numpy"}
+        Where the core computes: ``"auto"`` on the model's device when it is not the CPU, in
+        NumPy on the CPU (the reference); ``"device"`` on the tensors wherever they are (torch
+        CPU tensors included); ``"numpy"`` on host copies. The maps agree to float rounding.
+    maps_on_device : bool
+        Keep ``maps`` and ``raw`` as torch tensors where the core computed them (no copy to the
+        host); :meth:`~cam_core.explain.Explanation.boxes`, the metrics and the sweep accept
+        them.
 
     Returns
     -------
@@ -969,31 +1037,38 @@ def explain(
     """
     spec = method_spec(method)
     with TorchSession(
-        model, inputs, layer=layer, targets=targets, reshape=reshape, weights=spec.needs_weights
+        model, inputs, layer=layer, targets=targets, reshape=reshape, weights=spec.needs_weights,
+        core=core,
     ) as session:
         return explain_session(
             session,
             spec.name,
             fuse=fuse,
             upsample=upsample,
-            batch_size=batch_size,
+            batch_size=session.default_batch_size() if batch_size is None else batch_size,
             progress=progress,
+            maps_on_device=bool(maps_on_device),
         )
 
 
 def capture(
-    model, inputs, *, layer=None, targets=None, gradients: bool = True, reshape=None
+    model, inputs, *, layer=None, targets=None, gradients: bool = True, reshape=None,
+    core: str = "numpy",
 ) -> list[Capture]:
     """Record activations, gradients, logits and the CAM weights of one batch.
 
     Parameters are as in :func:`explain`; ``gradients=False`` skips the backward step.
+    ``core="numpy"`` (the default here) gives NumPy arrays; ``"device"`` or ``"auto"`` leave
+    the layer-sized arrays as float32 tensors on the model's device (see :func:`explain`).
 
     Returns
     -------
     list of cam_core.explain.Capture
-        One per layer, in the order given; arrays are float32 NumPy, channels-first.
+        One per layer, in the order given; arrays are float32, channels-first.
     """
-    with TorchSession(model, inputs, layer=layer, targets=targets, reshape=reshape) as session:
+    with TorchSession(
+        model, inputs, layer=layer, targets=targets, reshape=reshape, core=core
+    ) as session:
         return session.capture(gradients=bool(gradients))
 
 

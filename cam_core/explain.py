@@ -1,10 +1,20 @@
 """The bridge between adapters and the core: `Capture`, `Explanation` and `explain()`.
 
 An adapter (``cam_core.adapters.torch``, ``cam_core.adapters.keras``) talks to its framework and
-hands the core one :class:`Capture` per target layer: NumPy arrays of the layer's activations
-``(N, K, h, w)`` (channels-first, whatever the framework's layout), the gradients of the target
-scores with respect to them, the logits ``(N, C)``, the target class of each image, and the
-classifier weights ``(C, K)`` when the model ends in global average pooling + a linear layer.
+hands the core one :class:`Capture` per target layer: the layer's activations ``(N, K, h, w)``
+(channels-first, whatever the framework's layout), the gradients of the target scores with
+respect to them, the logits ``(N, C)``, the target class of each image, and the classifier
+weights ``(C, K)`` when the model ends in global average pooling + a linear layer.
+
+**Where the arrays live.** The layer-sized arrays (activations, gradients, weights) are either
+NumPy arrays or the framework's own tensors where the model left them (a GPU's included): the
+core's array functions run on whatever they are given (:mod:`cam_core._validate`), so on a GPU
+the method, the upsampling and the normalisation run there and only the final maps
+``(N, H, W)`` float32 cross to the host, through the session's ``to_host`` when it has one (the
+torch adapter copies into pinned memory). With ``maps_on_device=True`` they stay on the device:
+:attr:`Explanation.maps` and ``raw`` are then the framework's arrays, and
+:meth:`Explanation.boxes`, the metrics and the sweep copy them to the host themselves. The
+logits, targets and scores are small and always NumPy.
 
 Everything after that is the core's: :func:`raw_maps` turns a capture into a method's raw maps,
 and :func:`explain_session` runs the whole pipeline
@@ -33,7 +43,14 @@ from typing import Protocol
 
 import numpy as np
 
-from cam_core._validate import as_float_array, as_int_array, as_size
+from cam_core._validate import (
+    array_namespace,
+    as_float_array,
+    as_int_array,
+    as_size,
+    device_of,
+    to_numpy,
+)
 
 __all__ = [
     "METHODS",
@@ -90,11 +107,14 @@ def method_spec(method: str) -> MethodSpec:
 
 @dataclass(frozen=True)
 class Capture:
-    """What an adapter records for one target layer of one batch (all NumPy, channels-first).
+    """What an adapter records for one target layer of one batch (channels-first).
+
+    The layer-sized arrays (``activations``, ``gradients``, ``weights``) are NumPy arrays or
+    arrays of the model's framework on its device (see the module docstring); the rest is NumPy.
 
     Attributes
     ----------
-    activations : ndarray, shape (N, K, h, w), float32
+    activations : array, shape (N, K, h, w), float32
         The target layer's output.
     logits : ndarray, shape (N, C), float32
         The model's pre-softmax scores.
@@ -102,9 +122,9 @@ class Capture:
         The class explained for each image; -1 where the target is a user callable.
     scores : ndarray, shape (N,), float32
         The target score of each image (the logit of its target, or the callable's value).
-    gradients : ndarray, shape (N, K, h, w), float32, optional
+    gradients : array, shape (N, K, h, w), float32, optional
         d scores[n] / d activations[n]; None when the method needs no gradient.
-    weights : ndarray, shape (C, K), float32, optional
+    weights : array, shape (C, K), float32, optional
         The linear layer after global average pooling, when the head is GAP + linear.
     layer : str
         The layer's name in the model.
@@ -130,6 +150,8 @@ class Session(Protocol):
 
     def score_ablated(self, layer: int, index: int, channels: np.ndarray) -> np.ndarray: ...
 
+    # optional: ``to_host(array) -> ndarray``, the adapter's fastest copy of the final maps
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -139,9 +161,11 @@ class Explanation:
     ----------
     maps : ndarray, shape (N, H, W), float32
         Normalised maps at the input's spatial size, each in [0, 1] (all zeros when constant).
+        NumPy, unless the adapter was asked for ``maps_on_device=True``: then an array of the
+        model's framework on its device.
     raw : ndarray, shape (N, h, w), or tuple of them
         The method's raw maps, sign and scale kept; a tuple with one array per layer when several
-        layers were fused.
+        layers were fused. On the host or the device as ``maps``.
     logits : ndarray, shape (N, C)
     targets : ndarray, shape (N,), int64 (-1 for a callable target)
     method : str
@@ -169,9 +193,10 @@ class Explanation:
         """
         from cam_core.boxes import boxes_from_map
 
+        maps = to_numpy(self.maps)  # device maps cross to the host once
         return [
             boxes_from_map(m, threshold=threshold, mode=mode, connectivity=connectivity)
-            for m in self.maps
+            for m in maps
         ]
 
 
@@ -233,7 +258,7 @@ def raw_maps(
                 f"layer {capture.layer!r} is not followed by one. Use method='gradcam', which "
                 f"equals CAM (up to a constant) on such heads and works on any head."
             )
-        if np.any(capture.targets < 0):
+        if np.any(to_numpy(capture.targets) < 0):
             raise ValueError("CAM needs class indices as targets, not a callable score")
         return m.cam(a, capture.weights, capture.targets)
     if spec.needs_gradients:
@@ -270,8 +295,13 @@ def explain_session(
     upsample: str = "bilinear",
     batch_size: int = 64,
     progress: bool | None = None,
+    maps_on_device: bool = False,
 ) -> Explanation:
-    """Run the core pipeline on an adapter's session and return the :class:`Explanation`."""
+    """Run the core pipeline on an adapter's session and return the :class:`Explanation`.
+
+    The pipeline runs where the capture's arrays are; the maps and raw maps are copied to the
+    host at the end (the session's ``to_host`` when it has one) unless ``maps_on_device``.
+    """
     from cam_core.maps import fuse as fuse_maps
     from cam_core.maps import normalize
     from cam_core.resize import upsample as upsample_maps
@@ -291,12 +321,20 @@ def explain_session(
             progress=progress,
         )
         raws.append(raw)
-        display = np.maximum(raw, 0) if spec.relu else raw
+        xp = array_namespace(raw)
+        zero = xp.zeros((), dtype=raw.dtype, device=device_of(raw))
+        display = xp.maximum(raw, zero) if spec.relu else raw
         layer_maps.append(normalize(upsample_maps(display, size, method=upsample), relu=False))
     maps = layer_maps[0] if len(layer_maps) == 1 else fuse_maps(layer_maps, how=fuse)
+    xp = array_namespace(maps)
+    maps = xp.astype(maps, xp.float32, copy=False)
+    if not maps_on_device:
+        to_host = getattr(session, "to_host", None) or to_numpy
+        maps = to_host(maps)
+        raws = [to_numpy(r) for r in raws]
     first = captures[0]
     return Explanation(
-        maps=maps.astype(np.float32, copy=False),
+        maps=maps,
         raw=raws[0] if len(raws) == 1 else tuple(raws),
         logits=first.logits,
         targets=first.targets,

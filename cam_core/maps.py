@@ -22,7 +22,6 @@ from cam_core._validate import (
     as_float,
     check_finite,
     device_of,
-    is_numpy_namespace,
 )
 
 __all__ = ["FUSIONS", "fuse", "normalize"]
@@ -61,7 +60,7 @@ def normalize(maps, /, *, relu: bool = False):
     work = xp.maximum(x, zero) if relu else x
     low = xp.min(work, axis=(1, 2), keepdims=True)
     high = xp.max(work, axis=(1, 2), keepdims=True)
-    with _ignore_overflow(xp):
+    with np.errstate(over="ignore"):  # NumPy (and libraries built on it) would warn
         span = high - low
     overflow = ~xp.isfinite(span)
     if bool(xp.any(overflow)):  # the range overflows the dtype: halve those maps first
@@ -79,15 +78,6 @@ def normalize(maps, /, *, relu: bool = False):
     if any_flat:  # a constant map has no range: zeros, not NaN
         work = xp.where(flat, zero, work)
     return work
-
-
-def _ignore_overflow(xp):
-    """NumPy's overflow warning silenced (other libraries do not warn)."""
-    if is_numpy_namespace(xp):
-        return np.errstate(over="ignore")
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
