@@ -4,6 +4,7 @@
     python benchmarks/run.py --full               # larger sizes, more repeats
     python benchmarks/run.py --stages train,localise
     python benchmarks/run.py --data ../shared/data/imagenet-val-1300   # adds the "real" stage
+    python benchmarks/run.py --stages adapters --device cuda   # the GPU suite, into results/gpu
 
 Stages (each runs alone; one whose framework is missing is skipped with a note):
 
@@ -85,8 +86,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the ImageNet subset folder (e.g. ../shared/data/imagenet-val-1300)")
     p.add_argument("--model", choices=("tiny", "resnet50"), default="tiny",
                    help="the backbone trained by the train stage (resnet50 is meant for a GPU)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
-                   help="the output folder (default: benchmarks/results)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the output folder (default: benchmarks/results, or benchmarks/results/gpu "
+                        "with --device cuda)")
+    p.add_argument("--device", default=None,
+                   help="the torch adapter stage's device: cpu, cuda, cuda:1 ... (default: CUDA when "
+                        "available); on an accelerator it runs the accelerator suite (batches 32 "
+                        "and 256, maps on the host and on the device, the peers, Score-CAM)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bars")
     p.add_argument("--threads", type=int, default=None,
@@ -94,7 +100,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--frameworks", default="torch,keras",
                    help="frameworks of the train and localise stages (default: torch,keras)")
     p.add_argument("--tiny", action="store_true",
-                   help="a minimal configuration of the train/localise stages, for smoke tests")
+                   help="a minimal configuration of the train/localise stages, for smoke tests; "
+                        "the adapters stage runs its accelerator suite at toy sizes on --device")
     args = p.parse_args(argv)
     if args.stages is None:
         names = list(DEFAULT_STAGES) + (["real"] if args.data is not None else [])
@@ -112,6 +119,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--data must be a folder; got {str(args.data)!r}")
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be >= 1; got {args.threads}")
+    if args.device is not None and args.device.split(":")[0] not in ("cpu", "cuda"):
+        p.error(f"--device must be cpu or cuda[:index]; got {args.device!r}")
+    if args.out is None:
+        gpu = args.device is not None and args.device.startswith("cuda")
+        args.out = ROOT / "benchmarks" / "results" / ("gpu" if gpu else "")
     return args
 
 
@@ -130,7 +142,10 @@ def _call_stage(module_name: str, args: argparse.Namespace) -> dict:
         "frameworks": args.framework_names,
         # the equivalence stage gets --data itself when it runs; else "real" runs its data part
         "with_equivalence": "equivalence" not in args.stage_names,
+        "device": args.device,
     }
+    if args.device is None:
+        offered.pop("device")  # stages pick their own
     if args.framework_names == ("torch", "keras"):
         offered.pop("frameworks")  # the default: stages use their own
     if not args.tiny:
@@ -317,6 +332,7 @@ def main(argv=None) -> int:
             "data": str(args.data) if args.data else None,
             "stages": args.stage_names,
             "threads": threads,
+            "device": args.device,
         },
         "stages": [],
         "total_s": 0.0,

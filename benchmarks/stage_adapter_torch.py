@@ -17,6 +17,13 @@ hits them alike. Round 0 is the cold first call and is reported apart; the next 
 are discarded; the figure is the median of the ``repeats`` rounds after them, in milliseconds per
 image, and its ratio to the forward pass's median. The other libraries' maps are compared with
 ours by the Pearson correlation per image (mean over the batch).
+
+**On an accelerator** (``device="cuda"``, from ``python benchmarks/run.py --stages adapters
+--device cuda``) the stage runs the accelerator suite instead (:func:`run_accelerator`): batch
+32 and 256, CAM, Grad-CAM and Grad-CAM++ with the maps returned as NumPy and kept on the device,
+torch-cam and pytorch-grad-cam beside them, and Score-CAM on one ResNet-50 image against
+pytorch-grad-cam's, every call CUDA-synchronised. ``tiny=True`` runs the same suite at toy sizes
+on any device (the CPU included), so that the command is known to run before a GPU is at hand.
 """
 
 from __future__ import annotations
@@ -218,8 +225,13 @@ def _plot(results: list[dict], out_dir: Path) -> str | None:
     return path.name
 
 
-def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
-    """Time CAM and Grad-CAM through the torch adapter against the forward pass (module docstring)."""
+def run(*, quick: bool, out_dir: Path, progress: bool = True, device: str | None = None,
+        tiny: bool = False) -> dict:
+    """Time CAM and Grad-CAM through the torch adapter against the forward pass (module docstring).
+
+    ``device``: ``"cpu"``, ``"cuda"`` (or ``"cuda:1"``...) or None (CUDA when available). On an
+    accelerator, or with ``tiny``, the accelerator suite runs (:func:`run_accelerator`).
+    """
     try:
         import torch
     except ImportError as exc:
@@ -228,7 +240,12 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = set_threads()
     set_seeds(0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} was asked for, but torch sees no CUDA device")
+    if device.type != "cpu" or tiny:
+        return run_accelerator(quick=quick, out_dir=out_dir, progress=progress, device=device,
+                               tiny=tiny)
     libs = _other_libraries()
     rounds = _ROUNDS[bool(quick)]
     total = sum(1 + rounds[b][0] + rounds[b][1] for b in BATCHES) * 2
@@ -299,6 +316,303 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
         lines += ["", f"{label}: skipped ({why})."]
     if png:
         lines += ["", f"![ratios to the forward pass]({png})"]
+    return {"name": "adapter_torch", "figures": figures, "markdown": "\n".join(lines)}
+
+
+# --------------------------------------------------------------------------- accelerator suite
+
+ACCEL_BATCHES = (32, 256)
+TINY_BATCHES = (2, 4)
+TINY_SIZE = 64
+# (warm-up rounds after the cold one, timed rounds)
+_ACCEL_ROUNDS = {"quick": (2, 7), "full": (3, 15), "tiny": (0, 1)}
+SCORECAM_BATCH = 256
+
+
+def _accel_models(tiny: bool):
+    from cam_core.adapters import models_torch as mt
+
+    out = []
+    try:
+        lite = mt.efficientnet_lite0(pretrained=not tiny)
+        out.append(("EfficientNet-Lite0" + ("" if tiny else " (ImageNet weights)"), lite,
+                    "_swish", not tiny))
+    except ImportError as exc:
+        out.append(("EfficientNet-Lite0", None, str(exc), False))
+    out.append(("ResNet-50 (random weights)", mt.resnet50(1000), "layer4", False))
+    return out
+
+
+def _peer_factories() -> dict:
+    """{name: (class or None, skip reason or None)} for torch-cam and pytorch-grad-cam."""
+    found = {}
+    for key, module, names in (
+        ("torchcam", "torchcam.methods", ("GradCAM", "GradCAMpp")),
+        ("pytorch-grad-cam", "pytorch_grad_cam", ("GradCAM", "GradCAMPlusPlus", "ScoreCAM")),
+    ):
+        try:
+            mod = __import__(module, fromlist=list(names))
+            found[key] = ({n: getattr(mod, n) for n in names}, None)
+        except Exception as exc:  # ImportError, or a missing dependency of theirs
+            found[key] = (None, f"{type(exc).__name__}: {exc}")
+    return found
+
+
+def _accel_contenders(torch, model, layer: str, x, targets: list[int], peers: dict) -> dict:
+    import torch.nn.functional as F
+
+    from cam_core.adapters.torch import explain
+
+    size = tuple(x.shape[2:])
+
+    def forward():
+        with torch.inference_mode():
+            return model(x)
+
+    def ours(method, on_device):
+        def call():
+            # core="device": the torch core on the model's device (on a CPU too, for --tiny)
+            return explain(model, x, method=method, layer=layer, targets=targets,
+                           core="device", maps_on_device=on_device).maps
+
+        return call
+
+    fns = {"forward": forward}
+    for method in ("cam", "gradcam", "gradcam++"):
+        fns[f"cam_core {method}, NumPy maps"] = ours(method, False)
+        fns[f"cam_core {method}, device maps"] = ours(method, True)
+    tc, _ = peers["torchcam"]
+    if tc is not None:
+        for method, cls in (("gradcam", tc["GradCAM"]), ("gradcam++", tc["GradCAMpp"])):
+            def torchcam(cls=cls):
+                with cls(model, target_layer=layer, input_shape=(3, *size)) as extractor:
+                    scores = model(x)
+                    (maps,) = extractor(targets, scores)
+                up = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)
+                return up[:, 0].detach().cpu().numpy()
+
+            fns[f"torchcam {method} (+resize, to host)"] = torchcam
+    pgc, _ = peers["pytorch-grad-cam"]
+    if pgc is not None:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        module = dict(model.named_modules())[layer]
+        pgc_targets = [ClassifierOutputTarget(t) for t in targets]
+        for method, cls in (("gradcam", pgc["GradCAM"]), ("gradcam++", pgc["GradCAMPlusPlus"])):
+            def pytorch_grad_cam(cls=cls):
+                with cls(model=model, target_layers=[module]) as extractor:
+                    return extractor(input_tensor=x, targets=pgc_targets)
+
+            fns[f"pytorch-grad-cam {method}"] = pytorch_grad_cam
+    return fns
+
+
+def _timed_rounds(torch, device, fns: dict, rounds: int, bar) -> tuple[dict, dict]:
+    """Call every contender once per round (rotating order), CUDA-synchronised; times and the
+    last output of each."""
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    last: dict[str, object] = {}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            _sync(torch, device)
+            t0 = time.perf_counter()
+            out = fns[name]()
+            _sync(torch, device)
+            times[name].append(time.perf_counter() - t0)
+            last[name] = out
+        bar.update(1)
+    return times, last
+
+
+def _host(out) -> np.ndarray:
+    from cam_core._validate import to_numpy
+
+    return np.asarray(to_numpy(out))
+
+
+def _accel_measure(torch, device, model, layer, x, peers, warmup, repeats, bar) -> dict:
+    with torch.inference_mode():
+        targets = model(x).argmax(1).tolist()
+    fns = _accel_contenders(torch, model, layer, x, targets, peers)
+    times, last = _timed_rounds(torch, device, fns, 1 + warmup + repeats, bar)
+    n = len(x)
+    floor = statistics.median(times["forward"][1 + warmup :])
+    rows = {}
+    for name in fns:
+        med = statistics.median(times[name][1 + warmup :])
+        row = {
+            "median_ms_per_image": 1e3 * med / n,
+            "cold_ms_per_image": 1e3 * times[name][0] / n,
+            "ratio_to_forward": med / floor,
+            "times_s": times[name],
+        }
+        if name != "forward" and not name.startswith("cam_core"):
+            method = "gradcam++" if "gradcam++" in name else "gradcam"
+            ref = _host(last[f"cam_core {method}, NumPy maps"])
+            row["correlation_to_cam_core"] = _correlation(_host(last[name]), ref)
+        if name.endswith("device maps"):
+            row["max_abs_diff_to_numpy_maps"] = float(np.max(np.abs(
+                _host(last[name]) - _host(last[name.replace("device maps", "NumPy maps")]))))
+        rows[name] = row
+    return {"batch": n, "rows": rows}
+
+
+def _scorecam_measure(torch, device, model, layer, x, peers, warmup, repeats, bar) -> dict:
+    """Score-CAM on one image: cam_core (masks on the device, ``SCORECAM_BATCH`` per call) vs
+    pytorch-grad-cam's ScoreCAM (its ``batch_size`` set to the same)."""
+    from cam_core.adapters.torch import explain
+
+    with torch.inference_mode():
+        target = int(model(x).argmax(1)[0])
+    fns = {
+        "cam_core scorecam": lambda: explain(model, x, method="scorecam", layer=layer,
+                                             targets=[target], batch_size=SCORECAM_BATCH,
+                                             progress=False, core="device").maps,
+    }
+    pgc, _ = peers["pytorch-grad-cam"]
+    if pgc is not None:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        module = dict(model.named_modules())[layer]
+
+        def pgc_scorecam():
+            with pgc["ScoreCAM"](model=model, target_layers=[module]) as extractor:
+                extractor.batch_size = SCORECAM_BATCH
+                return extractor(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+
+        fns["pytorch-grad-cam scorecam"] = pgc_scorecam
+    times, last = _timed_rounds(torch, device, fns, 1 + warmup + repeats, bar)
+    rows = {}
+    ours = _host(last["cam_core scorecam"])
+    for name in fns:
+        rows[name] = {
+            "median_s": statistics.median(times[name][1 + warmup :]),
+            "cold_s": times[name][0],
+            "times_s": times[name],
+        }
+        if name != "cam_core scorecam":
+            rows[name]["correlation_to_cam_core"] = _correlation(_host(last[name]), ours)
+    if "pytorch-grad-cam scorecam" in rows:
+        rows["cam_core scorecam"]["ratio_to_pytorch_grad_cam"] = (
+            rows["cam_core scorecam"]["median_s"] / rows["pytorch-grad-cam scorecam"]["median_s"])
+    return {"layer": layer, "channels": None, "rows": rows}
+
+
+def run_accelerator(*, quick: bool, out_dir: Path, progress: bool = True, device=None,
+                    tiny: bool = False) -> dict:
+    """The accelerator suite (module docstring): one call, a few minutes on a GPU."""
+    import torch
+
+    device = torch.device(device)
+    rounds_key = "tiny" if tiny else ("quick" if quick else "full")
+    warmup, repeats = _ACCEL_ROUNDS[rounds_key]
+    batches = TINY_BATCHES if tiny else ACCEL_BATCHES
+    size = TINY_SIZE if tiny else SIZE
+    peers = _peer_factories()
+    models = _accel_models(tiny)
+    total = (sum(1 for m in models if m[1] is not None) * len(batches) + 1) * (1 + warmup + repeats)
+    results, skipped_models, scorecam = [], {}, None
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    t_start = time.perf_counter()
+    with progress_bar(total=total, enabled=progress, desc="adapter_torch (accelerator)") as bar:
+        for label, model, layer, real in models:
+            if model is None:
+                skipped_models[label] = layer
+                continue
+            model = model.to(device).eval()
+            entry = {"model": label, "layer": layer, "batches": []}
+            for n in batches:
+                x, source = _inputs(torch, n, real, seed=n)
+                if tuple(x.shape[2:]) != (size, size):
+                    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
+                res = _accel_measure(torch, device, model, layer, x.to(device), peers, warmup,
+                                     repeats, bar)
+                res["inputs"] = source
+                entry["batches"].append(res)
+            results.append(entry)
+            if layer == "layer4":  # ResNet-50: Score-CAM on one image
+                x1, _ = _inputs(torch, 1, False, seed=1)
+                if tuple(x1.shape[2:]) != (size, size):
+                    x1 = torch.nn.functional.interpolate(x1, size=(size, size), mode="bilinear")
+                score_layer = "layer1" if tiny else "layer4"  # tiny: 256 channels, not 2,048
+                scorecam = _scorecam_measure(torch, device, model, score_layer, x1.to(device),
+                                             peers, warmup, repeats, bar)
+                scorecam["channels"] = 256 if tiny else 2048
+            model.to("cpu")
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    env = environment()
+    device_text = (f"CUDA ({', '.join(env['machine']['gpus']) or 'GPU'})" if device.type == "cuda"
+                   else f"{device.type.upper()} {env['machine']['cpu']}, {torch.get_num_threads()} "
+                        f"torch threads")
+    figures = {
+        "settings": {"suite": "accelerator", "size": size, "batches": list(batches),
+                     "rounds": [warmup, repeats], "quick": bool(quick), "tiny": bool(tiny),
+                     "device": str(device), "device_name": device_text,
+                     "scorecam_batch_size": SCORECAM_BATCH},
+        "machine": env["machine"],
+        "versions": env["versions"],
+        "load_average_1min": {"before": load_before,
+                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "skipped_libraries": {k: v[1] for k, v in peers.items() if v[0] is None},
+        "skipped_models": skipped_models,
+        "results": results,
+        "scorecam": scorecam,
+        "duration_s": time.perf_counter() - t_start,
+    }
+    rows, headline = [], {}
+    for res in results:
+        for b in res["batches"]:
+            for name, row in b["rows"].items():
+                corr = row.get("correlation_to_cam_core")
+                diff = row.get("max_abs_diff_to_numpy_maps")
+                rows.append([res["model"], str(b["batch"]), name,
+                             fmt(row["median_ms_per_image"], 3), fmt(row["cold_ms_per_image"], 3),
+                             fmt(row["ratio_to_forward"], 3),
+                             "-" if corr is None else fmt(corr, 4),
+                             "-" if diff is None else f"{diff:.1e}"])
+            if b["batch"] == batches[-1]:
+                headline[f"{res['model']}, batch {b['batch']}"] = {
+                    k: v["ratio_to_forward"] for k, v in b["rows"].items() if k != "forward"}
+    figures["headline_ratio_largest_batch"] = headline
+    lines = [
+        "### PyTorch adapter on an accelerator: CAM, Grad-CAM, Grad-CAM++ vs the forward pass",
+        "",
+        f"Machine: {device_text}; torch {env['versions'].get('torch')}. {size} x {size} inputs, "
+        f"maps at the input size; batches {', '.join(map(str, batches))}. Every call is "
+        f"synchronised (`torch.cuda.synchronize()` before and after on CUDA); contenders "
+        f"interleaved round by round; medians of {repeats} timed rounds after {warmup} warm-up "
+        f"rounds, the cold first call apart. `NumPy maps`: `Explanation.maps` on the host "
+        f"(the default); `device maps`: `maps_on_device=True`. The peers' maps are compared with "
+        f"ours by Pearson correlation (torch-cam's Grad-CAM++ skips the alpha division and "
+        f"pytorch-grad-cam's adds 1e-6 to it, see `cam_core.methods`).",
+        "",
+        md_table(["model", "N", "contender", "ms / image", "cold ms / image", "x forward",
+                  "corr. to ours", "device vs NumPy maps"], rows),
+    ]
+    if scorecam is not None:
+        srows = []
+        for name, row in scorecam["rows"].items():
+            srows.append([name, fmt(row["median_s"], 3), fmt(row["cold_s"], 3),
+                          fmt(row.get("ratio_to_pytorch_grad_cam"), 3),
+                          "-" if "correlation_to_cam_core" not in row
+                          else fmt(row["correlation_to_cam_core"], 4)])
+        lines += [
+            "",
+            f"Score-CAM on one ResNet-50 image, layer `{scorecam['layer']}` "
+            f"({scorecam['channels']} masked passes, {SCORECAM_BATCH} per model call for both):",
+            "",
+            md_table(["contender", "median s", "cold s", "x pytorch-grad-cam", "corr. to ours"],
+                     srows),
+        ]
+    for name, (factory, why) in peers.items():
+        if factory is None:
+            lines += ["", f"{name}: skipped ({why})."]
+    for label, why in skipped_models.items():
+        lines += ["", f"{label}: skipped ({why})."]
     return {"name": "adapter_torch", "figures": figures, "markdown": "\n".join(lines)}
 
 
