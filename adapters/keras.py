@@ -323,6 +323,20 @@ def find_layer(model, layer=None) -> tuple[str, keras.layers.Layer]:
 
 # --------------------------------------------------------------------------- backend helpers
 
+# Where the core computes (``core=``): on the torch and JAX backends the layer's tensors can be
+# handed to the core as they are (array-api-compat takes them); TensorFlow's stay NumPy.
+_CORES = ("auto", "device", "numpy")
+_DEVICE_BACKENDS = ("torch", "jax")
+
+
+def _on_accelerator(t) -> bool:
+    """True when the backend tensor ``t`` lives off the CPU (torch or JAX backends)."""
+    if _BACKEND == "torch":
+        return t.device.type != "cpu"
+    if _BACKEND == "jax":
+        return any(d.platform != "cpu" for d in t.devices())
+    return False
+
 
 def _np(t) -> np.ndarray:
     if _BACKEND == "tensorflow" and hasattr(t, "numpy"):
@@ -330,6 +344,13 @@ def _np(t) -> np.ndarray:
     if _BACKEND == "torch" and isinstance(t, torch.Tensor):
         return t.detach().cpu().float().numpy()
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float32)
+
+
+def _np_int(t) -> np.ndarray:
+    """Channel indices (a backend tensor of the device path) on the host."""
+    if _BACKEND == "torch" and isinstance(t, torch.Tensor):
+        return t.detach().cpu().numpy()
+    return np.asarray(keras.ops.convert_to_numpy(t))
 
 
 def _call(step: _Step, env: dict):
@@ -543,7 +564,17 @@ class KerasSession:
         ``(H, W)`` of the inputs.
     """
 
-    def __init__(self, model, inputs, *, layer=None, targets=None, weights: bool = True):
+    def __init__(self, model, inputs, *, layer=None, targets=None, weights: bool = True,
+                 core: str = "auto"):
+        if core not in _CORES:
+            raise ValueError(f"`core` must be one of {_CORES}; got {core!r}")
+        if core == "device" and _BACKEND not in _DEVICE_BACKENDS:
+            raise ValueError(
+                f"core='device' needs the Keras torch or jax backend; this is {_BACKEND!r}, "
+                f"whose tensors the core does not take (use core='auto' or 'numpy')"
+            )
+        self._core = core
+        self.on_device = False  # set by capture()
         self.model = model
         self._g = _graph(model)
         g = self._g
@@ -629,6 +660,9 @@ class KerasSession:
             target_ids = resolve_targets(self._targets_spec_np(), logits_np)
             scores = logits_np[np.arange(self.n), target_ids]
         env = dict(zip(keep, values))
+        self.on_device = _BACKEND in _DEVICE_BACKENDS and (
+            self._core == "device" or (self._core == "auto" and _on_accelerator(self.x))
+        )
         logits_np = _np(env[g.output])
         self._target_ids = None if is_callable else target_ids
         self._logits = logits_np
@@ -637,7 +671,7 @@ class KerasSession:
         self._head_env = env
         out = []
         for i, lay in enumerate(self._layers):
-            acts = self._to_maps(lay, _np(lay.acts))
+            acts = self._to_maps(lay, self._for_core(lay.acts))
             grad = None
             if gradients:
                 if grads[i] is None:
@@ -646,7 +680,7 @@ class KerasSession:
                         f"layer whose output the logits depend on (and a `targets` callable "
                         f"built from the logits tensor)"
                     )
-                grad = self._to_maps(lay, _np(grads[i]))
+                grad = self._to_maps(lay, self._for_core(grads[i]))
             weights = self._gap_weights(acts, logits_np) if self._want_weights else None
             out.append(
                 Capture(
@@ -693,12 +727,22 @@ class KerasSession:
             )
         return arr
 
+    def _for_core(self, t):
+        """A layer-sized backend tensor as the core gets it: NumPy, or float32 on its device."""
+        return keras.ops.cast(t, "float32") if self.on_device else _np(t)
+
+    def to_host(self, maps) -> np.ndarray:
+        """The final maps on the host."""
+        return maps if isinstance(maps, np.ndarray) else _np(maps)
+
     def _to_maps(self, lay: _Layer, arr: np.ndarray) -> np.ndarray:
         if arr.ndim != 4:
             raise ValueError(
-                f"layer {lay.name!r} outputs shape {arr.shape}; CAM methods need a 4-D feature "
-                f"map (N, h, w, K). Pick an earlier layer (before global pooling)"
+                f"layer {lay.name!r} outputs shape {tuple(arr.shape)}; CAM methods need a 4-D "
+                f"feature map (N, h, w, K). Pick an earlier layer (before global pooling)"
             )
+        if not isinstance(arr, np.ndarray):  # a backend tensor for the device path
+            return arr if lay.channels_first else keras.ops.transpose(arr, (0, 3, 1, 2))
         if lay.channels_first:
             return np.ascontiguousarray(arr)
         return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
@@ -712,12 +756,18 @@ class KerasSession:
         if kernel.ndim != 2 or kernel.shape != (k, logits.shape[1]):
             return None
         # float32 throughout: the check's tolerance is far above float32 rounding for any K
-        pred = acts.mean(axis=(2, 3)) @ kernel
+        if isinstance(acts, np.ndarray):
+            pooled = acts.mean(axis=(2, 3))
+        else:  # device path: pool there, only (N, K) crosses
+            pooled = _np(keras.ops.mean(acts, axis=(2, 3)))
+        pred = pooled @ kernel
         if op.bias is not None:
             pred += _np(op.bias)
         scale = max(float(np.abs(logits).max()), np.finfo(np.float32).tiny)
         if float(np.abs(pred - logits).max()) > _RTOL * scale:
             return None
+        if self.on_device:
+            return keras.ops.transpose(keras.ops.cast(op.kernel, "float32"))
         return kernel.T  # (C, K), a transposed view of the kernel's copy
 
     # ---- perturbations
@@ -744,13 +794,17 @@ class KerasSession:
     def score_masked(self, index: int, masks: np.ndarray) -> np.ndarray:
         """Target score of image ``index`` times each mask ``(B, H, W)``: ``(B,)`` float32."""
         self._check_captured()
-        m = np.asarray(masks, dtype=np.float32)
+        on_device = self.on_device and not isinstance(masks, np.ndarray)
+        m = masks if on_device else np.asarray(masks, dtype=np.float32)
         if m.ndim != 3 or tuple(m.shape[1:]) != tuple(self.input_size):
             raise ValueError(
                 f"`masks` must have shape (B, {self.input_size[0]}, {self.input_size[1]}); got "
-                f"{m.shape}"
+                f"{tuple(m.shape)}"
             )
-        m = keras.ops.convert_to_tensor(m[:, None] if self._g.channels_first else m[..., None])
+        if on_device:  # the core made the masks on the device
+            m = keras.ops.expand_dims(m, 1 if self._g.channels_first else -1)
+        else:
+            m = keras.ops.convert_to_tensor(m[:, None] if self._g.channels_first else m[..., None])
         batch = self.x[index : index + 1] * keras.ops.cast(m, self.x.dtype)
         logits = _compiled(self._g, self._plan, "logits")(batch)
         return self._scores_of(logits, index)
@@ -764,7 +818,8 @@ class KerasSession:
         lay = self._layers[layer]
         g = self._g
         plan = _plan(g, (lay.value,))
-        ch = np.asarray(channels, dtype=np.int64)
+        ch = np.asarray(channels if isinstance(channels, np.ndarray) else _np_int(channels),
+                        dtype=np.int64)
         b = len(ch)
         if lay.head_values is None:
             env = self._head_env
@@ -806,6 +861,8 @@ def explain(
     upsample: str = "bilinear",
     batch_size: int = 64,
     progress: bool | None = None,
+    core: str = "auto",
+    maps_on_device: bool = False,
 ) -> Explanation:
     """Explain a batch of a Keras classifier with a class activation map method.
 
@@ -826,6 +883,14 @@ def explain(
     targets, fuse, upsample, batch_size, progress
         As in :func:`cam_core.adapters.torch.explain`; a callable target gets the Keras logits
         tensor ``(N, C)`` and returns ``(N,)`` scores.
+    core : {"auto", "device", "numpy"}
+        Where the core computes. On the torch and JAX backends, ``"auto"`` hands the layer's
+        tensors to the core where they are when they live on an accelerator (only the final maps
+        cross to the host) and uses NumPy on the CPU; ``"device"`` always hands them over (CPU
+        tensors included); ``"numpy"`` copies them to the host first. The TensorFlow backend
+        always uses NumPy (``"device"`` is a ``ValueError`` there).
+    maps_on_device : bool
+        Keep ``maps`` and ``raw`` as backend tensors where the core computed them.
 
     Returns
     -------
@@ -834,10 +899,11 @@ def explain(
     """
     spec = method_spec(method)
     with KerasSession(
-        model, inputs, layer=layer, targets=targets, weights=spec.needs_weights
+        model, inputs, layer=layer, targets=targets, weights=spec.needs_weights, core=core
     ) as session:
         return explain_session(
-            session, spec.name, fuse=fuse, upsample=upsample, batch_size=batch_size, progress=progress
+            session, spec.name, fuse=fuse, upsample=upsample, batch_size=batch_size,
+            progress=progress, maps_on_device=bool(maps_on_device),
         )
 
 

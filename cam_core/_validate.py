@@ -24,8 +24,10 @@ SciPy on the host: :func:`as_float_array` copies a device array to the host (:fu
 Where the standard lacks something:
 
 - **float64 accumulation.** Sums are accumulated in float64 as in NumPy; on a device without
-  float64 (Apple's MPS) they are accumulated in float32 (:func:`accumulation_dtype`), and
-  integers and bools become float32 there instead of float64.
+  float64 (Apple's MPS, JAX without ``jax_enable_x64``) they are accumulated in float32
+  (:func:`accumulation_dtype`), and integers and bools become float32 there instead of float64.
+- **Eigen-CAM's sign** is fixed from the data (a correlation), not taken from the library's
+  eigen- or singular vectors, whose signs differ between libraries and devices.
 - Functions with no standard equivalent (percentiles, Otsu's threshold) run in NumPy on the host
   and their small results are moved back; ``einsum`` is used where the namespace has it (NumPy,
   torch, JAX, CuPy) and a product and a sum otherwise, so NumPy's numbers do not change.
@@ -33,6 +35,7 @@ Where the standard lacks something:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import array_api_compat
@@ -127,8 +130,9 @@ def accumulation_dtype(xp, device):
     ok = _FLOAT64_OK.get(key)
     if ok is None:
         try:
-            xp.zeros(1, dtype=xp.float64, device=device)
-            ok = True
+            with warnings.catch_warnings():  # JAX without x64 warns and gives float32
+                warnings.simplefilter("ignore")
+                ok = xp.zeros(1, dtype=xp.float64, device=device).dtype == xp.float64
         except Exception:  # e.g. torch on Apple's MPS: "float64 is not supported"
             ok = False
         _FLOAT64_OK[key] = ok

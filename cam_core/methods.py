@@ -632,7 +632,8 @@ def ablationcam(
     """Ablation-CAM: each channel is zeroed in turn and the score drop weighs it.
 
     For image ``n``, ``score_ablated(n, channels)`` returns, for each channel index in
-    ``channels`` (int64, ``(B,)``, of the activations' library and device), the target score
+    ``channels`` (int64 (int32 for JAX without x64), ``(B,)``, of the activations' library and
+    device), the target score
     with that one channel of the layer set to zero; channels are asked for ``batch_size`` at a
     time. Then :func:`ablationcam_combine`.
 
@@ -659,9 +660,11 @@ def ablationcam(
     base = _base_scores(base_scores, a.shape[0], like=a)
     batch_size = _check_batch_size(batch_size)
     device = device_of(a)
+    # int64, or int32 where the library has no 64-bit types (JAX without x64)
+    index = xp.int64 if accumulation_dtype(xp, device) == xp.float64 else xp.int32
 
     def channels(n: int, start: int, stop: int):
-        return xp.arange(start, stop, dtype=xp.int64, device=device)
+        return xp.arange(start, stop, dtype=index, device=device)
 
     ablated = _chunked_scores(
         score_ablated, channels, a.shape[:2], batch_size, progress, "score_ablated",
