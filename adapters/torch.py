@@ -19,8 +19,7 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`TorchSession`:
   (``core="auto"``, the default, on CUDA and the like) the layer's activations, gradients and the
   CAM weights stay there as float32 tensors and the core computes on them (methods, upsampling,
   normalisation, Score-CAM's masks, Ablation-CAM's channel indices); only the final maps
-  ``(N, H, W)`` float32 cross to the host, copied into pinned memory, or stay on the device with
-  ``maps_on_device=True``. On the CPU the layer's tensors become NumPy arrays that share their
+  ``(N, H, W)`` float32 cross to the host, or stay on the device with ``maps_on_device=True``. On the CPU the layer's tensors become NumPy arrays that share their
   memory (no copy) and the NumPy core, the reference, runs as before; ``core="device"`` hands the
   CPU tensors to the core instead, ``core="numpy"`` copies a GPU's tensors to the host first.
   The logits and the scores are small and always cross to the host.
@@ -84,6 +83,11 @@ _CORES = ("auto", "device", "numpy")
 _CPU_BATCH_SIZE = 64
 _DEVICE_BATCH_RANGE = (16, 256)
 _ITEM_BUDGET = 256
+# Copy the final maps from a GPU into pinned memory (non-blocking, then one stream sync) rather
+# than a plain `.cpu()`. Pinned memory copies faster, but allocating it is slow unless torch's
+# host allocator can reuse a block freed by an earlier call; off until measured (the GPU
+# benchmark times both).
+_PINNED_COPY = False
 
 # Per model (weakly): the layer found automatically and how often shared modules run, per input
 # shape (C, H, W), so that later calls skip the extra forward pass of the auto-detection and start
@@ -712,11 +716,11 @@ class TorchSession(_Prepared):
         return t.detach().float() if self.on_device else _to_numpy(t)
 
     def to_host(self, maps) -> np.ndarray:
-        """The final maps on the host: a non-blocking copy into pinned memory from a GPU."""
+        """The final maps on the host (a pageable copy; see ``_PINNED_COPY``)."""
         if not isinstance(maps, torch.Tensor):
             return np.asarray(maps)
         maps = maps.detach()
-        if maps.device.type != "cuda":
+        if maps.device.type != "cuda" or not _PINNED_COPY:
             return _to_numpy(maps)
         host = torch.empty(maps.shape, dtype=maps.dtype, pin_memory=True)
         host.copy_(maps, non_blocking=True)

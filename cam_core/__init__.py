@@ -1,8 +1,10 @@
 """cam_core: class activation maps and weakly supervised localisation, one NumPy core.
 
-The core turns activations and gradients (NumPy, channels-first) into maps, maps into boxes and
+The core turns activations and gradients (channels-first) into maps, maps into boxes and
 boxes into scores; the adapters ``cam_core.adapters.torch`` and ``cam_core.adapters.keras`` only
-record what the core needs from a model. Importing cam_core imports no framework:
+record what the core needs from a model. The array functions take NumPy arrays (the reference)
+or, through the array API standard, a framework's tensors on their device (see
+:mod:`cam_core._validate`). Importing cam_core imports no framework:
 ``cam_core.explain(model, inputs, ...)`` picks the adapter from the model's type.
 """
 
