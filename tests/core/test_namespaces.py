@@ -335,3 +335,29 @@ def test_cuda_tensors_give_the_cpu_results_on_the_gpu():
                                                            relu=True), atol=1e-5)
     np.testing.assert_array_equal(to_numpy(T.threshold_fraction(maps, 0.2)),
                                   T.threshold_fraction(to_numpy(maps), 0.2))
+
+
+# --------------------------------------------------------------------------- JAX
+
+
+def test_jax_arrays_give_numpys_float32_results_without_x64():
+    """JAX (float64 off by default): float32 arrays stay JAX, sums accumulate in float32."""
+    jnp = pytest.importorskip("jax.numpy")
+    import warnings
+
+    a, g = _layer(14)
+    ja, jg = jnp.asarray(a), jnp.asarray(g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "float64 requested" warnings from the core
+        for method in GRADIENT_METHODS:
+            out = getattr(M, method)(ja, jg)
+            assert type(out).__module__.startswith("jax") and out.dtype == jnp.float32
+            ref = getattr(M, method)(a, g)
+            np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5,
+                                       atol=1e-5 * float(np.abs(ref).max()))
+        maps = P.normalize(R.upsample(M.gradcam(ja, jg), (20, 16)), relu=True)
+        np.testing.assert_allclose(np.asarray(maps),
+                                   P.normalize(R.upsample(M.gradcam(a, g), (20, 16)), relu=True),
+                                   atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(T.threshold_fraction(maps, 0.3)),
+                                      T.threshold_fraction(np.asarray(maps), 0.3))
