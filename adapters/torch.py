@@ -88,6 +88,9 @@ _ITEM_BUDGET = 256
 # host allocator can reuse a block freed by an earlier call; off until measured (the GPU
 # benchmark times both).
 _PINNED_COPY = False
+# Score-CAM's masked batches channels-last on CUDA too (cuDNN's tensor-core kernels prefer it);
+# off until measured (the GPU benchmark times both).
+_MASKED_CHANNELS_LAST_CUDA = False
 
 # Per model (weakly): the layer found automatically and how often shared modules run, per input
 # shape (C, H, W), so that later calls skip the extra forward pass of the auto-detection and start
@@ -764,7 +767,8 @@ class TorchSession(_Prepared):
         the model fails on it (e.g. a ``.view()`` of a 4-D feature map); the model itself is
         never converted."""
         if self.masked_channels_last is None:
-            self.masked_channels_last = batch.device.type == "cpu"
+            self.masked_channels_last = batch.device.type == "cpu" or (
+                batch.device.type == "cuda" and _MASKED_CHANNELS_LAST_CUDA)
         if self.masked_channels_last:
             try:
                 return self.model(batch.contiguous(memory_format=torch.channels_last))
