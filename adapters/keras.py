@@ -346,6 +346,13 @@ def _np(t) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float32)
 
 
+def _detached(t):
+    """A backend tensor cut from autograd (torch backend; JAX arrays carry no graph)."""
+    if _BACKEND == "torch" and isinstance(t, torch.Tensor):
+        return t.detach()
+    return t
+
+
 def _np_int(t) -> np.ndarray:
     """Channel indices (a backend tensor of the device path) on the host."""
     if _BACKEND == "torch" and isinstance(t, torch.Tensor):
@@ -729,7 +736,7 @@ class KerasSession:
 
     def _for_core(self, t):
         """A layer-sized backend tensor as the core gets it: NumPy, or float32 on its device."""
-        return keras.ops.cast(t, "float32") if self.on_device else _np(t)
+        return _detached(keras.ops.cast(t, "float32")) if self.on_device else _np(t)
 
     def to_host(self, maps) -> np.ndarray:
         """The final maps on the host."""
@@ -767,7 +774,7 @@ class KerasSession:
         if float(np.abs(pred - logits).max()) > _RTOL * scale:
             return None
         if self.on_device:
-            return keras.ops.transpose(keras.ops.cast(op.kernel, "float32"))
+            return _detached(keras.ops.transpose(keras.ops.cast(op.kernel, "float32")))
         return kernel.T  # (C, K), a transposed view of the kernel's copy
 
     # ---- perturbations

@@ -49,6 +49,7 @@ _SCRIPT = textwrap.dedent(
             "diff": float(np.abs(got.maps - ref.maps).max()),
             "numpy": isinstance(got.maps, np.ndarray) and got.maps.dtype == np.float32,
             "kept": type(kept.maps).__module__.split(".")[0],
+            "grad": bool(getattr(kept.maps, "requires_grad", False)),
             "kept_diff": float(np.abs(np.asarray(keras.ops.convert_to_numpy(kept.maps)) - ref.maps).max()),
         }
     print("RESULT" + json.dumps(result))
@@ -78,6 +79,7 @@ def test_device_path_gives_the_numpy_paths_maps(backend, module):
         assert row["diff"] < 1e-5, (method, row)
         assert row["kept"] == module, (method, row)
         assert row["kept_diff"] < 1e-5, (method, row)
+        assert not row["grad"], (method, row)  # cut from the model's autograd graph
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the TensorFlow backend")
