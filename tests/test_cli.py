@@ -414,18 +414,18 @@ def test_evaluate_resumes_with_identical_results(dataset, full_run, tmp_path):
 
 
 def test_evaluate_function_gives_the_command_figures(dataset, full_run):
-    from cam_core.cli import evaluate
     from cam_core.data import read_wsol
+    from cam_core.evaluate import evaluate
     from tests.cli_models import tiny_torch
 
     full, _ = full_run
     res = evaluate(tiny_torch(), read_wsol(dataset), methods=["cam", "gradcam"],
                    preprocess="unit", size=32, batch_size=3)
     cli = _results(full)
-    assert res["table"] == cli["table"]
+    assert res.table() == cli["table"]
     for m in ("cam", "gradcam"):
-        assert res["methods"][m]["metrics"] == cli["methods"][m]["metrics"]
-        assert res["methods"][m]["curves"] == cli["methods"][m]["curves"]
+        assert res.methods[m].metrics == cli["methods"][m]["metrics"]
+        assert res.methods[m].curves == cli["methods"][m]["curves"]
 
 
 def test_evaluate_voc_and_csv_layouts_give_the_wsol_figures(dataset, full_run, tmp_path):
