@@ -835,6 +835,12 @@ def _init_distributed(device: str | None) -> None:
                        f"{_first_line(exc)}") from None
 
 
+def _backend_name() -> str:
+    import torch.distributed as dist
+
+    return str(dist.get_backend())
+
+
 def _place_model(lm: LoadedModel, device: str | None) -> str:
     """Move a torch model to ``--device`` (default: CUDA when available); returns the device."""
     if lm.framework != "torch":
@@ -973,7 +979,9 @@ def cmd_evaluate(args) -> int:
         extra={"dataset": {"path": str(args.data), "format": fmt, "images": ev.images,
                            "limit": args.limit},
                "model": {"spec": lm.spec, "framework": lm.framework, "layers": list(ev.layers),
-                         "device": device}},
+                         "device": device},
+               "parallel": {"sweep_workers": workers, "ranks": rank[1] if rank else 1,
+                            "backend": _backend_name() if rank else None}},
         galleries=galleries)
     print(_markdown_table(ev.table()))
     print(f"classification top-1: {ev.top1:.1f}% ({ev.images} images)")
