@@ -17,13 +17,19 @@ resized to ``--size`` (Pillow bilinear, aspect ratio not kept) and turned into
 ``(pixel * scale - mean) / std``. Presets (``--preprocess``): ``lite`` = ``(x - 127) / 128``
 (EfficientNet-Lite, the default for the demo model), ``imagenet`` = ``(x / 255 - mean) / std``
 with the ImageNet mean and standard deviation, ``unit`` = ``x / 255`` (the default for other
-models), ``raw`` = ``x``. ``--scale/--mean/--std`` give any other (defaults 1/255, 0, 1).
+models), ``raw`` = ``x``. ``--scale/--mean/--std`` give any other, exactly as written: the
+defaults are 1, 0 and 1, so ``--mean 127.5 --std 127.5`` gives ``x / 127.5 - 1``; a mean that
+looks like one of pixels in [0, 1] (all values <= 1) without ``--scale`` is refused.
 Torch models get NCHW tensors, Keras models NHWC arrays.
 
-**Class names.** No installed package ships the 1,000 ImageNet class names for offline use, so
-the names come from ``--class-names FILE``: a TSV with a header holding ``index`` and ``names``
-columns (the ImageNet subset's ``metadata/classes.tsv``), or one name per line. Without it a class
-is shown by its index.
+**Class names** come from ``--class-names FILE``: a TSV with a header holding ``index`` and
+``names`` columns (the ImageNet subset's ``metadata/classes.tsv``), or one name per line. Without
+it, a model with 1,000 outputs is taken to be an ImageNet-1k classifier and its classes get the
+names shipped with the package (``cam_core/imagenet_classes.txt``: the first WordNet lemma of each
+ILSVRC-2012 class, in the standard class order of the ILSVRC devkit and torchvision, e.g. 0 tench,
+285 Egyptian cat, 999 toilet tissue); other models show a class by its index. ``evaluate`` reads
+the same files to map the class names of VOC and CSV annotations to the model's outputs, and
+refuses annotations that name their classes when no ``--class-names`` is given.
 
 **Boxes** are ``(x0, y0, x1, y1)`` on half-open pixel edges, in the pixels of the image as stored
 on disk (the map is resized from the model's input size back to the photo's size first).
@@ -38,6 +44,7 @@ name and renamed into place, so no half-written file is ever left.
 from __future__ import annotations
 
 import argparse
+import builtins
 import importlib
 import json
 import math
@@ -99,13 +106,20 @@ def make_preprocess(args, *, default_preset: str, size: tuple[int, int]) -> Prep
             f"give either --preprocess or --{'/--'.join(custom)}, not both"
         )
     if custom:
-        scale = _floats(args.scale, "--scale") if args.scale is not None else (1.0 / 255.0,)
+        scale = _floats(args.scale, "--scale") if args.scale is not None else (1.0,)
         if len(scale) != 1 or scale[0] == 0:
             raise CliError(f"--scale must be one non-zero number; got {args.scale!r}")
         mean = _floats(args.mean, "--mean") if args.mean is not None else (0.0,)
         std = _floats(args.std, "--std") if args.std is not None else (1.0,)
         if any(s == 0 for s in std):
             raise CliError(f"--std must not be zero; got {args.std!r}")
+        if args.scale is None and any(v != 0 for v in mean) and all(
+                0 < abs(v) <= 1 for v in (*[m for m in mean if m != 0], *std)):
+            # e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 on pixels 0..255: a mean of
+            # pixels in [0, 1], which --scale must say; guessing it would be a silent choice
+            raise CliError(f"--mean {args.mean} looks like the mean of pixels in [0, 1], but "
+                           "without --scale the pixels are 0..255; add --scale 0.00392156862745098 "
+                           "(1/255) or give the mean in 0..255 units")
         return Preprocess("custom", scale[0], mean, std, size)
     name = args.preprocess or default_preset
     scale, mean, std = PRESETS[name]
@@ -116,6 +130,8 @@ def load_image(path) -> np.ndarray:
     """Read an image file as RGB uint8 ``(H, W, 3)``; a ``CliError`` says why it cannot be read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from cam_core.data import to_rgb8
+
     path = Path(path)
     if not path.exists():
         raise CliError(f"image not found: {path}")
@@ -124,15 +140,16 @@ def load_image(path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+            return np.asarray(to_rgb8(img), dtype=np.uint8)
     except UnidentifiedImageError:
         raise CliError(f"cannot read image {path}: not an image format Pillow knows") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise CliError(f"cannot read image {path}: {_first_line(exc)}") from None
 
 
-def expand_images(paths: Sequence[str]) -> list[Path]:
-    """Image paths from the command line; a folder stands for the images directly inside it."""
+def expand_images(paths: Sequence[str], *, from_folder: set | None = None) -> list[Path]:
+    """Image paths from the command line; a folder stands for the images directly inside it
+    (those paths are added to ``from_folder`` when given)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -142,9 +159,20 @@ def expand_images(paths: Sequence[str]) -> list[Path]:
                     f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
                 )
             out.extend(found)
+            if from_folder is not None:
+                from_folder.update(found)
         else:
             out.append(p)
     return out
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k class names in the standard class order (the first WordNet lemma of
+    each class; the package data file ``imagenet_classes.txt``)."""
+    from importlib import resources
+
+    text = resources.files("cam_core").joinpath("imagenet_classes.txt").read_text("utf-8")
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,6 +200,72 @@ class LoadedModel:
         return x_nhwc
 
 
+# What the replayed TorchScript code may use. The code comes from a model file, so it is parsed
+# and checked before it runs: only the statements and expressions TorchScript prints, no name or
+# attribute with a double underscore, none of the attributes below (files, hooks, state), and
+# builtins limited to pure functions; torch.<name> gives no submodule and nothing private.
+_REPLAY_NODES = (
+    "Module", "FunctionDef", "arguments", "arg", "Return", "Assign", "AnnAssign", "AugAssign",
+    "Expr", "If", "For", "While", "Pass", "Break", "Continue", "Raise", "Assert", "Name",
+    "Attribute", "Call", "keyword", "Constant", "Tuple", "List", "Dict", "Subscript", "Slice",
+    "BinOp", "UnaryOp", "BoolOp", "Compare", "IfExp", "Starred", "Load", "Store", "Del",
+)
+_REPLAY_DENIED = frozenset({
+    "save", "load", "save_to_buffer", "from_file", "hub", "jit", "apply", "load_state_dict",
+    "state_dict", "register_buffer", "register_parameter", "register_module", "add_module",
+    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_backward_hook", "register_hook", "set_default_device", "set_default_dtype",
+    "manual_seed", "seed", "compile", "export", "package", "storage", "untyped_storage",
+    "tofile", "numpy", "set_", "data_ptr", "utils", "classes", "library", "multiprocessing",
+    "distributed", "backends", "cuda",
+})
+_REPLAY_BUILTINS = {name: getattr(builtins, name)
+                    for name in ("int", "float", "bool", "str", "len", "range", "list", "tuple",
+                                 "dict", "min", "max", "abs", "isinstance", "enumerate", "zip",
+                                 "print", "RuntimeError", "ValueError", "AssertionError",
+                                 "Exception")}
+
+
+def _replay_getattr(obj, name, *default):
+    """``getattr`` for replayed code (``getattr(self, "0")`` of a Sequential): no private, dunder
+    or denied attribute."""
+    if not isinstance(name, str) or name.startswith("__") or name in _REPLAY_DENIED:
+        raise ValueError(f"attribute {name!r} is not available to a TorchScript replay")
+    return getattr(obj, name, *default)
+
+
+_REPLAY_BUILTINS["getattr"] = _replay_getattr
+
+
+def check_replay_code(code: str):
+    """Parse TorchScript's printed code and refuse what a replay never needs (``ValueError``).
+
+    Returns the parsed tree. Refused: statements and expressions outside :data:`_REPLAY_NODES`
+    (imports, lambdas, classes, ``with``, comprehensions, ...), names and attributes that start
+    with a double underscore, and the attributes of ``_REPLAY_DENIED``.
+    """
+    import ast
+
+    tree = ast.parse(code)
+    allowed = set(_REPLAY_NODES)
+    for node in ast.walk(tree):
+        kind = type(node).__name__
+        if kind not in allowed and not isinstance(
+                node, (ast.operator, ast.unaryop, ast.cmpop, ast.boolop)):
+            raise ValueError(f"the code holds a {kind} (line {getattr(node, 'lineno', '?')}), "
+                             "which a TorchScript replay does not run")
+        name = node.id if isinstance(node, ast.Name) else (
+            node.attr if isinstance(node, ast.Attribute) else None)
+        if name is not None and (name.startswith("__") or (
+                isinstance(node, ast.Attribute) and name in _REPLAY_DENIED)):
+            raise ValueError(f"the code uses {name!r} (line {node.lineno}), which a TorchScript "
+                             "replay does not allow")
+        if isinstance(node, ast.FunctionDef) and node.decorator_list:
+            raise ValueError("the code holds a decorated function, which a TorchScript replay "
+                             "does not run")
+    return tree
+
+
 def replay_torchscript(script):
     """An eager ``torch.nn.Module`` tree that runs a TorchScript module, so that hooks can see it.
 
@@ -197,7 +291,11 @@ def replay_torchscript(script):
             self._module = module
 
         def __getattr__(self, name):
+            if name.startswith("_") or name in _REPLAY_DENIED:
+                raise AttributeError(f"torch.{name} is not available to a TorchScript replay")
             fn = getattr(self._module, name, None) if self._module is not None else None
+            if isinstance(fn, types.ModuleType):
+                raise AttributeError(f"torch.{name} is not available to a TorchScript replay")
             if fn is not None:
                 return fn
             return lambda t, *a, **k: getattr(t, name)(*a, **k)
@@ -237,10 +335,12 @@ def replay_torchscript(script):
                 code = None
             if code is not None:
                 code = re.sub(r"\)\.forward\d*\(", ")(", code)
-                ns = dict(base, CONSTANTS=types.SimpleNamespace(**dict(consts.const_mapping)))
+                ns = dict(base, CONSTANTS=types.SimpleNamespace(**dict(consts.const_mapping)),
+                          __builtins__=_REPLAY_BUILTINS)
                 try:
-                    exec(compile(code, f"<torchscript {sm.original_name}>", "exec"), ns)
-                except SyntaxError as exc:
+                    tree = check_replay_code(code)
+                    exec(compile(tree, f"<torchscript {sm.original_name}>", "exec"), ns)
+                except (SyntaxError, ValueError) as exc:
                     raise CliError(f"cannot replay the TorchScript code of "
                                    f"{sm.original_name}: {_first_line(exc)}") from exc
                 object.__setattr__(self, "_fn", ns["forward"])
@@ -314,6 +414,23 @@ def _prepare(model, spec: str, **kw) -> LoadedModel:
     return LoadedModel(model=model, framework=framework, spec=spec, input_size=size, **kw)
 
 
+def _is_torch_save(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.save`` file: a zip with a pickle and no TorchScript code, or
+    a legacy pickle."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+            return (any(n.endswith("data.pkl") for n in names)
+                    and not any("/code/" in n for n in names))
+        with open(path, "rb") as fh:
+            return fh.read(2) in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+    except OSError:
+        return False
+
+
 def load_model(spec: str | None) -> LoadedModel:
     """Load the model named by ``--model`` (see the module docstring); ``CliError`` on failure."""
     if spec is None:
@@ -365,6 +482,13 @@ def load_model(spec: str | None) -> LoadedModel:
                     warnings.simplefilter("ignore", DeprecationWarning)
                     model = torch.jit.load(str(path), map_location="cpu")
             except Exception as exc:
+                if _is_torch_save(path):
+                    raise CliError(
+                        f"--model {spec} looks like torch.save output (a state dict or a pickled "
+                        "module), not TorchScript; give --model package.module:factory, a "
+                        "function that builds the model and loads these weights "
+                        "(model.load_state_dict(torch.load(path)))"
+                    ) from None
                 raise CliError(
                     f"could not load TorchScript model {spec} (expected a file written by "
                     f"torch.jit.save): {_first_line(exc)}"
@@ -405,7 +529,7 @@ def read_class_names(path) -> list[str]:
 
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             first = fh.readline()
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read --class-names {path}: {_first_line(exc)}") from None
@@ -414,7 +538,7 @@ def read_class_names(path) -> list[str]:
             return list(read_table(path))
         except ValueError as exc:
             raise CliError(f"--class-names: {_first_line(exc)}") from None
-    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     if not names:
         raise CliError(f"--class-names {path} is empty")
     return names
@@ -455,6 +579,8 @@ def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, target
             progress=False,
             upsample=upsample,
         )
+    except (RuntimeError, AssertionError) as exc:  # the model itself failed on these inputs
+        raise CliError(_model_failed(x_nhwc, exc)) from None
     except (ValueError, TypeError, KeyError, LookupError) as exc:
         msg = _first_line(exc)
         if "target" in msg and targets is not None:
@@ -462,6 +588,12 @@ def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, target
         if layer is not None and "layer" in msg.lower():
             raise CliError(f"--layer {layer}: {msg}") from exc
         raise CliError(msg) from exc
+
+
+def _model_failed(x_nhwc: np.ndarray, exc: BaseException) -> str:
+    h, w = x_nhwc.shape[1:3]
+    return (f"the model failed on {h}x{w} inputs (is --size right for it?): "
+            f"{type(exc).__name__}: {_first_line(exc)}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -544,12 +676,31 @@ def cmd_explain(args) -> int:
         raise CliError(f"--top-k must be at least 1; got {args.top_k}")
     if not 0.0 <= args.threshold < 1.0:
         raise CliError(f"--threshold must be in [0, 1); got {args.threshold}")
-    paths = expand_images(args.images)
+    _check_size(args.size)
+    from_folder: set = set()
+    paths = expand_images(args.images, from_folder=from_folder)
     single_file = args.out.lower().endswith(".png")
     if single_file and len(paths) != 1:
         raise CliError(f"--out {args.out} names one PNG file, for one image; got {len(paths)} "
                        "images (give a folder instead)")
-    images = [load_image(p) for p in paths]  # every image is checked before any work
+    if single_file:
+        if Path(args.out).is_dir():
+            raise CliError(f"--out {args.out} is a folder; give a file name ending in .png or a "
+                           "folder name without .png")
+    else:
+        _check_out_dir(args.out)
+    images, readable = [], []
+    for p in paths:  # every image is checked before any work
+        try:
+            images.append(load_image(p))
+            readable.append(p)
+        except CliError as exc:
+            if p not in from_folder:
+                raise
+            _info(f"{PROG}: skipping {p}: {str(exc).split(': ', 1)[-1]}")
+    if not images:
+        raise CliError("no readable image among " + ", ".join(map(str, args.images)))
+    paths = readable
     names = read_class_names(args.class_names) if args.class_names else None
     lm = load_model(args.model)
     size = (args.size, args.size) if args.size else (lm.input_size or (224, 224))
@@ -564,6 +715,8 @@ def cmd_explain(args) -> int:
             lm, pre(chunk), method=method, layer=layer, targets=args.class_index, batch_size=bs
         )
         n_classes = exp.logits.shape[1]
+        if names is None and args.class_names is None and n_classes == 1000:
+            names = imagenet_class_names()  # a 1,000-way model: ImageNet-1k unless told otherwise
         if names is not None and len(names) != n_classes:
             raise CliError(
                 f"--class-names {args.class_names} has {len(names)} names but the model has "
@@ -593,11 +746,14 @@ def cmd_explain(args) -> int:
         else:
             png = out_dir / f"{stem}_{method}.png"
             js = out_dir / f"{stem}_{method}.json"
+        # a small image is enlarged by a whole factor (nearest) so that the label stays readable
+        f = max(1, GALLERY_SIZE // max(img.shape[:2]))
         record = {
             "image": str(path),
             "width": img.shape[1],
             "height": img.shape[0],
             "overlay": png.name,
+            "overlay_scale": f,
             "target": {"index": target, "name": _class_label(target, names),
                        "probability": float(probs[target]), "logit": float(logits[target]),
                        "predicted": target == int(order[0])},
@@ -613,10 +769,13 @@ def cmd_explain(args) -> int:
                 "threshold": args.threshold,
                 "box_mode": "largest connected component (8-connected) of map >= threshold * max",
                 "preprocess": pre.settings(),
-                "class_names": str(args.class_names) if args.class_names else None,
+                "class_names": (str(args.class_names) if args.class_names else
+                                "ImageNet-1k (built in)" if names is not None else None),
             },
         }
-        viz.save_png(render_overlay(img, heat, boxes, text), png)
+        big = np.repeat(np.repeat(img, f, axis=0), f, axis=1) if f > 1 else img
+        big_heat = np.repeat(np.repeat(heat, f, axis=0), f, axis=1) if f > 1 else heat
+        viz.save_png(render_overlay(big, big_heat, boxes * f, text), png)
         write_json(js, record)
         print(f"{path}: {method} map of {_class_label(target, names)} (layer {', '.join(layers)})")
         for rank, t in enumerate(top, 1):
@@ -632,7 +791,10 @@ def cmd_explain(args) -> int:
 
 
 def _class_index(path) -> dict[str, int]:
-    """Name -> index from a class table (both its ``wnid`` and ``names`` columns when present)."""
+    """Name -> index from a class-names file, as ``explain --class-names`` reads it: a TSV with an
+    ``index`` column (its ``names`` and ``wnid`` columns both map), or one name per line. A name
+    with comma-separated synonyms ("tabby, tabby cat") is found by its whole text and by its first
+    synonym."""
     from cam_core.data import read_class_names as read_table
 
     out: dict[str, int] = {}
@@ -643,8 +805,10 @@ def _class_index(path) -> dict[str, int]:
             continue
         out.update({v: i for i, v in enumerate(values)})
     if not out:
-        raise CliError(f"--class-names {path}: expected a TSV with an index column and a names "
-                       "or wnid column")
+        names = read_class_names(path)  # one per line; CliError when unreadable or empty
+        out = {v: i for i, v in enumerate(names)}
+    for name, i in list(out.items()):
+        out.setdefault(short_name(name), i)
     return out
 
 
@@ -693,6 +857,13 @@ def load_dataset(data: str, *, fmt: str | None = None, images: str | None = None
         raise CliError(_first_line(exc)) from None
     if len(ds) == 0:
         raise CliError(f"--data {data}: the dataset is empty")
+    if fmt != "wsol" and class_names is None and ds.class_names is not None:
+        shown = ", ".join(repr(n) for n in ds.class_names[:3])
+        raise CliError(
+            f"--data {data} names its classes ({shown}, ...) but no --class-names says which "
+            "model output each name is; give --class-names FILE (one name per line in the "
+            "model's order, or a TSV with index and names columns)"
+        )
     return ds, fmt
 
 
@@ -1055,10 +1226,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "default: the model's fixed input size, else 224)")
     p.add_argument("--preprocess", choices=sorted(PRESETS), default=None,
                    help="preprocessing preset (default: lite for the demo model, else unit)")
-    p.add_argument("--scale", default=None, help="multiply pixels (0..255) by this first")
-    p.add_argument("--mean", default=None, help="subtract: one value or R,G,B")
-    p.add_argument("--std", default=None, help="divide by: one value or R,G,B")
-    p.add_argument("--batch-size", type=int, default=None, dest="batch_size")
+    p.add_argument("--scale", default=None, help="the model input is (pixel * SCALE - MEAN) / "
+                   "STD on pixels 0..255; with --mean/--std, SCALE defaults to 1 (so "
+                   "--mean 127.5 --std 127.5 gives x/127.5 - 1)")
+    p.add_argument("--mean", default=None, help="subtract: one value or R,G,B, in the units of "
+                   "pixel * SCALE (default 0)")
+    p.add_argument("--std", default=None, help="divide by: one value or R,G,B (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1072,17 +1245,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain images: top classes, heatmap overlay, boxes")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     _add_model_args(p)
-    p.add_argument("--method", default="gradcam")
+    p.add_argument("--method", default="gradcam",
+                   help="CAM method: cam, gradcam, gradcam++, xgradcam, layercam, hirescam, "
+                        "eigencam, scorecam, ablationcam (default gradcam)")
     p.add_argument("--class", type=int, default=None, dest="class_index",
                    help="explain this class index (default: each image's predicted class)")
     p.add_argument("--class-names", default=None, dest="class_names",
                    help="TSV with index/names columns, or one class name per line")
-    p.add_argument("--top-k", type=int, default=5, dest="top_k")
+    p.add_argument("--top-k", type=int, default=5, dest="top_k",
+                   help="classes listed per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=None, dest="batch_size",
+                   help="images per model call (default 8)")
     p.add_argument("--threshold", type=float, default=0.2,
                    help="box threshold as a fraction of the map's maximum (default 0.2)")
     p.add_argument("--out", default="cam-core-explain",
-                   help="output folder (IMAGE_METHOD.png and .json per image), or, for one "
-                        "image, the overlay's file name ending in .png (the JSON goes beside it)")
+                   help="output folder (IMAGE_METHOD.png and .json per image; default "
+                        "cam-core-explain), or, for one image, the overlay's file name ending in "
+                        ".png (the JSON goes beside it)")
     p.set_defaults(func=cmd_explain, batch_size=8)
 
     p = sub.add_parser("evaluate", help="localisation figures of CAM methods on a dataset")
@@ -1092,16 +1271,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", default=None, help="image folder for voc/csv (default: next to "
                    "the annotations, or JPEGImages/)")
     p.add_argument("--class-names", default=None, dest="class_names",
-                   help="class table (TSV) mapping the class names of voc/csv files to indices")
+                   help="class names of the model's outputs, as for explain (a TSV with index "
+                        "and names/wnid columns, or one name per line): maps the class names of "
+                        "voc/csv files to indices (needed when those files name their classes)")
     _add_model_args(p)
-    p.add_argument("--methods", default="cam,gradcam", help="comma-separated CAM methods")
+    p.add_argument("--methods", default="cam,gradcam",
+                   help="comma-separated CAM methods (default cam,gradcam)")
+    p.add_argument("--batch-size", type=int, default=None, dest="batch_size",
+                   help="images per batch and checkpoint file (default 32)")
     p.add_argument("--protocol", choices=("native", "wsol"), default="native",
                    help="native: cam_core's boxes on the maps; wsol: the reference protocol of "
                         "Choe et al. (CVPR 2020), bit-compatible")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--gallery", type=int, default=4,
                    help="best and worst images shown per method (0: none)")
-    p.add_argument("--out", default="cam-core-eval", help="output folder")
+    p.add_argument("--out", default="cam-core-eval", help="output folder (default cam-core-eval)")
     p.add_argument("--restart", action="store_true",
                    help="discard the finished batches of an earlier run in --out")
     p.add_argument("--workers", type=int, default=None,
@@ -1160,3 +1344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only folder, a path that is a file, ...
+        if os.environ.get("CAM_CORE_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{PROG}: error: cannot write or read {where}{exc.strerror or _first_line(exc)}",
+              file=sys.stderr)
+        return 1
