@@ -1132,7 +1132,7 @@ def cmd_evaluate(args) -> int:
                        .replace("use another folder or restart",
                                 "use another --out or add --restart")) from None
     except (ValueError, TypeError) as exc:
-        raise CliError(_first_line(exc)) from None
+        raise CliError(_first_line(exc).replace("`size`", "--size")) from None
     seconds = time.perf_counter() - t0
     if rank is not None and rank[0] != 0:
         return 0  # rank 0 writes the results

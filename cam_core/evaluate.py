@@ -588,6 +588,11 @@ def explain_labels(model, x_nhwc: np.ndarray, labels, method: str, settings: Eva
         return explain(model, inputs, method=method, layer=settings.layer,
                        targets=[int(v) for v in labels], batch_size=settings.batch_size,
                        progress=False, upsample=upsample)
+    except (RuntimeError, AssertionError) as exc:  # the model failed on these inputs
+        h, w = x_nhwc.shape[1:3]
+        msg = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ValueError(f"the model failed on {h}x{w} inputs (is `size` right for it?): "
+                         f"{type(exc).__name__}: {msg}") from exc
     except (ValueError, TypeError, KeyError, LookupError) as exc:
         msg = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         if "target" in msg:
@@ -769,10 +774,13 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
     if checkpoint is not None:
         _open_checkpoint(checkpoint, fingerprint, bounds, restart=restart)
     in_memory: dict[tuple[int, int], dict] = {}
+    if checkpoint is not None:  # the finished batches are checked before any work
+        for bound in bounds:
+            if _batch_file(checkpoint, *bound).is_file():
+                in_memory[bound] = _load_batch(checkpoint, *bound, digest)
 
     def finished(bound) -> bool:
-        return bound in in_memory or (
-            checkpoint is not None and _batch_file(checkpoint, *bound).is_file())
+        return bound in in_memory
 
     todo = [b for b in bounds if not finished(b)]
     done = len(bounds) - len(todo)
@@ -870,13 +878,7 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-    parts = []
-    for bound in bounds:
-        arrays = in_memory.get(bound)
-        if arrays is None:
-            arrays = _load_batch(checkpoint, *bound, digest)
-        parts.append((bound[0], bound[1], arrays))
-    return parts, timings
+    return [(a, b, in_memory[(a, b)]) for a, b in bounds], timings
 
 
 def _sweep_pool(workers: int):
