@@ -71,6 +71,7 @@ __all__ = [
     "merge",
     "missing_images",
     "save_state",
+    "wsol_boxes",
 ]
 
 # name -> (scale, mean, std): the model input is (pixel * scale - mean) / std, per channel
@@ -223,11 +224,32 @@ def ground_truth(record, size, protocol: str = "native") -> np.ndarray:
     if protocol == "native":
         return scale_boxes(record.boxes, record.size, size)
     if protocol == "wsol":
-        from cam_core.metrics import scale_boxes_wsol
-
-        inclusive = np.asarray(record.boxes) - np.array([0, 0, 1, 1])
-        return scale_boxes_wsol(inclusive, (record.size[1], record.size[0]), size)
+        return wsol_boxes(record.boxes, record.size, size)
     raise ValueError(f"`protocol` must be 'native' or 'wsol'; got {protocol!r}")
+
+
+def wsol_boxes(boxes, original_size, size=(224, 224)) -> np.ndarray:
+    """Half-open boxes in original pixels -> the WSOL reference's ground truth in the map's frame.
+
+    Parameters
+    ----------
+    boxes : array_like, shape (G, 4)
+        Half-open ``(x0, y0, x1, y1)`` in the original image's pixels (a record's boxes).
+    original_size : (width, height)
+        The original image's size, in the annotation files' order (a record's ``size``).
+    size : int or (H, W)
+        The map's size.
+
+    Returns
+    -------
+    ndarray of int64, shape (G, 4)
+        Inclusive corners ``int(x * W / width)`` (:func:`cam_core.metrics.scale_boxes_wsol`).
+    """
+    from cam_core.metrics import scale_boxes_wsol
+
+    inclusive = np.asarray(boxes) - np.array([0, 0, 1, 1])
+    width, height = (int(v) for v in original_size)
+    return scale_boxes_wsol(inclusive, (height, width), size)
 
 
 def _fixed_key(tau: float) -> str:

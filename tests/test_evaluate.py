@@ -205,3 +205,11 @@ def test_cli_table_on_the_imagenet_subset_is_unchanged(imagenet_dir, tmp_path, p
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[2:4] == BEFORE[protocol]
+
+
+def test_benchmark_stage_sweep_bound_smoke():
+    from benchmarks.stage_evaluate import sweep_bound
+
+    res = sweep_bound(n_maps=8, batch=4, rounds=1, workers=2)
+    assert res["identical"] and res["maps"] == 8
+    assert set(res["seconds"]) == {"1", "2"} and res["speedup"] > 0
