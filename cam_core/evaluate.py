@@ -13,8 +13,8 @@ weights are, a Keras model on its backend's device); each (batch, method) pair's
 run in a pool of ``workers`` processes while the next batch runs on the model. Every batch is
 scored as a whole by one process, exactly as a single-process run scores it, and the batches'
 accumulator states are merged in dataset order, so the figures are identical (every counter, every
-threshold) for any number of workers, shards or ranks. At most ``2 * workers`` batches of maps are
-in flight, so memory stays flat in the number of images.
+threshold) for any number of workers, shards or ranks. At most ``2 * workers`` (batch, method)
+maps are in flight (and a few batches decoded ahead), so memory stays flat in the number of images.
 
 **Ground truth** of a record (:func:`ground_truth`): ``protocol="native"`` scales the record's
 half-open boxes to the map's size (:func:`cam_core.data.scale_boxes`); ``protocol="wsol"`` makes
@@ -816,15 +816,17 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
                desc="evaluate", disable=not (progress and sys.stderr.isatty()),
                dynamic_ncols=True, smoothing=0.1)
     pool = _sweep_pool(workers) if todo and workers > 1 else None
-    decoder = ThreadPoolExecutor(max_workers=max(1, min(4, available_cores())),
+    decode_threads = max(1, min(8, available_cores() // 2))
+    decoder = ThreadPoolExecutor(max_workers=decode_threads,
                                  thread_name_prefix="cam-core-decode")
-    ahead = max(2, 2 * workers)  # batches decoded ahead / batches of maps in flight
+    ahead = max(2, 2 * workers)  # (batch, method) sweeps in flight
+    decode_ahead = max(2, decode_threads)  # batches decoded ahead of the model
     decoding: dict = {}
     pending: dict[tuple[int, int], dict] = {}  # bound -> {"arrays", "futures"}
     saved_meta = checkpoint is not None and (checkpoint / "settings.json").is_file()
 
     def schedule(i):
-        while len(decoding) < ahead and i[0] < len(todo):
+        while len(decoding) < decode_ahead and i[0] < len(todo):
             a, b = todo[i[0]]
             decoding[(a, b)] = decoder.submit(_decode, dataset.records[a:b], pre, settings)
             i[0] += 1
