@@ -1134,8 +1134,14 @@ def cmd_evaluate(args) -> int:
     except (ValueError, TypeError) as exc:
         raise CliError(_first_line(exc).replace("`size`", "--size")) from None
     seconds = time.perf_counter() - t0
-    if rank is not None and rank[0] != 0:
-        return 0  # rank 0 writes the results
+    backend = None
+    if rank is not None:
+        import torch.distributed as dist
+
+        backend = _backend_name()
+        dist.destroy_process_group()  # every rank has the figures; rank 0 writes them
+        if rank[0] != 0:
+            return 0
     if shard is not None:
         path = engine.save_state(ev, out_dir / f"shard-{shard[0]}-of-{shard[1]}.npz")
         print(f"shard {shard[0]}/{shard[1]}: {ev.images} of {ev.total} images; wrote {path} "
@@ -1152,7 +1158,7 @@ def cmd_evaluate(args) -> int:
                "model": {"spec": lm.spec, "framework": lm.framework, "layers": list(ev.layers),
                          "device": device},
                "parallel": {"sweep_workers": workers, "ranks": rank[1] if rank else 1,
-                            "backend": _backend_name() if rank else None}},
+                            "backend": backend}},
         galleries=galleries)
     print(_markdown_table(ev.table()))
     print(f"classification top-1: {ev.top1:.1f}% ({ev.images} images)")
