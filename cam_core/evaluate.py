@@ -524,20 +524,22 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                               "(restart) to recompute it") from None
 
 
-def _open_checkpoint(folder: Path, fingerprint: dict, bounds, *, restart: bool) -> None:
+def _open_checkpoint(folder: Path, fingerprint: dict, bounds, *, restart: bool,
+                     whole: bool = True) -> None:
     """Check (or reset) the checkpoint folder; remove temporary files of ``bounds`` left by a kill.
 
     ``settings.json`` is written with the first finished batch, so a run that fails before any
     batch leaves nothing behind.
     """
     meta = folder / "settings.json"
+    own = [_batch_file(folder, a, b) for a, b in bounds]  # other shards' files are not touched
     if restart and folder.is_dir():
-        for p in folder.glob("batch-*.npz"):
-            p.unlink()
+        for p in (folder.glob("batch-*.npz") if whole else own):  # a shard: its own files only
+            p.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
     if folder.is_dir():
-        for start, stop in bounds:  # only this run's own batches: other ranks may be writing
-            for tmp in folder.glob(f".{_batch_file(folder, start, stop).name}.*.tmp"):
+        for path in own:  # temporary files left by a kill (only this run's: others may write)
+            for tmp in folder.glob(f".{path.name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
     if meta.is_file():
         try:
@@ -549,7 +551,7 @@ def _open_checkpoint(folder: Path, fingerprint: dict, bounds, *, restart: bool) 
                 f"{folder} holds a partial evaluation with other settings (dataset, model, "
                 "methods, layer, protocol, size or batch size); use another folder or restart"
             )
-    elif folder.is_dir() and any(folder.glob("batch-*.npz")):
+    elif not restart and any(p.is_file() for p in own):
         raise CheckpointError(
             f"{folder} holds batch files but no settings.json, so the settings they were computed "
             "with are unknown; use another folder or restart"
@@ -794,7 +796,8 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
 
     digest = _digest(fingerprint)
     if checkpoint is not None:
-        _open_checkpoint(checkpoint, fingerprint, bounds, restart=restart)
+        _open_checkpoint(checkpoint, fingerprint, bounds, restart=restart,
+                         whole=shard_of is None)
     in_memory: dict[tuple[int, int], dict] = {}
     if checkpoint is not None:  # the finished batches are checked before any work
         for bound in bounds:

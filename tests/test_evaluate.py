@@ -213,3 +213,15 @@ def test_benchmark_stage_sweep_bound_smoke():
     res = sweep_bound(n_maps=8, batch=4, rounds=1, workers=2)
     assert res["identical"] and res["maps"] == 8
     assert set(res["seconds"]) == {"1", "2"} and res["speedup"] > 0
+
+
+def test_shards_share_a_checkpoint_folder_and_restart_only_their_own(data, tmp_path):
+    from cam_core.evaluate import merge
+
+    ck = tmp_path / "ck"
+    s0 = _run(data, workers=1, shard=(0, 2), checkpoint=ck)
+    mine = sorted(p.name for p in ck.glob("batch-*.npz"))
+    s1 = _run(data, workers=1, shard=(1, 2), checkpoint=ck, restart=True)  # e.g. a second rank
+    assert set(mine) < {p.name for p in ck.glob("batch-*.npz")}  # shard 0's files are kept
+    assert_identical(_run(data, workers=1), merge([s0, s1]))
+    assert_identical(_run(data, workers=1, checkpoint=ck), merge([s0, s1]))  # all reused
