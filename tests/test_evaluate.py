@@ -5,7 +5,6 @@ command line's table on the ImageNet subset as before the engine moved; bad argu
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_cli import EVAL, ENV, TINY, assert_one_line_error, call_main, run_cli, wsol_dataset
+from tests.test_cli import EVAL, ENV, assert_one_line_error, call_main, run_cli, wsol_dataset
 
 torch = pytest.importorskip("torch")
 
