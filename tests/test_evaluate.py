@@ -224,3 +224,24 @@ def test_shards_share_a_checkpoint_folder_and_restart_only_their_own(data, tmp_p
     assert set(mine) < {p.name for p in ck.glob("batch-*.npz")}  # shard 0's files are kept
     assert_identical(_run(data, workers=1), merge([s0, s1]))
     assert_identical(_run(data, workers=1, checkpoint=ck), merge([s0, s1]))  # all reused
+
+
+def test_keras_model_figures_identical_for_one_and_two_workers(data, tmp_path):
+    pytest.importorskip("keras")
+    pytest.importorskip("cam_core.adapters.keras", reason="the Keras adapter is not available")
+    from tests.cli_models import tiny_keras
+
+    path = tiny_keras(tmp_path / "tiny.keras")
+    outs = []
+    for workers in (1, 2):
+        out = tmp_path / f"k{workers}"
+        proc = call_main("evaluate", "--data", data, "--model", path, "--methods", "cam,gradcam",
+                         "--batch-size", 4, "--gallery", 0, "--workers", workers, "--out", out)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(json.loads((out / "results.json").read_text()))
+    for key in ("methods", "table", "classification"):
+        assert outs[0][key] == outs[1][key], key
+    assert outs[0]["model"]["device"] == "keras backend default"
+    proc = call_main("evaluate", "--data", data, "--model", path, "--device", "cpu", "--out",
+                     tmp_path / "k3")
+    assert_one_line_error(proc, "--device", "Keras")
