@@ -55,16 +55,27 @@ def _tasks(n_maps: int, batch: int):
              settings) for i in range(0, n_maps, batch)]
 
 
+def _timed_score(task):
+    """The engine's scoring of one task, with the task's wall and CPU seconds (the CPU time shows
+    whether the process had a core to itself: on a shared machine it gets less)."""
+    from cam_core.evaluate import _score
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    out, _ = _score(task)
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
 def sweep_bound(n_maps: int = 128, batch: int = 16, rounds: int = 3, workers: int = 2) -> dict:
     """Seconds per round of the engine's scoring of ``n_maps`` maps, inline and in a pool."""
-    from cam_core.evaluate import _score, _sweep_pool
+    from cam_core.evaluate import _sweep_pool
 
     tasks = _tasks(n_maps, batch)
     t0 = time.perf_counter()
     pool = _sweep_pool(workers)
-    list(pool.map(_score, tasks[:workers]))  # start every worker (imports included)
+    list(pool.map(_timed_score, tasks[:workers]))  # start every worker (imports included)
     startup = time.perf_counter() - t0
     times: dict[str, list[float]] = {"1": [], str(workers): []}
+    cpu_share: dict[str, list[float]] = {"1": [], str(workers): []}
     outs = {}
     load_before = _load()
     try:
@@ -73,13 +84,14 @@ def sweep_bound(n_maps: int = 128, batch: int = 16, rounds: int = 3, workers: in
             for key in order:
                 t0 = time.perf_counter()
                 if key == "1":
-                    res = [_score(t)[0] for t in tasks]
+                    done = [_timed_score(t) for t in tasks]
                 else:
-                    res = [o[0] for o in pool.map(_score, tasks)]
+                    done = list(pool.map(_timed_score, tasks))
                 dt = time.perf_counter() - t0
                 if r:
                     times[key].append(dt)
-                outs[key] = res
+                    cpu_share[key].append(sum(c for _, _, c in done) / sum(w for _, w, _ in done))
+                outs[key] = [o for o, _, _ in done]
     finally:
         pool.shutdown()
     same = all(np.array_equal(a[k], b[k]) for a, b in zip(outs["1"], outs[str(workers)])
@@ -89,6 +101,8 @@ def sweep_bound(n_maps: int = 128, batch: int = 16, rounds: int = 3, workers: in
             "seconds": med, "times_s": times, "pool_startup_s": startup,
             "maps_per_s": {k: n_maps / v for k, v in med.items()},
             "speedup": med["1"] / med[str(workers)], "identical": same,
+            # CPU seconds per wall second inside the tasks: 1.0 when each process had a core
+            "cpu_per_wall": {k: statistics.median(v) for k, v in cpu_share.items()},
             "load_before": load_before, "load_after": _load()}
 
 
@@ -148,7 +162,10 @@ def run(*, quick: bool = True, out_dir: Path | None = None, progress: bool = Tru
                  [[k, fmt(v, 3), fmt(sb["maps_per_s"][k], 1)] for k, v in sb["seconds"].items()]),
         "",
         f"Speed-up with {sb['workers']} workers: **{fmt(sb['speedup'], 2)}x** (aim >= 1.8x on 2 "
-        f"cores); per-batch states identical: {'yes' if sb['identical'] else 'NO'}.",
+        f"cores); per-batch states identical: {'yes' if sb['identical'] else 'NO'}. CPU seconds "
+        f"per wall second inside the tasks (1.0: each process had a core to itself; less: the "
+        f"machine was shared): 1 worker {fmt(sb['cpu_per_wall']['1'], 2)}, {sb['workers']} "
+        f"workers {fmt(sb['cpu_per_wall'][str(sb['workers'])], 2)}.",
     ]
     headline = {"sweep speed-up 2 workers": round(sb["speedup"], 2)}
     errors = [] if sb["identical"] else ["sweep-bound: the pool's states differ from inline"]
