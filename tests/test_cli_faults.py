@@ -404,3 +404,13 @@ def test_replayed_torchscript_code_is_checked():
                 "def forward(self, x):\n  with open('f') as f:\n    pass"):
         with pytest.raises(ValueError, match="replay"):
             check_replay_code(bad)
+
+
+def test_model_that_cannot_take_the_size(data, tmp_path, two_pngs):
+    model = "tests.cli_models:fixed_size_torch"
+    proc = call_main("explain", two_pngs[0], "--model", model, "--size", 48, "--out", tmp_path)
+    assert_one_line_error(proc, "the model failed on 48x48 inputs", "AssertionError",
+                          "doesn't match model")
+    proc = call_main("evaluate", "--data", data, "--model", model, "--size", 48, "--out",
+                     tmp_path / "e")
+    assert_one_line_error(proc, "the model failed on 48x48 inputs", "--size")
