@@ -998,6 +998,10 @@ def _init_distributed(device: str | None) -> None:
     if dist.is_initialized():
         return
     backend = "nccl" if (device or "").startswith("cuda") and dist.is_nccl_available() else "gloo"
+    if backend == "nccl":  # all_gather_object moves its buffers to the current device
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
     try:
         dist.init_process_group(backend=backend)
     except (RuntimeError, ValueError) as exc:
