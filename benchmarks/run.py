@@ -13,7 +13,9 @@ Stages (each runs alone; one whose framework is missing is skipped with a note):
 - ``core``: upsampling and threshold sweeps (``stage_upsample``, ``stage_sweep``);
 - ``adapters``: capture cost per framework (``stage_adapter_torch``, ``stage_adapter_keras``);
 - ``equivalence``: the same model in both frameworks gives the same maps and boxes;
-- ``real``: ImageNet photographs with their official boxes (needs ``--data``).
+- ``real``: ImageNet photographs with their official boxes (needs ``--data``);
+- ``evaluate``: the evaluation engine's throughput with 1 worker and with every core (the
+  sweep-bound part always; the whole pipeline on the ImageNet subset with ``--data``).
 
 Output in ``--out`` (default ``benchmarks/results``): ``report.md`` (a headline table, then one
 section per stage, then the environment), ``results.json`` (every figure, the environment, the
@@ -55,8 +57,9 @@ STAGES: dict[str, tuple[str, ...]] = {
     "adapters": ("stage_adapter_torch", "stage_adapter_keras"),
     "equivalence": ("stage_equivalence",),
     "real": ("stage_real",),
+    "evaluate": ("stage_evaluate",),
 }
-DEFAULT_STAGES = ("train", "localise", "core", "adapters", "equivalence")
+DEFAULT_STAGES = ("train", "localise", "core", "adapters", "equivalence", "evaluate")
 # third-party modules whose absence means "skip this stage", not "this stage failed"
 OPTIONAL = {
     "torch": "PyTorch",

@@ -117,7 +117,8 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     from cam_core.adapters.transfer import torch_to_keras
     from cam_core.data import iter_batches, read_wsol
     from cam_core.explain import METHODS
-    from cam_core.metrics import BoxAccuracy, scale_boxes_wsol
+    from cam_core.evaluate import ground_truth
+    from cam_core.metrics import BoxAccuracy
 
     from benchmarks.stage_localise import wsol_maps
 
@@ -131,8 +132,7 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     t0 = time.perf_counter()
     gts_of = {}
     for r in ds:
-        inclusive = r.boxes - np.array([0, 0, 1, 1])
-        gts_of[r.id] = scale_boxes_wsol(inclusive, (r.size[1], r.size[0]), (224, 224))
+        gts_of[r.id] = ground_truth(r, (224, 224), "wsol")
     batches = iter_batches(ds, batch_size=32, size=(224, 224), progress=progress)
     for batch in batches:
         x = mt.preprocess_imagenet_lite(batch.images, size=None).numpy()

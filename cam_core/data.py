@@ -212,7 +212,7 @@ def _err(path, line: int | None, message: str) -> ValueError:
 def _lines(path: Path) -> list[tuple[int, str]]:
     """(line number, stripped text) of the non-blank lines of a text file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheets) is dropped
     except FileNotFoundError:
         raise ValueError(f"{path}: annotation file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -654,10 +654,34 @@ class Batch:
     sizes: np.ndarray
 
 
+_WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+
+
+def to_rgb8(im: Image.Image) -> Image.Image:
+    """A Pillow image as 8-bit RGB; 16-bit images are scaled (``round(v * 255 / 65535)``).
+
+    Pillow's own ``convert("RGB")`` clips 16-bit values at 255, so a 16-bit PNG would come out
+    all white. 32-bit integer and float images have no agreed range and are refused
+    (``ValueError``; the caller names the file).
+    """
+    if im.mode in _WIDE_MODES:
+        a = np.asarray(im).astype(np.uint32)
+        a8 = ((a * 255 + _WIDE_MODES[im.mode] // 2) // _WIDE_MODES[im.mode]).astype(np.uint8)
+        return Image.fromarray(a8, mode="L").convert("RGB")
+    if im.mode in ("I", "F") or im.mode.startswith("I;"):
+        if im.mode == "I" and im.format == "PNG":  # Pillow reads some 16-bit PNGs as "I"
+            a = np.clip(np.asarray(im), 0, 65535).astype(np.uint32)
+            return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8),
+                                   mode="L").convert("RGB")
+        raise ValueError(f"{im.mode!r} pixels (32-bit integers or floats) have no agreed range; "
+                         "save the image as 8- or 16-bit")
+    return im.convert("RGB")
+
+
 def _load_rgb(path: Path, size_wh: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb8(im)
             if size_wh is not None and im.size != size_wh:
                 im = im.resize(size_wh, Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8)

@@ -51,6 +51,18 @@ def _esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _inside(folder: Path, path: Path) -> Path | None:
+    """``path`` resolved, when it is a file inside ``folder`` (links resolved); else None."""
+    try:
+        root = Path(folder).resolve()
+        target = (root / path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if target != root and root in target.parents and target.is_file():
+        return target
+    return None
+
+
 def _data_uri(path: Path) -> str | None:
     try:
         data = Path(path).read_bytes()
@@ -190,7 +202,9 @@ def _inline(text: str, base: Path | None, embedded: set) -> str:
 def _local_image(src: str, base: Path | None, embedded: set) -> str | None:
     if base is None or "://" in src or not src.lower().endswith((".png", ".jpg", ".jpeg", ".svg")):
         return None
-    path = (base / src).resolve()
+    path = _inside(base, Path(src))  # only files inside the folder being rendered
+    if path is None:
+        return None
     uri = _data_uri(path)
     if uri is not None:
         embedded.add(path)
@@ -368,10 +382,12 @@ def _evaluate_page(results: dict, folder: Path) -> str:
                         cells.append("<td></td>")
                         continue
                     g = items[i]
-                    uri = _data_uri(folder / g["file"])
+                    inside = _inside(folder, Path(str(g.get("file", ""))))
+                    uri = _data_uri(inside) if inside is not None else None
                     img = (f'<img alt="{_esc(m)} {rank} {i + 1}" src="{uri}">' if uri
                            else "<em>missing</em>")
-                    cap = f"IoU {_fmt(g.get('iou'), 2)} &middot; {_esc(Path(g['image']).name)}"
+                    cap = (f"IoU {_esc(_fmt(g.get('iou'), 2))} &middot; "
+                           f"{_esc(Path(str(g.get('image', '?'))).name)}")
                     cells.append(f'<td>{img}<div class="caption">{cap}</div></td>')
                 rows_html.append("<tr>" + "".join(cells) + "</tr>")
         head = "<tr><th></th>" + "".join(f"<th>{_esc(m)}</th>" for m in names) + "</tr>"
@@ -394,7 +410,8 @@ def _markdown_page(folder: Path) -> str:
     if rest:
         body.append("<h2>Other figures</h2>")
         for p in rest:
-            uri = _data_uri(p)
+            inside = _inside(folder, Path(p.name))  # a link to a file elsewhere is not embedded
+            uri = _data_uri(inside) if inside is not None else None
             if uri:
                 body.append(f'<figure><img class="figure" alt="{_esc(p.name)}" src="{uri}">'
                             f"<figcaption>{_esc(p.name)}</figcaption></figure>")
@@ -428,8 +445,16 @@ def build_report(results_dir, /, *, out=None) -> Path:
             results = json.loads(rj.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{rj} is not valid JSON: {exc}") from None
+    path = Path(out) if out is not None else folder / "report.html"
+    if path.is_dir():
+        raise ValueError(f"`out` must name the HTML file to write; {str(path)!r} is a folder")
     if isinstance(results, dict) and results.get("kind") == "cam-core evaluate":
-        page = _evaluate_page(results, folder)
+        try:
+            page = _evaluate_page(results, folder)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            what = f"key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            raise ValueError(f"{rj} is not a complete results file of cam-core evaluate "
+                             f"(missing or malformed: {what})") from None
     elif (folder / "report.md").is_file() or (folder / "table.md").is_file():
         page = _markdown_page(folder)
     else:
@@ -439,5 +464,4 @@ def build_report(results_dir, /, *, out=None) -> Path:
         )
     from cam_core._io import atomic_write_bytes
 
-    path = Path(out) if out is not None else folder / "report.html"
     return atomic_write_bytes(path, page.encode("utf-8"))

@@ -83,3 +83,31 @@ def slow_torch():
 
     model.register_forward_pre_hook(pause)
     return model
+
+
+def tiny_torch_1000():
+    """The same network with 1,000 classes (an ImageNet-sized head)."""
+    return tiny_torch(1000)
+
+
+def unpadded_torch():
+    """A GAP CNN whose first convolution (5x5, no padding) needs inputs of at least 5 pixels."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3)).eval()
+
+
+def fixed_size_torch():
+    """:func:`tiny_torch` that, like a ViT with fixed position embeddings, takes 32x32 inputs only
+    (an ``AssertionError`` otherwise, as timm raises)."""
+    model = tiny_torch()
+
+    def check(module, args):
+        h, w = args[0].shape[-2:]
+        assert (h, w) == (32, 32), f"Input height ({h}) doesn't match model (32)."
+
+    model.register_forward_pre_hook(check)
+    return model

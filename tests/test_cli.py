@@ -99,8 +99,10 @@ def test_explain_writes_overlay_and_json_per_image(tmp_path, two_images):
         assert rec["image"] == str(path)
         assert (rec["width"], rec["height"]) == (w, h)
         assert rec["overlay"] == f"{path.stem}_gradcam.png"
+        # small photos are enlarged by a whole factor so that the label stays readable
+        assert rec["overlay_scale"] == 192 // max(w, h) > 1
         with Image.open(out / rec["overlay"]) as im:
-            assert im.size == (w, h)  # the photo's own size
+            assert im.size == (w * rec["overlay_scale"], h * rec["overlay_scale"])
             assert im.mode == "RGB"
         top = rec["top_k"]
         assert [t["index"] for t in top] != [] and len(top) == 3
@@ -209,7 +211,7 @@ def test_explain_keras_model_file(tmp_path, two_images):
     assert rec["settings"]["layers"] == ["conv"]
     assert len(rec["top_k"]) == 4
     with Image.open(out / "b_gradcam.png") as im:
-        assert im.size == (64, 32)
+        assert im.size == (64 * 3, 32 * 3)  # enlarged x3 so that the label stays readable
 
 
 def test_explain_torchscript_file(tmp_path, two_images):
@@ -414,18 +416,18 @@ def test_evaluate_resumes_with_identical_results(dataset, full_run, tmp_path):
 
 
 def test_evaluate_function_gives_the_command_figures(dataset, full_run):
-    from cam_core.cli import evaluate
     from cam_core.data import read_wsol
+    from cam_core.evaluate import evaluate
     from tests.cli_models import tiny_torch
 
     full, _ = full_run
     res = evaluate(tiny_torch(), read_wsol(dataset), methods=["cam", "gradcam"],
                    preprocess="unit", size=32, batch_size=3)
     cli = _results(full)
-    assert res["table"] == cli["table"]
+    assert res.table() == cli["table"]
     for m in ("cam", "gradcam"):
-        assert res["methods"][m]["metrics"] == cli["methods"][m]["metrics"]
-        assert res["methods"][m]["curves"] == cli["methods"][m]["curves"]
+        assert res.methods[m].metrics == cli["methods"][m]["metrics"]
+        assert res.methods[m].curves == cli["methods"][m]["curves"]
 
 
 def test_evaluate_voc_and_csv_layouts_give_the_wsol_figures(dataset, full_run, tmp_path):
@@ -455,8 +457,11 @@ def test_evaluate_voc_and_csv_layouts_give_the_wsol_figures(dataset, full_run, t
     (dataset / "boxes.csv").write_text("\n".join(rows) + "\n")
     try:
         expected = _results(full)["table"]
+        names = tmp_path / "names.txt"  # the VOC files name their classes: c0, c1, ...
+        names.write_text("c0\nc1\nc2\nc3\n")
         for fmt, data, extra in [("csv", dataset / "boxes.csv", ()),
-                                 ("voc", tmp_path / "voc", ("--images", dataset / "val"))]:
+                                 ("voc", tmp_path / "voc", ("--images", dataset / "val",
+                                                            "--class-names", names))]:
             out = tmp_path / f"out_{fmt}"
             proc = call_main("evaluate", "--data", data, *extra, *EVAL, "--gallery", 0,
                              "--out", out)
