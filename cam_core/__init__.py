@@ -35,6 +35,7 @@ from cam_core.data import (
 )
 from cam_core.explain import (
     Capture,
+    ConstantMapWarning,
     Explanation,
     METHODS,
     MethodSpec,
@@ -121,6 +122,7 @@ __all__ = [
     "Capture",
     "colormap",
     "COLORMAPS",
+    "ConstantMapWarning",
     "convert_boxes",
     "Dataset",
     "deletion_insertion",

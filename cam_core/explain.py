@@ -27,6 +27,7 @@ adapter's session, called in chunks of ``batch_size``:
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,6 +39,7 @@ from cam_core._validate import as_float_array, as_int_array, as_size
 __all__ = [
     "METHODS",
     "Capture",
+    "ConstantMapWarning",
     "Explanation",
     "MethodSpec",
     "explain",
@@ -131,6 +133,11 @@ class Session(Protocol):
     def score_ablated(self, layer: int, index: int, channels: np.ndarray) -> np.ndarray: ...
 
 
+class ConstantMapWarning(RuntimeWarning):
+    """Some maps of an :func:`explain` call are constant: they carry no localisation (their boxes
+    cover the whole image). Issued once per call; :attr:`Explanation.constant` says which."""
+
+
 @dataclass(frozen=True)
 class Explanation:
     """The result of :func:`explain`.
@@ -154,6 +161,14 @@ class Explanation:
     targets: np.ndarray
     method: str
     layers: tuple[str, ...] = field(default=())
+
+    @property
+    def constant(self) -> np.ndarray:
+        """Bool ``(N,)``: True for the images whose map is constant (all zeros after
+        normalisation), e.g. a layer whose positions get no gradient or a head that ignores it.
+        Such a map localises nothing; :meth:`boxes` gives one box over the whole image for it."""
+        maps = np.asarray(self.maps)
+        return ~np.any(maps.reshape(len(maps), -1) > 0, axis=1)
 
     def boxes(
         self,
@@ -295,6 +310,7 @@ def explain_session(
         layer_maps.append(normalize(upsample_maps(display, size, method=upsample), relu=False))
     maps = layer_maps[0] if len(layer_maps) == 1 else fuse_maps(layer_maps, how=fuse)
     first = captures[0]
+    _warn_constant(maps, spec.name, tuple(c.layer for c in captures))
     return Explanation(
         maps=maps.astype(np.float32, copy=False),
         raw=raws[0] if len(raws) == 1 else tuple(raws),
@@ -303,6 +319,31 @@ def explain_session(
         method=spec.name,
         layers=tuple(c.layer for c in captures),
     )
+
+
+def _warn_constant(maps: np.ndarray, method: str, layers: tuple[str, ...]) -> None:
+    """One :class:`ConstantMapWarning` naming the images whose maps are constant, if any."""
+    flat = np.asarray(maps).reshape(len(maps), -1)
+    bad = np.flatnonzero(~np.any(flat > 0, axis=1))
+    if len(bad) == 0:
+        return
+    shown = ", ".join(str(int(i)) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    warnings.warn(
+        f"{len(bad)} of {len(flat)} {method} maps at layer {', '.join(map(repr, layers))} are "
+        f"constant (images {shown}): they localise nothing and their boxes cover the whole "
+        f"image. The layer's positions get no signal (e.g. a class-token head explained at the "
+        f"last block's output, or a zero head); `Explanation.constant` marks them",
+        ConstantMapWarning,
+        stacklevel=_outside_stacklevel(),
+    )
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside cam_core, for a warning issued by our caller."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("cam_core"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 _FRAMEWORK_ROOTS = {
