@@ -449,11 +449,25 @@ class _Prepared:
             raise ValueError("`inputs`: the batch is empty; need at least one image")
         if x.is_inference():
             x = x.clone()
+        _check_values(x)
         if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype.is_complex):
             x = x.to(dtype or torch.float32)
         elif dtype is not None and x.dtype != dtype:
             x = x.to(dtype)
         return x.to(device)
+
+
+def _check_values(x: torch.Tensor) -> None:
+    """Complex inputs are a ``TypeError`` (never cast to real); NaN / Inf a ``ValueError``."""
+    if x.dtype.is_complex:
+        raise TypeError(f"`inputs` must be real; got dtype {x.dtype}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = ~torch.isfinite(x)
+        where = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise ValueError(
+            f"`inputs` must be finite; got {float(x[where])} at index {where} "
+            f"({int(bad.sum())} non-finite values in all)"
+        )
 
 
 @dataclass

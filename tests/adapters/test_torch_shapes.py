@@ -263,3 +263,20 @@ def test_ablationcam_with_inplace_relu_after_the_layer(ablation):
     np.testing.assert_allclose(
         ta.explain(inplace, x, method="ablationcam", layer="bn").maps, ref.maps, atol=1e-6
     )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_nan_inf_and_complex_inputs_are_refused():
+    model = sm.channels_last_net()
+    x = batch(2)
+    bad = x.clone()
+    bad[1, 0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"`inputs` must be finite; got nan at index \(1, 0, 2, 3\)"):
+        ta.explain(model, bad)
+    bad[1, 0, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match="`inputs` must be finite; got inf"):
+        ta.capture(model, bad.numpy())
+    with pytest.raises(TypeError, match="`inputs` must be real; got dtype torch.complex64"):
+        ta.explain(model, x.to(torch.complex64))
