@@ -305,7 +305,9 @@ def _auto(g: _Graph, model, input_size=None) -> tuple[str, int, object]:
                 f"(a 4-D layer) or reshape the tokens to a grid inside the model"
             )
         if _spatial(g, shape) and (
-            size is None or any(_layout.readings(tuple(shape), size))
+            size is None
+            or not all(isinstance(d, int) for d in shape[1:])  # dynamic sizes: not checkable
+            or any(_layout.readings(tuple(shape), size))
         ):
             return s.path, s.outs[0], s.op
     raise ValueError(

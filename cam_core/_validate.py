@@ -14,6 +14,7 @@ below, so that the rules are stated once:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -129,13 +130,21 @@ def as_size(size, name: str = "size") -> tuple[int, int]:
         pair = (int(size), int(size))
     else:
         try:
-            pair = tuple(int(s) for s in size)
+            items = list(size)
         except TypeError as exc:
             raise TypeError(
                 f"`{name}` must be an int or a (height, width) pair; got {size!r}"
             ) from exc
-        if len(pair) != 2 or any(float(s) != int(s) for s in size):
+        for s in items:  # whole real numbers only: no str, bool, NaN, 2.5
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (numbers.Real, np.number)):
+                raise TypeError(
+                    f"`{name}` must be an int or a (height, width) pair of ints; got {size!r}"
+                )
+            if not np.isfinite(float(s)) or float(s) != int(s):
+                raise ValueError(f"`{name}` must hold whole numbers; got {size!r}")
+        if len(items) != 2:
             raise ValueError(f"`{name}` must be an int or a (height, width) pair; got {size!r}")
+        pair = (int(items[0]), int(items[1]))
     if pair[0] < 1 or pair[1] < 1:
         raise ValueError(f"`{name}` must be positive; got {size!r}")
     return pair

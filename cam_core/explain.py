@@ -34,7 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cam_core._validate import as_float_array, as_int_array, as_size
+from cam_core._validate import as_float_array, as_int_array, as_size, check_finite
 
 __all__ = [
     "METHODS",
@@ -198,6 +198,7 @@ def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
     Callables are handled by the adapters (they need the framework's logits) and never reach here.
     """
     logits = as_float_array(logits, "logits", shape=("N", "C"))
+    check_finite(logits, "logits")  # argmax would pick a NaN's class
     n, c = logits.shape
     if targets is None:
         out = np.argmax(logits, axis=1).astype(np.int64)

@@ -63,14 +63,39 @@ _PROGRESS_MIN_CHUNKS = 8
 def _activations(x, name: str = "activations") -> np.ndarray:
     arr = as_float_array(x, name, shape=_LAYER_SHAPE)
     check_same_batch(**{name: arr})
+    _check_not_empty(arr, name)
     check_finite(arr, name)
     return arr
+
+
+def _check_not_empty(arr: np.ndarray, name: str) -> None:
+    """At least one channel and one position: (N, 0, h, w) or (N, K, h, 0) is a ``ValueError``."""
+    if 0 in arr.shape[1:]:
+        raise ValueError(
+            f"`{name}` must have at least one channel and one position (K, h, w >= 1); got "
+            f"shape {tuple(arr.shape)}"
+        )
+
+
+def _cast_maps(raw: np.ndarray, dtype) -> np.ndarray:
+    """``raw`` (computed in float64) cast to ``dtype``; values that overflow it are a
+    ``ValueError`` instead of silent Inf maps."""
+    with np.errstate(over="ignore"):
+        out = raw.astype(dtype, copy=False)
+    if not np.isfinite(out).all():
+        raise ValueError(
+            f"`activations`: the maps overflow {np.dtype(dtype).name} (|values| up to "
+            f"{float(np.nanmax(np.abs(raw))):.3g}); pass float64 `activations` (and "
+            f"`gradients`) or scale them down"
+        )
+    return out
 
 
 def _pair(activations, gradients) -> tuple[np.ndarray, np.ndarray, np.dtype]:
     a = as_float_array(activations, "activations", shape=_LAYER_SHAPE)
     g = as_float_array(gradients, "gradients", shape=_LAYER_SHAPE)
     check_same_batch(activations=a, gradients=g)
+    _check_not_empty(a, "activations")
     if a.shape != g.shape:
         raise ValueError(
             f"`gradients` must have the shape of `activations` {a.shape}; got {g.shape}"
@@ -111,7 +136,7 @@ def _combine(weights: np.ndarray, a: np.ndarray, dtype) -> np.ndarray:
     n, k, h, w = a.shape
     flat = a.reshape(n, k, h * w).astype(np.float64, copy=False)
     raw = np.matmul(weights.astype(np.float64, copy=False)[:, None, :], flat)[:, 0]
-    return raw.reshape(n, h, w).astype(dtype, copy=False)
+    return _cast_maps(raw.reshape(n, h, w), dtype)
 
 
 # ------------------------------------------------------------------------------ class weights
@@ -259,9 +284,7 @@ def layercam(activations, gradients, /) -> np.ndarray:
         Raw maps, signed (negative only where activations are negative).
     """
     a, g, dtype = _pair(activations, gradients)
-    return np.einsum("nkhw,nkhw->nhw", np.maximum(g, 0).astype(np.float64), a).astype(
-        dtype, copy=False
-    )
+    return _cast_maps(np.einsum("nkhw,nkhw->nhw", np.maximum(g, 0).astype(np.float64), a), dtype)
 
 
 def hirescam(activations, gradients, /) -> np.ndarray:
@@ -281,7 +304,7 @@ def hirescam(activations, gradients, /) -> np.ndarray:
         Raw maps, signed.
     """
     a, g, dtype = _pair(activations, gradients)
-    return np.einsum("nkhw,nkhw->nhw", g.astype(np.float64), a).astype(dtype, copy=False)
+    return _cast_maps(np.einsum("nkhw,nkhw->nhw", g.astype(np.float64), a), dtype)
 
 
 def eigencam(activations, /) -> np.ndarray:
@@ -330,7 +353,7 @@ def eigencam(activations, /) -> np.ndarray:
     largest = proj[np.arange(n), np.argmax(np.abs(proj), axis=1)]
     sign = np.where(corr != 0, np.sign(corr), np.where(largest < 0, -1.0, 1.0))
     proj *= sign[:, None]
-    return proj.reshape(n, h, w).astype(a.dtype, copy=False)
+    return _cast_maps(proj.reshape(n, h, w), a.dtype)
 
 
 # ----------------------------------------------------------------------- perturbation methods
@@ -393,6 +416,8 @@ def ablationcam_combine(activations, ablated_scores, base_scores, /) -> np.ndarr
 
 
 def _progress_bar(total: int, progress, desc: str):
+    if isinstance(progress, np.bool_):
+        progress = bool(progress)
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"`progress` must be None or a bool; got {type(progress).__name__}")
     from tqdm.auto import tqdm

@@ -134,6 +134,7 @@ def _as_maps(maps) -> np.ndarray:
     arr = as_float_array(maps, "maps", shape=("N", "H", "W"))
     if arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ValueError(f"`maps` must have non-empty (H, W); got {tuple(arr.shape)}")
+    check_same_batch(maps=arr)  # an empty batch: a named error, not NumPy's
     check_finite(arr, "maps")
     return arr
 
