@@ -789,13 +789,15 @@ class TorchSession(_Prepared):
         cf, cl = _layout.readings(shape, self.input_size)
         if cf != cl:
             return cl
-        kind = _consumer_layout(self.model, self.x, layer, shape)
+        kind, last_axis_ops = _consumer_layout(self.model, self.x, layer, shape)
         if kind is not None:
             return kind == "channels_last"
         widths = {m.in_features for m in self.model.modules() if isinstance(m, nn.Linear)}
         if (shape[1] in widths) != (shape[3] in widths):
             return shape[3] in widths
-        if not cf:  # neither reading has the input's aspect: the torch convention
+        if not cf or not last_axis_ops:
+            # neither reading has the input's aspect, or no module of the model works on the
+            # last axis of a 4-D tensor (no channels-last code anywhere): the torch convention
             return False
         raise ValueError(
             _layout.layout_message(
@@ -962,43 +964,68 @@ _CHANNELS_FIRST_KINDS = (
 )
 
 
+_CHANNELS_FIRST_NAMES = frozenset(k.__name__ for k in _CHANNELS_FIRST_KINDS)
+
+
+def _kind_name(mod: nn.Module) -> str:
+    """The module's class name; a TorchScript module's original one (``Conv2d``, ``Sequential``)."""
+    if isinstance(mod, torch.jit.ScriptModule):
+        return str(getattr(mod, "original_name", type(mod).__name__))
+    return type(mod).__name__
+
+
+def _sequence_of(mod: nn.Module) -> list | None:
+    """The children of a plain (or scripted) ``nn.Sequential`` in order; None for other modules."""
+    if _plain_sequential(mod) or (
+        isinstance(mod, torch.jit.ScriptModule) and _kind_name(mod) == "Sequential"
+    ):
+        return list(mod.children())
+    return None
+
+
 def _last_axis_kind(mod: nn.Module, shape) -> bool:
     """True for a module that works on the last axis of a 4-D tensor (channels-last evidence)."""
-    if isinstance(mod, nn.Linear):
+    name = _kind_name(mod)
+    if isinstance(mod, nn.Linear) or (isinstance(mod, torch.jit.ScriptModule) and name == "Linear"):
         return True
-    return (
-        isinstance(mod, nn.LayerNorm)
-        and type(mod).forward is nn.LayerNorm.forward
-        and tuple(mod.normalized_shape) == (shape[3],)
-    )
+    plain_norm = (
+        isinstance(mod, nn.LayerNorm) and type(mod).forward is nn.LayerNorm.forward
+    ) or (isinstance(mod, torch.jit.ScriptModule) and name == "LayerNorm")
+    shape_of = getattr(mod, "normalized_shape", None)
+    return plain_norm and shape_of is not None and tuple(shape_of) == (shape[3],)
+
+
+def _kind(mod: nn.Module, shape, end: int) -> str | None:
+    """The layout fixed by ``mod``'s kind; through sequences, their module at ``end`` (0 or -1)."""
+    seq = _sequence_of(mod)
+    while seq:
+        mod = seq[end]
+        seq = _sequence_of(mod)
+    if isinstance(mod, _CHANNELS_FIRST_KINDS) or (
+        isinstance(mod, torch.jit.ScriptModule) and _kind_name(mod) in _CHANNELS_FIRST_NAMES
+    ):
+        return "channels_first"
+    if _last_axis_kind(mod, shape):
+        return "channels_last"
+    return None
 
 
 def _output_kind(mod: nn.Module, shape) -> str | None:
-    """The layout of ``mod``'s 4-D output when its kind fixes it (a plain Sequential: its last
-    module), else None."""
-    while _plain_sequential(mod) and len(mod) > 0:
-        mod = mod[-1]
-    if isinstance(mod, _CHANNELS_FIRST_KINDS):
-        return "channels_first"
-    if _last_axis_kind(mod, shape):
-        return "channels_last"
-    return None
+    """The layout of ``mod``'s 4-D output when its kind fixes it (a sequence: its last module)."""
+    return _kind(mod, shape, -1)
 
 
 def _input_kind(mod: nn.Module, shape) -> str | None:
-    while _plain_sequential(mod) and len(mod) > 0:
-        mod = mod[0]
-    if isinstance(mod, _CHANNELS_FIRST_KINDS):
-        return "channels_first"
-    if _last_axis_kind(mod, shape):
-        return "channels_last"
-    return None
+    """The layout ``mod`` expects of its 4-D input when its kind fixes it."""
+    return _kind(mod, shape, 0)
 
 
-def _consumer_layout(model: nn.Module, x: torch.Tensor, layer: _Layer, shape) -> str | None:
-    """The layout implied by the modules that take the layer's output (through shape-keeping
-    modules such as activations), found by one forward pass with hooks on every module and
-    remembered per model; None when they do not tell or disagree."""
+def _consumer_layout(model: nn.Module, x: torch.Tensor, layer: _Layer, shape):
+    """(layout, last-axis ops): the layout implied by the modules that take the layer's output
+    (through shape-keeping modules such as activations), None when they do not tell or
+    disagree; and whether any module of the model works on the last axis of a 4-D tensor
+    (``nn.Linear``, ``nn.LayerNorm``), i.e. whether the model has channels-last code at all.
+    Found by one forward pass with hooks on every module, remembered per model."""
     memo = _memo(model)
     key = ("layout", id(layer.module), layer.call, tuple(x.shape[1:]))
     if key in memo:
@@ -1006,8 +1033,12 @@ def _consumer_layout(model: nn.Module, x: torch.Tensor, layer: _Layer, shape) ->
     watched: list[torch.Tensor] = []  # strong references: ids stay unique during the pass
     votes: set[str] = set()
     count = [0]
+    last_axis = [False]
 
     def hook(mod, args, out):
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and first.ndim == 4:
+            last_axis[0] = last_axis[0] or _last_axis_kind(mod, tuple(first.shape))
         if mod is layer.module:
             c = count[0]
             count[0] += 1
@@ -1037,7 +1068,7 @@ def _consumer_layout(model: nn.Module, x: torch.Tensor, layer: _Layer, shape) ->
     finally:
         for h in handles:
             h.remove()
-    result = votes.pop() if len(votes) == 1 else None
+    result = (votes.pop() if len(votes) == 1 else None, last_axis[0])
     memo[key] = result
     return result
 

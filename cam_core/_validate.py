@@ -24,6 +24,7 @@ __all__ = [
     "as_int_array",
     "as_size",
     "check_finite",
+    "check_fits_memory",
     "check_same_batch",
 ]
 
@@ -122,6 +123,28 @@ def check_same_batch(**arrays) -> int:
         names = ", ".join(f"`{k}`" for k in sizes)
         raise ValueError(f"{names}: the batch is empty; need at least one item")
     return n
+
+
+def physical_memory() -> int | None:
+    """The machine's memory in bytes, or None where the platform does not say."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return memory if memory > 0 else None
+
+
+def check_fits_memory(nbytes: int, name: str, what: str) -> None:
+    """A ``ValueError`` naming ``name`` when ``what`` needs more bytes than the machine's memory
+    (instead of NumPy's "Maximum allowed size exceeded" or hours of swapping)."""
+    memory = physical_memory()
+    if memory is not None and nbytes > memory:
+        raise ValueError(
+            f"`{name}`: {what} needs {nbytes / 2**30:.3g} GiB; this machine has "
+            f"{memory / 2**30:.3g} GiB of memory"
+        )
 
 
 def as_size(size, name: str = "size") -> tuple[int, int]:

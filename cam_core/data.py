@@ -127,7 +127,11 @@ def scale_boxes(boxes, /, from_size, to_size) -> np.ndarray:
         raise TypeError(f"`from_size` must be a (width, height) pair; got {from_size!r}")
     height, width = as_size(from_size, "from_size")[::-1]  # checked as a pair; order (w, h)
     h, w = as_size(to_size, "to_size")
-    return b * np.array([w, h, w, h], dtype=np.float64) / np.array([width, height, width, height])
+    with np.errstate(over="ignore"):
+        out = b * np.array([w, h, w, h], dtype=np.float64) / np.array([width, height, width, height])
+    if not np.isfinite(out).all():
+        raise ValueError(f"`boxes` scaled by {to_size!r} / {from_size!r} overflow float64")
+    return out
 
 
 def _scalable_boxes(boxes) -> np.ndarray:
@@ -955,14 +959,11 @@ def _synthetic_image(rng: np.random.Generator, label: int, size: int, pool) -> t
 def _check_fits_memory(n: int, size: int) -> None:
     """Refuse a synthetic set larger than the machine's memory (images and masks: 4 bytes a
     pixel) instead of running for days; no check where the memory size is unknown."""
-    import os
+    from cam_core._validate import physical_memory
 
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return
+    memory = physical_memory()
     need = n * size * size * 4
-    if memory > 0 and need > memory:
+    if memory is not None and need > memory:
         raise ValueError(
             f"`n` = {n} images of {size}x{size} need {need / 2**30:.3g} GiB; this machine has "
             f"{memory / 2**30:.3g} GiB of memory. Make the set in parts (image i depends only "

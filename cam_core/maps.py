@@ -116,4 +116,8 @@ def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
     check_finite(stack, "maps")
     if how == "max":
         return stack.max(axis=0)
-    return stack.mean(axis=0, dtype=np.float64).astype(stack.dtype, copy=False)
+    with np.errstate(over="ignore"):
+        mean = stack.mean(axis=0, dtype=np.float64)
+    if not np.isfinite(mean).all():  # the sum overflows float64: divide first
+        mean = (stack / stack.shape[0]).sum(axis=0, dtype=np.float64)
+    return mean.astype(stack.dtype, copy=False)

@@ -77,16 +77,16 @@ def _check_not_empty(arr: np.ndarray, name: str) -> None:
         )
 
 
-def _cast_maps(raw: np.ndarray, dtype) -> np.ndarray:
-    """``raw`` (computed in float64) cast to ``dtype``; values that overflow it are a
-    ``ValueError`` instead of silent Inf maps."""
-    with np.errstate(over="ignore"):
+def _cast_maps(raw: np.ndarray, dtype, names=("activations", "gradients")) -> np.ndarray:
+    """``raw`` (computed in float64) cast to ``dtype``; values that overflow it (or float64
+    itself) are a ``ValueError`` naming the inputs instead of silent Inf maps."""
+    with np.errstate(over="ignore", invalid="ignore"):
         out = raw.astype(dtype, copy=False)
     if not np.isfinite(out).all():
+        inputs = ", ".join(f"`{n}`" for n in names)
         raise ValueError(
-            f"`activations`: the maps overflow {np.dtype(dtype).name} (|values| up to "
-            f"{float(np.nanmax(np.abs(raw))):.3g}); pass float64 `activations` (and "
-            f"`gradients`) or scale them down"
+            f"the maps overflow {np.dtype(dtype).name}: {inputs} are too large (pass float64 "
+            f"arrays or scale them down)"
         )
     return out
 
@@ -131,12 +131,13 @@ def _base_scores(x, n: int) -> np.ndarray:
     return base
 
 
-def _combine(weights: np.ndarray, a: np.ndarray, dtype) -> np.ndarray:
+def _combine(weights: np.ndarray, a: np.ndarray, dtype, names=("activations", "gradients")) -> np.ndarray:
     """``sum_k weights[n, k] * a[n, k]`` in float64, cast to ``dtype``: (N, K) x (N, K, h, w)."""
     n, k, h, w = a.shape
     flat = a.reshape(n, k, h * w).astype(np.float64, copy=False)
-    raw = np.matmul(weights.astype(np.float64, copy=False)[:, None, :], flat)[:, 0]
-    return _cast_maps(raw.reshape(n, h, w), dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused by _cast_maps
+        raw = np.matmul(weights.astype(np.float64, copy=False)[:, None, :], flat)[:, 0]
+    return _cast_maps(raw.reshape(n, h, w), dtype, names)
 
 
 # ------------------------------------------------------------------------------ class weights
@@ -181,7 +182,7 @@ def cam(activations, weights, classes, /) -> np.ndarray:
         raise ValueError(
             f"`classes` must be indices in [0, {w.shape[0]}); got {int(c[i])} for image {i}"
         )
-    return _combine(w[c], a, np.result_type(a, w))
+    return _combine(w[c], a, np.result_type(a, w), ("activations", "weights"))
 
 
 def gradcam(activations, gradients, /) -> np.ndarray:
@@ -380,9 +381,10 @@ def scorecam_combine(activations, scores, /) -> np.ndarray:
     """
     a = _activations(activations)
     s = _per_channel(scores, "scores", *a.shape[:2]).astype(np.float64)
-    e = np.exp(s - s.max(axis=1, keepdims=True))
+    with np.errstate(over="ignore"):  # a difference of two huge scores is -inf: weight 0
+        e = np.exp(s - s.max(axis=1, keepdims=True))
     weights = e / e.sum(axis=1, keepdims=True)
-    return _combine(weights, a, a.dtype)
+    return _combine(weights, a, a.dtype, ("activations", "scores"))
 
 
 def ablationcam_combine(activations, ablated_scores, base_scores, /) -> np.ndarray:
@@ -411,8 +413,9 @@ def ablationcam_combine(activations, ablated_scores, base_scores, /) -> np.ndarr
     ablated = _per_channel(ablated_scores, "ablated_scores", n, k)
     base = _base_scores(base_scores, n)
     y = base.astype(np.float64)[:, None]
-    weights = (y - ablated) / y
-    return _combine(weights, a, a.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused by _cast_maps
+        weights = (y - ablated) / y
+    return _combine(weights, a, a.dtype, ("activations", "ablated_scores", "base_scores"))
 
 
 def _progress_bar(total: int, progress, desc: str):

@@ -111,6 +111,10 @@ def interpolation_matrix(in_size: int, out_size: int, /, *, method: str = "bilin
     """
     in_size = _check_length(in_size, "in_size")
     out_size = _check_length(out_size, "out_size")
+    from cam_core._validate import check_fits_memory
+
+    check_fits_memory(in_size * out_size * 8, "in_size" if in_size > out_size else "out_size",
+                      f"a ({out_size}, {in_size}) matrix")
     return _matrix(in_size, out_size, _check_method(method), "float64")
 
 
@@ -145,6 +149,10 @@ def upsample(maps, /, size, *, method: str = "bilinear", out: np.ndarray | None 
         raise ValueError(f"`maps` must have shape (N, h, w) or (h, w); got {x.shape}")
     method = _check_method(method)
     height, width = as_size(size, "size")
+    from cam_core._validate import check_fits_memory
+
+    check_fits_memory(x.size // max(x.shape[-1] * x.shape[-2], 1) * height * width * 8, "size",
+                      f"maps of {height}x{width}")
     single = x.ndim == 2
     if single:
         x = x[None]

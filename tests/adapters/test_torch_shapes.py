@@ -280,3 +280,29 @@ def test_nan_inf_and_complex_inputs_are_refused():
         ta.capture(model, bad.numpy())
     with pytest.raises(TypeError, match="`inputs` must be real; got dtype torch.complex64"):
         ta.explain(model, x.to(torch.complex64))
+
+
+def test_ambiguous_shape_in_a_model_without_channels_last_code_is_channels_first():
+    """K == h == w, a custom activation module, pooling in forward code: no module of the model
+    works on a last axis, so the torch convention holds (no refusal for plain CNNs)."""
+
+    class Swish(nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, stride=4, padding=1)
+            self.act = Swish()
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
+
+    model = sm._seeded(Net(), 9)
+    x = batch()
+    (cap,) = ta.capture(model, x, layer="act")
+    with torch.no_grad():
+        ref = model.act(model.conv(x))
+    np.testing.assert_allclose(cap.activations, ref.numpy(), rtol=1e-6)
