@@ -591,6 +591,8 @@ class KerasSession:
         dtype = g.dtype
         if isinstance(inputs, np.ndarray) or not hasattr(inputs, "shape"):
             inputs = np.asarray(inputs)
+            if inputs.dtype.kind not in "biuf":  # strings would be parsed, complex cast to real
+                raise TypeError(f"`inputs` must be a real numeric array; got dtype {inputs.dtype}")
             if inputs.dtype != np.dtype(dtype):
                 inputs = inputs.astype(dtype)
         x = keras.ops.convert_to_tensor(inputs, dtype=dtype)
@@ -749,6 +751,12 @@ class KerasSession:
         if arr.ndim != 2 or arr.shape[0] != self.n:
             raise ValueError(
                 f"the model must return logits of shape (N, C) with N = {self.n}; got {arr.shape}"
+            )
+        if not np.isfinite(arr).all():
+            bad = np.flatnonzero(~np.isfinite(arr).all(axis=1)).tolist()
+            raise ValueError(
+                f"the model returned non-finite logits (NaN or Inf) for images {bad[:10]}: an "
+                f"overflow inside the model; check the scale of `inputs` (and the model)"
             )
         return arr
 

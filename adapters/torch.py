@@ -687,6 +687,12 @@ class TorchSession(_Prepared):
                 f"the model must return logits of shape (N, C) with N = {n}; got "
                 f"{tuple(logits.shape)}"
             )
+        if logits.is_floating_point() and not bool(torch.isfinite(logits).all()):
+            bad = torch.nonzero(~torch.isfinite(logits).all(dim=1))[:, 0].tolist()
+            raise ValueError(
+                f"the model returned non-finite logits (NaN or Inf) for images {bad[:10]}: an "
+                f"overflow inside the model; check the scale of `inputs` (and the model)"
+            )
         return logits
 
     def _scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:

@@ -293,6 +293,7 @@ def explain_session(
     from cam_core.resize import upsample as upsample_maps
 
     spec = method_spec(method)
+    _check_choices(fuse=fuse, upsample=upsample)
     size = as_size(session.input_size, "input_size")
     captures = session.capture(gradients=spec.needs_gradients)
     raws, layer_maps = [], []
@@ -320,6 +321,17 @@ def explain_session(
         method=spec.name,
         layers=tuple(c.layer for c in captures),
     )
+
+
+def _check_choices(**options) -> None:
+    """``fuse`` and ``upsample`` checked under their own names before the model runs."""
+    from cam_core.maps import FUSIONS
+    from cam_core.resize import INTERPOLATIONS
+
+    allowed = {"fuse": FUSIONS, "upsample": INTERPOLATIONS}
+    for name, value in options.items():
+        if not isinstance(value, str) or value not in allowed[name]:
+            raise ValueError(f"`{name}` must be one of {list(allowed[name])}; got {value!r}")
 
 
 def _warn_constant(maps: np.ndarray, method: str, layers: tuple[str, ...]) -> None:

@@ -321,3 +321,87 @@ def test_file_writer_faults(tmp_path, call, exc, match):
     with pytest.raises(exc, match=match):
         call(tmp_path)
     assert [p for p in tmp_path.iterdir()] == []  # nothing left behind
+
+
+# --------------------------------------------------------------------------- the adapters
+
+_INPUT_FAULTS = [
+    ("rank-", lambda x: x[0]),
+    ("rank+", lambda x: x[None]),
+    ("dtype-str", lambda x: x.astype(str)),
+    ("dtype-complex", lambda x: x.astype(np.complex64)),
+    ("dtype-object", lambda x: np.full(x.shape, None, dtype=object)),
+    ("empty", lambda x: x[:0]),
+    ("nan", lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x).astype(x.dtype)),
+    ("inf", lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.inf, x).astype(x.dtype)),
+    ("huge", lambda x: np.full(x.shape, 3e38, np.float32)),
+    ("readonly", lambda x: np.lib.stride_tricks.as_strided(x, writeable=False)),
+]
+
+_OPTION_FAULTS = [
+    ("method", "nope"), ("method", 3), ("layer", 3), ("layer", "nope"), ("layer", []),
+    ("targets", [0]), ("targets", [0, 99]), ("targets", "0"), ("targets", [0.5, 1]),
+    ("targets", np.array([np.nan, 1.0])), ("upsample", "nope"), ("fuse", "nope"),
+    ("batch_size", 0), ("batch_size", "8"), ("progress", "yes"), ("layout", "NWHC"),
+]
+
+
+def _adapter_check(run, name, label):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cc.ConstantMapWarning)
+        try:
+            out = run()
+        except (ValueError, TypeError) as exc:
+            assert f"`{name}" in str(exc), f"{type(exc).__name__} does not name `{name}`: {exc}"
+            return None
+    assert label in ("readonly",), f"fault {label!r} of `{name}` was accepted"
+    return out
+
+
+@pytest.mark.parametrize("label, fault", _INPUT_FAULTS, ids=[f[0] for f in _INPUT_FAULTS])
+def test_torch_adapter_input_faults(label, fault):
+    torch = pytest.importorskip("torch")
+    from cam_core.adapters import torch as ta
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3))
+    x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+    for method in ("gradcam", "scorecam"):
+        out = _adapter_check(lambda: ta.explain(model, fault(x), method=method, layer="1"),
+                             "inputs", label)
+        if out is not None:
+            assert _same(out.maps, ta.explain(model, x, method=method, layer="1").maps)
+    _adapter_check(lambda: ta.capture(model, fault(x)), "inputs", label)
+
+
+@pytest.mark.parametrize("name, value", _OPTION_FAULTS, ids=[f"{n}-{v!r}" for n, v in _OPTION_FAULTS])
+def test_torch_adapter_option_faults(name, value):
+    torch = pytest.importorskip("torch")
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3))
+    x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+    kw = {"method": "scorecam", "layer": "1", name: value}
+    with pytest.raises((ValueError, TypeError), match=f"`{name}"):
+        cc.explain(model, x, **kw)
+
+
+@pytest.mark.parametrize("label, fault", _INPUT_FAULTS, ids=[f[0] for f in _INPUT_FAULTS])
+def test_keras_adapter_input_faults(label, fault):
+    keras = pytest.importorskip("keras")
+    from cam_core.adapters import keras as ka
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    for _ in range(2):  # eager, then compiled
+        res = _adapter_check(lambda: ka.explain(model, fault(x)), "inputs", label)
+        if res is not None:
+            assert _same(res.maps, ka.explain(model, x).maps)
