@@ -19,8 +19,8 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`TorchSession`:
   arrays (activations, gradients), the logits and the scores leave the device, as float32 NumPy.
 - **Layers** are given by name (``"layer4"``, ``"features.8"``), by module object, as a list of
   them (one forward, one ``autograd.grad`` for all, maps fused by the core), or found
-  automatically: the last module whose output is 4-D with more than one position, i.e. the last
-  feature map before global pooling (one extra forward pass with hooks on every module, the
+  automatically (see *Automatic layer* below: the last feature map before global pooling, or a
+  transformer's last block; one extra forward pass with hooks on every module, the
   first time a model sees an input shape; the answer is remembered per model, weakly). When that
   module runs several times in one forward pass (a shared activation module), the call found is
   the one explained; a shared module given by name or object is explained at its last call.
@@ -361,8 +361,9 @@ def find_layer(model, layer=None, *, inputs=None) -> tuple[str, nn.Module]:
     model : torch.nn.Module
     layer : str, torch.nn.Module or None
         A dotted module name (``"layer4"``, ``"features.8"``), the module itself, or None to find
-        the last module whose output is 4-D with more than one position (the last feature map
-        before global pooling) by one forward pass of ``inputs`` with hooks on every module.
+        the layer automatically (the last spatial feature map before global pooling, or a
+        transformer's last block; see the module docstring) by one forward pass of ``inputs``
+        with hooks on every module.
     inputs : tensor or ndarray, shape (N, C, H, W), optional
         Needed when ``layer`` is None.
 
@@ -1233,9 +1234,9 @@ def explain(
     method : str
         One of :data:`cam_core.explain.METHODS`.
     layer : str, nn.Module, a list of them, or None
-        The target layer(s); None finds the last 4-D feature map before global pooling (one
-        extra forward pass the first time per model and input shape). Several layers are
-        captured in one pass and fused.
+        The target layer(s); None finds the last spatial feature map before global pooling, or
+        a transformer's last block (one extra forward pass the first time per model and input
+        shape; see the module docstring). Several layers are captured in one pass and fused.
     targets : None, int, sequence of int, or callable
         None: each image's predicted class; int: that class for every image; sequence: one class
         per image (any other length is a ``ValueError``); callable: maps the logits tensor
