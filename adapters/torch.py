@@ -458,11 +458,20 @@ class _Prepared:
         return x.to(device)
 
 
+def _all_finite(x: torch.Tensor) -> bool:
+    """One reduction, no mask: NumPy on CPU (~1 ms for 32 x 3 x 224 x 224), ``aminmax``
+    elsewhere (min and max are NaN when any value is, +-Inf when one is)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return bool(np.isfinite(x.detach().numpy()).all())
+    low, high = torch.aminmax(x.detach())
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
 def _check_values(x: torch.Tensor) -> None:
     """Complex inputs are a ``TypeError`` (never cast to real); NaN / Inf a ``ValueError``."""
     if x.dtype.is_complex:
         raise TypeError(f"`inputs` must be real; got dtype {x.dtype}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if x.is_floating_point() and not _all_finite(x):
         bad = ~torch.isfinite(x)
         where = tuple(int(i) for i in torch.nonzero(bad)[0])
         raise ValueError(
