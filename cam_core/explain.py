@@ -167,8 +167,7 @@ class Explanation:
         """Bool ``(N,)``: True for the images whose map is constant (all zeros after
         normalisation), e.g. a layer whose positions get no gradient or a head that ignores it.
         Such a map localises nothing; :meth:`boxes` gives one box over the whole image for it."""
-        maps = np.asarray(self.maps)
-        return ~np.any(maps.reshape(len(maps), -1) > 0, axis=1)
+        return _constant_flags(self.maps)
 
     def boxes(
         self,
@@ -334,15 +333,27 @@ def _check_choices(**options) -> None:
             raise ValueError(f"`{name}` must be one of {list(allowed[name])}; got {value!r}")
 
 
+def _constant_flags(maps) -> np.ndarray:
+    """Bool ``(N,)`` NumPy: True where a normalised map has no positive value (is constant).
+    Maps of another array library (on a device) are reduced there; only the flags move."""
+    if isinstance(maps, np.ndarray):
+        return ~np.any(maps.reshape(len(maps), -1) > 0, axis=1)
+    from array_api_compat import array_namespace, to_device
+
+    xp = array_namespace(maps)
+    flags = ~xp.any(xp.reshape(maps, (maps.shape[0], -1)) > 0, axis=1)
+    return np.asarray(to_device(flags, "cpu"))
+
+
 def _warn_constant(maps: np.ndarray, method: str, layers: tuple[str, ...]) -> None:
     """One :class:`ConstantMapWarning` naming the images whose maps are constant, if any."""
-    flat = np.asarray(maps).reshape(len(maps), -1)
-    bad = np.flatnonzero(~np.any(flat > 0, axis=1))
+    flags = _constant_flags(maps)
+    bad = np.flatnonzero(flags)
     if len(bad) == 0:
         return
     shown = ", ".join(str(int(i)) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
     warnings.warn(
-        f"{len(bad)} of {len(flat)} {method} maps at layer {', '.join(map(repr, layers))} are "
+        f"{len(bad)} of {len(flags)} {method} maps at layer {', '.join(map(repr, layers))} are "
         f"constant (images {shown}): they localise nothing and their boxes cover the whole "
         f"image. The layer's positions get no signal (e.g. a class-token head explained at the "
         f"last block's output, or a zero head); `Explanation.constant` marks them",

@@ -306,3 +306,13 @@ def test_ambiguous_shape_in_a_model_without_channels_last_code_is_channels_first
     with torch.no_grad():
         ref = model.act(model.conv(x))
     np.testing.assert_allclose(cap.activations, ref.numpy(), rtol=1e-6)
+
+
+def test_constant_flags_of_tensor_maps():
+    """Explanation.constant also works when the maps are torch tensors (maps kept on a device)."""
+    maps = torch.rand(3, 4, 4)
+    maps[1] = 0
+    e = cam_core.Explanation(maps=maps, raw=maps, logits=np.zeros((3, 2)),
+                             targets=np.zeros(3, np.int64), method="gradcam")
+    assert e.constant.tolist() == [False, True, False]
+    assert isinstance(e.constant, np.ndarray)
