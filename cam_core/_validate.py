@@ -14,7 +14,6 @@ below, so that the rules are stated once:
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -159,7 +158,7 @@ def as_size(size, name: str = "size") -> tuple[int, int]:
                 f"`{name}` must be an int or a (height, width) pair; got {size!r}"
             ) from exc
         for s in items:  # whole real numbers only: no str, bool, NaN, 2.5
-            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (numbers.Real, np.number)):
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, float, np.integer, np.floating)):
                 raise TypeError(
                     f"`{name}` must be an int or a (height, width) pair of ints; got {size!r}"
                 )
@@ -171,3 +170,43 @@ def as_size(size, name: str = "size") -> tuple[int, int]:
     if pair[0] < 1 or pair[1] < 1:
         raise ValueError(f"`{name}` must be positive; got {size!r}")
     return pair
+
+
+def check_nonempty_axes(arr, name: str, what: str) -> None:
+    """A ``ValueError`` when an axis after the first (the batch) has length 0."""
+    if 0 in tuple(arr.shape)[1:]:
+        raise ValueError(f"`{name}` must have {what}; got shape {tuple(arr.shape)}")
+
+
+def _all_finite(out) -> bool:
+    if isinstance(out, np.ndarray):
+        return bool(np.isfinite(out).all())
+    from array_api_compat import array_namespace  # arrays of another library, on their device
+
+    xp = array_namespace(out)
+    return bool(xp.all(xp.isfinite(out)))
+
+
+def finite_result(*names: str):
+    """Decorator of a core function whose inputs are checked finite: it runs with NumPy's
+    overflow warnings off, and a non-finite result (an overflow of the result's dtype) is a
+    ``ValueError`` naming ``names`` instead of Inf or NaN maps."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = fn(*args, **kwargs)
+            if not _all_finite(out):
+                inputs = ", ".join(f"`{n}`" for n in names)
+                dtype = getattr(out, "dtype", "")
+                raise ValueError(
+                    f"{fn.__name__}: the maps overflow {dtype}; {inputs} are too large (pass "
+                    f"float64 arrays or scale them down)"
+                )
+            return out
+
+        return checked
+
+    return wrap

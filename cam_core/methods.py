@@ -36,6 +36,7 @@ from cam_core._validate import (
     check_finite,
     check_same_batch,
 )
+from cam_core._validate import check_nonempty_axes, finite_result
 
 __all__ = [
     "ablationcam",
@@ -63,39 +64,16 @@ _PROGRESS_MIN_CHUNKS = 8
 def _activations(x, name: str = "activations") -> np.ndarray:
     arr = as_float_array(x, name, shape=_LAYER_SHAPE)
     check_same_batch(**{name: arr})
-    _check_not_empty(arr, name)
+    check_nonempty_axes(arr, name, "at least one channel and one position")
     check_finite(arr, name)
     return arr
-
-
-def _check_not_empty(arr: np.ndarray, name: str) -> None:
-    """At least one channel and one position: (N, 0, h, w) or (N, K, h, 0) is a ``ValueError``."""
-    if 0 in arr.shape[1:]:
-        raise ValueError(
-            f"`{name}` must have at least one channel and one position (K, h, w >= 1); got "
-            f"shape {tuple(arr.shape)}"
-        )
-
-
-def _cast_maps(raw: np.ndarray, dtype, names=("activations", "gradients")) -> np.ndarray:
-    """``raw`` (computed in float64) cast to ``dtype``; values that overflow it (or float64
-    itself) are a ``ValueError`` naming the inputs instead of silent Inf maps."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = raw.astype(dtype, copy=False)
-    if not np.isfinite(out).all():
-        inputs = ", ".join(f"`{n}`" for n in names)
-        raise ValueError(
-            f"the maps overflow {np.dtype(dtype).name}: {inputs} are too large (pass float64 "
-            f"arrays or scale them down)"
-        )
-    return out
 
 
 def _pair(activations, gradients) -> tuple[np.ndarray, np.ndarray, np.dtype]:
     a = as_float_array(activations, "activations", shape=_LAYER_SHAPE)
     g = as_float_array(gradients, "gradients", shape=_LAYER_SHAPE)
     check_same_batch(activations=a, gradients=g)
-    _check_not_empty(a, "activations")
+    check_nonempty_axes(a, "activations", "at least one channel and one position")
     if a.shape != g.shape:
         raise ValueError(
             f"`gradients` must have the shape of `activations` {a.shape}; got {g.shape}"
@@ -131,13 +109,12 @@ def _base_scores(x, n: int) -> np.ndarray:
     return base
 
 
-def _combine(weights: np.ndarray, a: np.ndarray, dtype, names=("activations", "gradients")) -> np.ndarray:
+def _combine(weights: np.ndarray, a: np.ndarray, dtype) -> np.ndarray:
     """``sum_k weights[n, k] * a[n, k]`` in float64, cast to ``dtype``: (N, K) x (N, K, h, w)."""
     n, k, h, w = a.shape
     flat = a.reshape(n, k, h * w).astype(np.float64, copy=False)
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused by _cast_maps
-        raw = np.matmul(weights.astype(np.float64, copy=False)[:, None, :], flat)[:, 0]
-    return _cast_maps(raw.reshape(n, h, w), dtype, names)
+    raw = np.matmul(weights.astype(np.float64, copy=False)[:, None, :], flat)[:, 0]
+    return raw.reshape(n, h, w).astype(dtype, copy=False)
 
 
 # ------------------------------------------------------------------------------ class weights
@@ -182,7 +159,7 @@ def cam(activations, weights, classes, /) -> np.ndarray:
         raise ValueError(
             f"`classes` must be indices in [0, {w.shape[0]}); got {int(c[i])} for image {i}"
         )
-    return _combine(w[c], a, np.result_type(a, w), ("activations", "weights"))
+    return _combine(w[c], a, np.result_type(a, w))
 
 
 def gradcam(activations, gradients, /) -> np.ndarray:
@@ -285,7 +262,9 @@ def layercam(activations, gradients, /) -> np.ndarray:
         Raw maps, signed (negative only where activations are negative).
     """
     a, g, dtype = _pair(activations, gradients)
-    return _cast_maps(np.einsum("nkhw,nkhw->nhw", np.maximum(g, 0).astype(np.float64), a), dtype)
+    return np.einsum("nkhw,nkhw->nhw", np.maximum(g, 0).astype(np.float64), a).astype(
+        dtype, copy=False
+    )
 
 
 def hirescam(activations, gradients, /) -> np.ndarray:
@@ -305,7 +284,7 @@ def hirescam(activations, gradients, /) -> np.ndarray:
         Raw maps, signed.
     """
     a, g, dtype = _pair(activations, gradients)
-    return _cast_maps(np.einsum("nkhw,nkhw->nhw", g.astype(np.float64), a), dtype)
+    return np.einsum("nkhw,nkhw->nhw", g.astype(np.float64), a).astype(dtype, copy=False)
 
 
 def eigencam(activations, /) -> np.ndarray:
@@ -354,7 +333,7 @@ def eigencam(activations, /) -> np.ndarray:
     largest = proj[np.arange(n), np.argmax(np.abs(proj), axis=1)]
     sign = np.where(corr != 0, np.sign(corr), np.where(largest < 0, -1.0, 1.0))
     proj *= sign[:, None]
-    return _cast_maps(proj.reshape(n, h, w), a.dtype)
+    return proj.reshape(n, h, w).astype(a.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------- perturbation methods
@@ -381,10 +360,9 @@ def scorecam_combine(activations, scores, /) -> np.ndarray:
     """
     a = _activations(activations)
     s = _per_channel(scores, "scores", *a.shape[:2]).astype(np.float64)
-    with np.errstate(over="ignore"):  # a difference of two huge scores is -inf: weight 0
-        e = np.exp(s - s.max(axis=1, keepdims=True))
+    e = np.exp(s - s.max(axis=1, keepdims=True))
     weights = e / e.sum(axis=1, keepdims=True)
-    return _combine(weights, a, a.dtype, ("activations", "scores"))
+    return _combine(weights, a, a.dtype)
 
 
 def ablationcam_combine(activations, ablated_scores, base_scores, /) -> np.ndarray:
@@ -413,9 +391,8 @@ def ablationcam_combine(activations, ablated_scores, base_scores, /) -> np.ndarr
     ablated = _per_channel(ablated_scores, "ablated_scores", n, k)
     base = _base_scores(base_scores, n)
     y = base.astype(np.float64)[:, None]
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused by _cast_maps
-        weights = (y - ablated) / y
-    return _combine(weights, a, a.dtype, ("activations", "ablated_scores", "base_scores"))
+    weights = (y - ablated) / y
+    return _combine(weights, a, a.dtype)
 
 
 def _progress_bar(total: int, progress, desc: str):
@@ -582,3 +559,18 @@ def ablationcam(
         "Ablation-CAM",
     )
     return ablationcam_combine(a, ablated, base).astype(a.dtype, copy=False)
+
+
+# Overflow (inputs are checked finite, so a non-finite map is one) is a ValueError naming the
+# inputs, not Inf maps; NumPy's overflow warnings are off inside (see finite_result).
+cam = finite_result("activations", "weights")(cam)
+gradcam = finite_result("activations", "gradients")(gradcam)
+gradcam_pp = finite_result("activations", "gradients")(gradcam_pp)
+xgradcam = finite_result("activations", "gradients")(xgradcam)
+layercam = finite_result("activations", "gradients")(layercam)
+hirescam = finite_result("activations", "gradients")(hirescam)
+eigencam = finite_result("activations")(eigencam)
+scorecam_combine = finite_result("activations", "scores")(scorecam_combine)
+ablationcam_combine = finite_result("activations", "ablated_scores", "base_scores")(
+    ablationcam_combine
+)
