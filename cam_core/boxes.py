@@ -317,16 +317,6 @@ def box_iou(boxes1, boxes2, /) -> np.ndarray:
     return _iou(*_rescaled(a, b))
 
 
-def _rescaled(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both box sets divided by a common power of two when their areas would overflow float64
-    (IoU is scale-free; a power of two keeps the arithmetic exact)."""
-    big = max((float(np.abs(x).max()) for x in (a, b) if x.size), default=0.0)
-    if big <= 1e150:
-        return a, b
-    scale = 2.0 ** -math.ceil(math.log2(big))
-    return a * scale, b * scale
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of checked float64 half-open boxes (N, 4) x (M, 4) -> (N, M)."""
     w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
@@ -337,6 +327,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     safe = np.where(union > 0, union, 1.0)
     return np.where(union > 0, inter / safe, 0.0)
+
+
+def _rescaled(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both box sets divided by a common power of two when their areas would overflow float64
+    (IoU is scale-free; a power of two keeps the arithmetic exact)."""
+    big = max((float(np.abs(x).max()) for x in (a, b) if x.size), default=0.0)
+    if big <= 1e150:
+        return a, b
+    scale = 2.0 ** -math.ceil(math.log2(big))
+    return a * scale, b * scale
+
 
 
 def mask_iou(masks1, masks2, /) -> np.ndarray:

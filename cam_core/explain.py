@@ -34,7 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cam_core._validate import as_float_array, as_int_array, as_size, check_finite
+from cam_core._validate import as_float_array, as_int_array, as_size
 
 __all__ = [
     "METHODS",
@@ -197,6 +197,8 @@ def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
     Callables are handled by the adapters (they need the framework's logits) and never reach here.
     """
     logits = as_float_array(logits, "logits", shape=("N", "C"))
+    from cam_core._validate import check_finite
+
     check_finite(logits, "logits")  # argmax would pick a NaN's class
     n, c = logits.shape
     if targets is None:
