@@ -339,7 +339,6 @@ def _rescaled(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a * scale, b * scale
 
 
-
 def mask_iou(masks1, masks2, /) -> np.ndarray:
     """Pairwise intersection over union of binary masks.
 
