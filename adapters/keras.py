@@ -28,7 +28,14 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`KerasSession`:
   tensor.
 - **Layouts.** Inputs are the model's own layout (NHWC for channels-last models). Layer outputs
   ``(N, h, w, K)`` are handed to the core as ``(N, K, h, w)``; channels-first models (their conv
-  layers say ``data_format="channels_first"``) are handed over as they are.
+  layers say ``data_format="channels_first"``) are handed over as they are. Per layer, its own
+  ``data_format`` decides, else the one reading whose grid has the input's aspect (a ``Permute``
+  to channels-first inside a channels-last model), else the model's; ``layout=`` overrides.
+- **Inputs** must be finite and non-empty: checked before any (compiled) call, so a NaN never
+  turns into zero maps on a traced call.
+- **Automatic layer:** the last 4-D output whose grid has the input's aspect; a model whose
+  token outputs (``(N, P + T, D)`` from two or more layers) come after its last 4-D map is a
+  transformer, and the call asks for ``layer=`` rather than explain the patch embedding.
 - **CAM** needs global average pooling + one ``Dense``: the ``Dense`` producing the logits must
   take ``K`` inputs, and the logits must equal it applied to the spatial mean of the layer's
   output on the batch (relative tolerance 1e-4 of max |logit|); otherwise ``Capture.weights`` is
@@ -52,6 +59,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from cam_core.adapters import _layout
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
 
 __all__ = ["KerasSession", "capture", "explain", "find_layer", "gap_classifier"]
@@ -185,7 +193,7 @@ def _inline(fn, in_ids: list, prefix: str, g: _Graph) -> list:
 def _graph(model) -> _Graph:
     fn = _check_model(model)
     memo = _GRAPHS.get(model)
-    if memo is not None and memo[0] is fn:
+    if memo is not None and memo[0]() is fn:
         return memo[1]
     g = _Graph(dtype=str(getattr(fn.inputs[0], "dtype", None) or "float32"))
     (g.output,) = _inline(fn, [g.input], "", g)
@@ -196,7 +204,7 @@ def _graph(model) -> _Graph:
             fmt = f
             break
     g.channels_first = fmt == "channels_first"
-    _GRAPHS[model] = (fn, g)
+    _GRAPHS[model] = (weakref.ref(fn), g)  # weakly: the value must not keep the model (key) alive
     return g
 
 
@@ -268,11 +276,39 @@ def _spatial(g: _Graph, shape) -> bool:
     return not all(d == 1 for d in hw)
 
 
-def _auto(g: _Graph, model) -> tuple[str, int, object]:
+def _input_size(g: _Graph, model, input_size=None):
+    if input_size is not None:
+        return tuple(input_size)
+    shape = tuple(_graph_model(model).inputs[0].shape)
+    hw = shape[2:4] if g.channels_first else shape[1:3]
+    return tuple(hw) if len(hw) == 2 and all(isinstance(d, int) for d in hw) else None
+
+
+def _auto(g: _Graph, model, input_size=None) -> tuple[str, int, object]:
     need = _needed(g, [g.output])
+    size = _input_size(g, model, input_size)
+    token_layers: dict = {}  # token shape -> ids of the layers emitting it
+    for i in sorted(need):
+        shape = g.steps[i].shape
+        if size is not None and shape is not None and len(shape) == 3 and shape[1]:
+            grid = _layout.token_grid(int(shape[1]), size)
+            if grid is not None and grid[1][0] * grid[1][1] > 1:
+                token_layers.setdefault(shape[1:], set()).add(id(g.steps[i].op))
     for i in sorted(need, reverse=True):
         s = g.steps[i]
-        if _spatial(g, s.shape):
+        shape = s.shape
+        if shape is not None and len(shape) == 3 and len(token_layers.get(shape[1:], ())) >= 2:
+            raise ValueError(
+                f"model {model.name!r} looks like a transformer: layer {s.path!r} outputs tokens "
+                f"{shape} after its last 4-D feature map, which would explain the patch "
+                f"embedding. The Keras adapter explains 4-D feature maps only; pass `layer=` "
+                f"(a 4-D layer) or reshape the tokens to a grid inside the model"
+            )
+        if _spatial(g, shape) and (
+            size is None
+            or not all(isinstance(d, int) for d in shape[1:])  # dynamic sizes: not checkable
+            or any(_layout.readings(tuple(shape), size))
+        ):
             return s.path, s.outs[0], s.op
     raise ValueError(
         f"model {model.name!r} has no 4-D layer output (N, h, w, K) before its logits; pass `layer`"
@@ -564,6 +600,8 @@ class KerasSession:
         As in :func:`explain`.
     weights : bool
         Look for the GAP + Dense head's weights (needed by CAM only).
+    layout : {None, "channels_first", "channels_last"}
+        As in :func:`explain`.
 
     Attributes
     ----------
@@ -572,7 +610,7 @@ class KerasSession:
     """
 
     def __init__(self, model, inputs, *, layer=None, targets=None, weights: bool = True,
-                 core: str = "auto"):
+                 core: str = "auto", layout=None):
         if core not in _CORES:
             raise ValueError(f"`core` must be one of {_CORES}; got {core!r}")
         if core == "device" and _BACKEND not in _DEVICE_BACKENDS:
@@ -583,11 +621,14 @@ class KerasSession:
         self._core = core
         self.on_device = False  # set by capture()
         self.model = model
+        self._layout = _layout.check_layout(layout)
         self._g = _graph(model)
         g = self._g
         dtype = g.dtype
         if isinstance(inputs, np.ndarray) or not hasattr(inputs, "shape"):
             inputs = np.asarray(inputs)
+            if inputs.dtype.kind not in "biuf":  # strings would be parsed, complex cast to real
+                raise TypeError(f"`inputs` must be a real numeric array; got dtype {inputs.dtype}")
             if inputs.dtype != np.dtype(dtype):
                 inputs = inputs.astype(dtype)
         x = keras.ops.convert_to_tensor(inputs, dtype=dtype)
@@ -595,20 +636,38 @@ class KerasSession:
         if len(shape) != 4:
             layout = "(N, C, H, W)" if g.channels_first else "(N, H, W, C)"
             raise ValueError(f"`inputs` must have shape {layout}; got {shape}")
+        _check_batch(x, shape)
         self.x = x
         self.n = shape[0]
         self.input_size = shape[2:4] if g.channels_first else shape[1:3]
         self._layers: list[_Layer] = []
         for item in _layer_items(layer):
-            path, v, op = _auto(g, model) if item is None else _resolve(g, item, model)
+            path, v, op = (
+                _auto(g, model, self.input_size) if item is None else _resolve(g, item, model)
+            )
             if any(lay.value == v for lay in self._layers):
                 raise ValueError(f"`layer` lists {path!r} twice")
-            self._layers.append(_Layer(path, v, op, g.channels_first))
+            self._layers.append(_Layer(path, v, op, self._channels_first(path, v, op)))
         self._plan = _plan(g, tuple(lay.value for lay in self._layers))
         self._targets_spec = targets
         self._want_weights = bool(weights)
         self._target_ids = None
         self._captured = False
+
+    def _channels_first(self, path: str, value: int, op) -> bool:
+        """The layer's 4-D output layout: ``layout``, else the layer's own ``data_format``, else
+        the one reading whose grid has the input's aspect, else the model's format."""
+        if self._layout is not None:
+            return self._layout == "channels_first"
+        fmt = getattr(op, "data_format", None)
+        if fmt in ("channels_first", "channels_last"):
+            return fmt == "channels_first"
+        shape = self._g.steps[self._g.producer[value]].shape if value in self._g.producer else None
+        if shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]):
+            cf, cl = _layout.readings((self.n, *shape[1:]), self.input_size)
+            if cf != cl:
+                return cf
+        return self._g.channels_first
 
     def __enter__(self):
         return self
@@ -732,6 +791,12 @@ class KerasSession:
             raise ValueError(
                 f"the model must return logits of shape (N, C) with N = {self.n}; got {arr.shape}"
             )
+        if not np.isfinite(arr).all():
+            bad = np.flatnonzero(~np.isfinite(arr).all(axis=1)).tolist()
+            raise ValueError(
+                f"the model returned non-finite logits (NaN or Inf) for images {bad[:10]}: an "
+                f"overflow inside the model; check the scale of `inputs` (and the model)"
+            )
         return arr
 
     def _for_core(self, t):
@@ -854,6 +919,20 @@ class KerasSession:
         return self._scores_of(logits, index)
 
 
+def _check_batch(x, shape) -> None:
+    """An empty batch or NaN / Inf inputs are a ``ValueError`` before any (compiled) call."""
+    if shape[0] == 0:
+        raise ValueError("`inputs`: the batch is empty; need at least one image")
+    if not bool(keras.ops.convert_to_numpy(keras.ops.all(keras.ops.isfinite(x)))):
+        arr = keras.ops.convert_to_numpy(x)
+        bad = ~np.isfinite(arr)
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"`inputs` must be finite; got {arr[where]} at index {where} ({int(bad.sum())} "
+            f"non-finite values in all)"
+        )
+
+
 # --------------------------------------------------------------------------- public entry points
 
 
@@ -870,6 +949,7 @@ def explain(
     progress: bool | None = None,
     core: str = "auto",
     maps_on_device: bool = False,
+    layout: str | None = None,
 ) -> Explanation:
     """Explain a batch of a Keras classifier with a class activation map method.
 
@@ -898,6 +978,9 @@ def explain(
         always uses NumPy (``"device"`` is a ``ValueError`` there).
     maps_on_device : bool
         Keep ``maps`` and ``raw`` as backend tensors where the core computed them.
+    layout : {None, "channels_first", "channels_last"}
+        The layout of the layers' 4-D outputs; None takes a layer's own ``data_format``, else
+        the one reading whose grid has the input's aspect, else the model's format.
 
     Returns
     -------
@@ -906,7 +989,8 @@ def explain(
     """
     spec = method_spec(method)
     with KerasSession(
-        model, inputs, layer=layer, targets=targets, weights=spec.needs_weights, core=core
+        model, inputs, layer=layer, targets=targets, weights=spec.needs_weights, core=core,
+        layout=layout
     ) as session:
         return explain_session(
             session, spec.name, fuse=fuse, upsample=upsample, batch_size=batch_size,
@@ -914,7 +998,9 @@ def explain(
         )
 
 
-def capture(model, inputs, *, layer=None, targets=None, gradients: bool = True) -> list[Capture]:
+def capture(
+    model, inputs, *, layer=None, targets=None, gradients: bool = True, layout=None
+) -> list[Capture]:
     """Record activations, gradients, logits and the CAM weights of one batch.
 
     Parameters are as in :func:`explain`; ``gradients=False`` skips the gradient step.
@@ -924,7 +1010,7 @@ def capture(model, inputs, *, layer=None, targets=None, gradients: bool = True) 
     list of cam_core.explain.Capture
         One per layer, in the order given; float32 NumPy arrays, channels-first ``(N, K, h, w)``.
     """
-    with KerasSession(model, inputs, layer=layer, targets=targets) as session:
+    with KerasSession(model, inputs, layer=layer, targets=targets, layout=layout) as session:
         return session.capture(gradients=bool(gradients))
 
 

@@ -25,13 +25,22 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`TorchSession`:
   The logits and the scores are small and always cross to the host.
 - **Layers** are given by name (``"layer4"``, ``"features.8"``), by module object, as a list of
   them (one forward, one ``autograd.grad`` for all, maps fused by the core), or found
-  automatically: the last module whose output is 4-D with more than one position, i.e. the last
-  feature map before global pooling (one extra forward pass with hooks on every module, the
+  automatically (see *Automatic layer* below: the last feature map before global pooling, or a
+  transformer's last block; one extra forward pass with hooks on every module, the
   first time a model sees an input shape; the answer is remembered per model, weakly). When that
   module runs several times in one forward pass (a shared activation module), the call found is
   the one explained; a shared module given by name or object is explained at its last call.
   Autograd starts at the explained call: the number of calls is learnt on the first capture (which
   records from the first call) and remembered, and a stale count is detected and redone.
+- **Automatic layer.** The later of the last spatial feature map (a 4-D output with the input's
+  aspect, read channels-first or channels-last) and, in a token model, the output of the last
+  transformer block before the final norm (or that block's first norm when the head reads only
+  the class token, so that the patch tokens get a gradient). A 4-D tensor that is not a map of the
+  input (attention heads x tokens x head width) is never picked; when nothing qualifies the call
+  raises and asks for ``layer=``.
+- **Channels-last outputs** ``(N, h, w, K)`` (Swin stages, ConvNeXt blocks, ``nn.Linear`` on 4-D
+  tensors) are detected (``layout=None``) or declared (``layout="channels_last"``) and handed to
+  the core as ``(N, K, h, w)``; a layout that cannot be told is an error, never a guess.
 - **Token outputs** (vision transformers) ``(N, P + T, D)`` become ``(N, D, h, w)``: ``reshape=None``
   infers the grid (``h * w = T``, square for square inputs, the input's aspect otherwise) and
   drops the ``P <= 8`` prefix tokens (class, distillation, register tokens); ``reshape=(h, w)``
@@ -56,7 +65,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-import math
 import operator
 import weakref
 from collections.abc import Callable
@@ -66,6 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cam_core.adapters import _layout
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
 
 __all__ = ["TorchSession", "capture", "explain", "find_layer", "gap_classifier"]
@@ -75,7 +84,7 @@ logger = logging.getLogger(__name__)
 # Relative tolerance of the GAP + linear check (and of the head-only cut), against max |logit|.
 _RTOL = {torch.float64: 1e-4, torch.float32: 1e-4}
 _RTOL_LOW_PRECISION = 3e-2  # bfloat16 / float16 logits or activations (autocast)
-_MAX_PREFIX_TOKENS = 8
+_MAX_PREFIX_TOKENS = _layout.MAX_PREFIX_TOKENS
 _ABLATION_MODES = ("auto", "head", "forward")
 _CORES = ("auto", "device", "numpy")
 # Perturbation methods on an accelerator: items per model call when `batch_size` is None, from
@@ -211,18 +220,123 @@ def _auto_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module, int 
         if mod is not None and dict(model.named_modules()).get(name) is mod:
             return name, mod, call
     calls = _trace_calls(model, x)
-    for call in reversed(calls):
-        s = call.shape
-        if s is not None and len(s) == 4 and s[2] * s[3] > 1:
-            n_calls = sum(1 for c in calls if c.module is call.module)
-            index = call.index if n_calls > 1 else None
-            memo[key] = (call.name, index, weakref.ref(call.module))
-            return call.name, call.module, index
-    raise ValueError(
-        "could not find a layer automatically: no module of the model outputs a 4-D "
-        "(N, K, h, w) feature map with more than one position; pass `layer=` (for a vision "
-        "transformer, e.g. the first norm of the last block, with `reshape`)"
-    )
+    found = _auto_choice(model, x, calls)
+    if found is None:
+        four_d = [c for c in calls if c.shape is not None and len(c.shape) == 4]
+        seen = (
+            f"; the last 4-D output, {four_d[-1].name!r} {four_d[-1].shape}, is not a map of "
+            f"the input's aspect (attention tensors and the like are never picked)"
+            if four_d else ""
+        )
+        raise ValueError(
+            "could not find a layer automatically: no module of the model outputs a 4-D "
+            "(N, K, h, w) feature map or (N, T, D) tokens with more than one position" + seen +
+            "; pass `layer=` (and `reshape` for tokens, `layout` for channels-last maps)"
+        )
+    call = found
+    n_calls = sum(1 for c in calls if c.module is call.module)
+    index = call.index if n_calls > 1 else None
+    memo[key] = (call.name, index, weakref.ref(call.module))
+    return call.name, call.module, index
+
+
+def _has_children(mod: nn.Module) -> bool:
+    return next(mod.children(), None) is not None
+
+
+def _auto_choice(model: nn.Module, x: torch.Tensor, calls: list[_Call]) -> _Call | None:
+    """The automatic layer: the last spatial feature map, or the token rule, whichever is later.
+
+    A 4-D output counts as a feature map when its batch axis is N and it has the input's aspect
+    read channels-first or channels-last (see ``_layout``); a 4-D tensor with an axis as long
+    as a token sequence output before it (attention inside a block) never counts. A model is a
+    token model when two or more modules output the same tokens ``(N, P + T, D)`` with a grid
+    of more than one position. Its layer is the output of its last block (the last call of the
+    outermost module class repeated along the token stream), before the final norm; when the
+    patch tokens of that output do not reach the logits (a class-token head), the first output
+    inside that block with the same shape (the block's first norm, the layer the ViT Grad-CAM
+    literature uses) is taken instead.
+    """
+    n, size = x.shape[0], (int(x.shape[2]), int(x.shape[3]))
+    tok_mods: dict[tuple, set] = {}
+    for c in calls:
+        s = c.shape
+        if s is not None and len(s) == 3 and s[0] == n:
+            g = _layout.token_grid(s[1], size)
+            if g is not None and g[1][0] * g[1][1] > 1:
+                tok_mods.setdefault(s, set()).add(id(c.module))
+    token_shapes = {s for s, mods in tok_mods.items() if len(mods) >= 2}
+    lengths_seen: set[int] = set()  # token counts output so far
+    last_map = None
+    for i, c in enumerate(calls):
+        s = c.shape
+        if s is not None and len(s) == 3 and s in tok_mods:
+            lengths_seen.add(s[1])
+        if s is None or len(s) != 4 or s[0] != n or lengths_seen & set(s[1:]):
+            continue
+        if any(_layout.readings(s, size)):
+            last_map = i
+    block = _last_block(calls, token_shapes)
+    if block is None or (last_map is not None and last_map > block):
+        return None if last_map is None else calls[last_map]
+    chosen = calls[block]
+    prefix = _layout.token_grid(chosen.shape[1], size)[0]
+    if _has_children(chosen.module) and not _patch_tokens_reach_logits(model, x, chosen, prefix):
+        start = max((i for i in range(block) if calls[i].module is chosen.module), default=-1)
+        inside = [
+            c for c in calls[start + 1 : block]
+            if c.shape == chosen.shape and c.name.startswith(chosen.name + ".")
+        ]
+        if inside:
+            logger.debug(
+                "auto layer: the patch tokens of %r do not reach the logits; taking %r",
+                chosen.name, inside[0].name,
+            )
+            return inside[0]
+    return chosen
+
+
+def _last_block(calls: list[_Call], token_shapes: set) -> int | None:
+    """Index in ``calls`` of the last transformer block's call (see :func:`_auto_choice`)."""
+    if not token_shapes:
+        return None
+    token_calls = [i for i, c in enumerate(calls) if c.shape in token_shapes]
+    groups: dict[type, list[int]] = {}
+    for i in token_calls:
+        mod = calls[i].module
+        if _has_children(mod) and not _plain_sequential(mod):
+            groups.setdefault(type(mod), []).append(i)
+    repeated = [v for v in groups.values() if len(v) >= 2]
+    if not repeated:
+        return token_calls[-1]
+    best = min(repeated, key=lambda v: (calls[v[-1]].name.count("."), -len(v)))
+    return best[-1]
+
+
+def _patch_tokens_reach_logits(model: nn.Module, x: torch.Tensor, call: _Call, prefix: int) -> bool:
+    """Whether zeroing the patch tokens of ``call``'s output changes the logits of one image."""
+    count = [0]
+
+    def hook(mod, args, out):
+        c = count[0]
+        count[0] += 1
+        if c != call.index or not isinstance(out, torch.Tensor):
+            return None
+        out = out.clone()
+        out[:, prefix:] = 0
+        return out
+
+    x1 = x[:1]
+    with torch.no_grad():
+        ref = model(x1)
+        handle = call.module.register_forward_hook(hook)
+        try:
+            got = model(x1)
+        finally:
+            handle.remove()
+    if not (isinstance(ref, torch.Tensor) and isinstance(got, torch.Tensor)):
+        return True
+    return not torch.equal(ref, got)
 
 
 def _by_name(model: nn.Module, name: str) -> nn.Module:
@@ -267,8 +381,9 @@ def find_layer(model, layer=None, *, inputs=None) -> tuple[str, nn.Module]:
     model : torch.nn.Module
     layer : str, torch.nn.Module or None
         A dotted module name (``"layer4"``, ``"features.8"``), the module itself, or None to find
-        the last module whose output is 4-D with more than one position (the last feature map
-        before global pooling) by one forward pass of ``inputs`` with hooks on every module.
+        the layer automatically (the last spatial feature map before global pooling, or a
+        transformer's last block; see the module docstring) by one forward pass of ``inputs``
+        with hooks on every module.
     inputs : tensor or ndarray, shape (N, C, H, W), optional
         Needed when ``layer`` is None.
 
@@ -355,11 +470,34 @@ class _Prepared:
             raise ValueError("`inputs`: the batch is empty; need at least one image")
         if x.is_inference():
             x = x.clone()
+        _check_values(x)
         if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype.is_complex):
             x = x.to(dtype or torch.float32)
         elif dtype is not None and x.dtype != dtype:
             x = x.to(dtype)
         return x.to(device)
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """One reduction, no mask: NumPy on CPU (~1 ms for 32 x 3 x 224 x 224), ``aminmax``
+    elsewhere (min and max are NaN when any value is, +-Inf when one is)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return bool(np.isfinite(x.detach().numpy()).all())
+    low, high = torch.aminmax(x.detach())
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
+def _check_values(x: torch.Tensor) -> None:
+    """Complex inputs are a ``TypeError`` (never cast to real); NaN / Inf a ``ValueError``."""
+    if x.dtype.is_complex:
+        raise TypeError(f"`inputs` must be real; got dtype {x.dtype}")
+    if x.is_floating_point() and not _all_finite(x):
+        bad = ~torch.isfinite(x)
+        where = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise ValueError(
+            f"`inputs` must be finite; got {float(x[where])} at index {where} "
+            f"({int(bad.sum())} non-finite values in all)"
+        )
 
 
 @dataclass
@@ -374,6 +512,7 @@ class _Layer:
     raw: torch.Tensor | None = None  # the layer's output as the model produced it (on device)
     prefix: int = 0  # token outputs: prefix tokens dropped
     grid: tuple[int, int] | None = None  # token outputs: (h, w)
+    channels_last: bool = False  # 4-D outputs: (N, h, w, K), found on the first capture
 
 
 class TorchSession(_Prepared):
@@ -390,6 +529,8 @@ class TorchSession(_Prepared):
         As in :func:`explain`.
     weights : bool
         Look for the GAP + linear head's weights (needed by CAM only).
+    layout : {None, "channels_first", "channels_last"}
+        The layout of 4-D layer outputs; None detects it (see :func:`explain`).
     ablation : {"auto", "head", "forward"}
         How :meth:`score_ablated` reaches the model: the part after the layer when it can be cut
         out (``"auto"``; ``"head"`` raises when it cannot) or a full forward pass that replaces
@@ -415,11 +556,13 @@ class TorchSession(_Prepared):
         weights: bool = True,
         ablation: str = "auto",
         core: str = "auto",
+        layout: str | None = None,
     ):
         super().__init__(_check_model(model), inputs)
         if core not in _CORES:
             raise ValueError(f"`core` must be one of {_CORES}; got {core!r}")
         self._core = core
+        self._layout = _layout.check_layout(layout)
         if not (reshape is None or callable(reshape)):
             reshape = _check_grid(reshape)
         if ablation not in _ABLATION_MODES:
@@ -581,6 +724,12 @@ class TorchSession(_Prepared):
                 f"the model must return logits of shape (N, C) with N = {n}; got "
                 f"{tuple(logits.shape)}"
             )
+        if logits.is_floating_point() and not bool(torch.isfinite(logits).all()):
+            bad = torch.nonzero(~torch.isfinite(logits).all(dim=1))[:, 0].tolist()
+            raise ValueError(
+                f"the model returned non-finite logits (NaN or Inf) for images {bad[:10]}: an "
+                f"overflow inside the model; check the scale of `inputs` (and the model)"
+            )
         return logits
 
     def _scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -658,7 +807,9 @@ class TorchSession(_Prepared):
                 )
             return out
         if t.ndim == 4:
-            return t
+            if set_grid:
+                layer.channels_last = self._channels_last(layer, tuple(t.shape))
+            return t.permute(0, 3, 1, 2) if layer.channels_last else t
         if t.ndim == 3:
             if set_grid:
                 layer.prefix, layer.grid = self._token_grid(layer, tuple(t.shape))
@@ -669,6 +820,34 @@ class TorchSession(_Prepared):
             f"layer {layer.name!r} outputs shape {tuple(t.shape)}; CAM methods need a 4-D "
             f"(N, K, h, w) feature map or 3-D tokens (N, T, D). Pick another layer or pass "
             f"`reshape` (a callable returning (N, K, h, w))"
+        )
+
+    def _channels_last(self, layer: _Layer, shape) -> bool:
+        """Whether the layer's 4-D output is ``(N, h, w, K)``; see :func:`explain`'s ``layout``."""
+        if self._layout is not None:
+            return self._layout == "channels_last"
+        kind = _output_kind(layer.module, shape)
+        if kind is not None:
+            return kind == "channels_last"
+        cf, cl = _layout.readings(shape, self.input_size)
+        if cf != cl:
+            return cl
+        kind, last_axis_ops = _consumer_layout(self.model, self.x, layer, shape)
+        if kind is not None:
+            return kind == "channels_last"
+        widths = {m.in_features for m in self.model.modules() if isinstance(m, nn.Linear)}
+        if (shape[1] in widths) != (shape[3] in widths):
+            return shape[3] in widths
+        if not cf or not last_axis_ops:
+            # neither reading has the input's aspect, or no module of the model works on the
+            # last axis of a 4-D tensor (no channels-last code anywhere): the torch convention
+            return False
+        raise ValueError(
+            _layout.layout_message(
+                layer.name, shape,
+                f"both readings are grids of the input's aspect {self.input_size} and neither "
+                f"the module nor the layers after it tell",
+            )
         )
 
     def _token_grid(self, layer: _Layer, shape) -> tuple[int, tuple[int, int]]:
@@ -683,11 +862,9 @@ class TorchSession(_Prepared):
                 )
             return prefix, (h, w)
         big_h, big_w = self.input_size
-        for prefix in range(min(_MAX_PREFIX_TOKENS, n_tokens - 1) + 1):
-            t = n_tokens - prefix
-            h = round(math.sqrt(t * big_h / big_w))
-            if h >= 1 and t % h == 0 and h * big_w == (t // h) * big_h:
-                return prefix, (h, t // h)
+        found = _layout.token_grid(n_tokens, self.input_size)
+        if found is not None:
+            return found
         raise ValueError(
             f"layer {layer.name!r} outputs {n_tokens} tokens (shape {shape}): no grid with the "
             f"input's aspect {big_h}x{big_w} after dropping up to {_MAX_PREFIX_TOKENS} prefix "
@@ -792,7 +969,9 @@ class TorchSession(_Prepared):
         raw = lay.raw[index : index + 1]
         batch = raw.repeat(b, *([1] * (raw.ndim - 1)))
         rows = torch.arange(b, device=raw.device)
-        if raw.ndim == 4:
+        if raw.ndim == 4 and lay.channels_last:
+            batch[rows, :, :, ch] = 0
+        elif raw.ndim == 4:
             batch[rows, ch] = 0
         else:  # tokens (N, P + T, D): zero the channel in the grid tokens
             grid = torch.arange(lay.prefix, raw.shape[1], device=raw.device)
@@ -837,8 +1016,8 @@ class TorchSession(_Prepared):
         if self._ablation != "forward":
             head, path, why = _cut_head(self.model, lay)
             if head is not None:
-                with torch.no_grad():
-                    got = head(lay.raw, self.x)
+                with torch.no_grad():  # on a copy: an in-place op after the layer must not
+                    got = head(lay.raw.clone(), self.x)  # change the stored activations
                 ok = isinstance(got, torch.Tensor) and _close(
                     got, self._logits, _rtol(got, self._logits)
                 )
@@ -853,6 +1032,125 @@ class TorchSession(_Prepared):
         self.ablation_paths[lay.name] = path
         logger.debug("Ablation-CAM on layer %r: %s path (%s)", lay.name, path, why)
         return head
+
+
+# --------------------------------------------------------------------------- 4-D layouts
+
+# Modules whose 4-D output (or input) is channels-first by definition.
+_CHANNELS_FIRST_KINDS = (
+    nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d,
+    nn.PixelShuffle, nn.Upsample,
+)
+
+
+_CHANNELS_FIRST_NAMES = frozenset(k.__name__ for k in _CHANNELS_FIRST_KINDS)
+
+
+def _kind_name(mod: nn.Module) -> str:
+    """The module's class name; a TorchScript module's original one (``Conv2d``, ``Sequential``)."""
+    if isinstance(mod, torch.jit.ScriptModule):
+        return str(getattr(mod, "original_name", type(mod).__name__))
+    return type(mod).__name__
+
+
+def _sequence_of(mod: nn.Module) -> list | None:
+    """The children of a plain (or scripted) ``nn.Sequential`` in order; None for other modules."""
+    if _plain_sequential(mod) or (
+        isinstance(mod, torch.jit.ScriptModule) and _kind_name(mod) == "Sequential"
+    ):
+        return list(mod.children())
+    return None
+
+
+def _last_axis_kind(mod: nn.Module, shape) -> bool:
+    """True for a module that works on the last axis of a 4-D tensor (channels-last evidence)."""
+    name = _kind_name(mod)
+    if isinstance(mod, nn.Linear) or (isinstance(mod, torch.jit.ScriptModule) and name == "Linear"):
+        return True
+    plain_norm = (
+        isinstance(mod, nn.LayerNorm) and type(mod).forward is nn.LayerNorm.forward
+    ) or (isinstance(mod, torch.jit.ScriptModule) and name == "LayerNorm")
+    shape_of = getattr(mod, "normalized_shape", None)
+    return plain_norm and shape_of is not None and tuple(shape_of) == (shape[3],)
+
+
+def _kind(mod: nn.Module, shape, end: int) -> str | None:
+    """The layout fixed by ``mod``'s kind; through sequences, their module at ``end`` (0 or -1)."""
+    seq = _sequence_of(mod)
+    while seq:
+        mod = seq[end]
+        seq = _sequence_of(mod)
+    if isinstance(mod, _CHANNELS_FIRST_KINDS) or (
+        isinstance(mod, torch.jit.ScriptModule) and _kind_name(mod) in _CHANNELS_FIRST_NAMES
+    ):
+        return "channels_first"
+    if _last_axis_kind(mod, shape):
+        return "channels_last"
+    return None
+
+
+def _output_kind(mod: nn.Module, shape) -> str | None:
+    """The layout of ``mod``'s 4-D output when its kind fixes it (a sequence: its last module)."""
+    return _kind(mod, shape, -1)
+
+
+def _input_kind(mod: nn.Module, shape) -> str | None:
+    """The layout ``mod`` expects of its 4-D input when its kind fixes it."""
+    return _kind(mod, shape, 0)
+
+
+def _consumer_layout(model: nn.Module, x: torch.Tensor, layer: _Layer, shape):
+    """(layout, last-axis ops): the layout implied by the modules that take the layer's output
+    (through shape-keeping modules such as activations), None when they do not tell or
+    disagree; and whether any module of the model works on the last axis of a 4-D tensor
+    (``nn.Linear``, ``nn.LayerNorm``), i.e. whether the model has channels-last code at all.
+    Found by one forward pass with hooks on every module, remembered per model."""
+    memo = _memo(model)
+    key = ("layout", id(layer.module), layer.call, tuple(x.shape[1:]))
+    if key in memo:
+        return memo[key]
+    watched: list[torch.Tensor] = []  # strong references: ids stay unique during the pass
+    votes: set[str] = set()
+    count = [0]
+    last_axis = [False]
+
+    def hook(mod, args, out):
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and first.ndim == 4:
+            last_axis[0] = last_axis[0] or _last_axis_kind(mod, tuple(first.shape))
+        if mod is layer.module:
+            c = count[0]
+            count[0] += 1
+            if (layer.call is None or c == layer.call) and isinstance(out, torch.Tensor):
+                watched.append(out)
+            return None
+        if not any(isinstance(a, torch.Tensor) and any(a is w for w in watched) for a in args):
+            return None
+        kind = _input_kind(mod, shape)
+        if kind is not None:
+            votes.add(kind)
+        elif (
+            isinstance(out, torch.Tensor)
+            and tuple(out.shape[1:]) == tuple(shape[1:])
+            and not _has_children(mod)
+        ):
+            watched.append(out)  # a shape-keeping module (activation, dropout): follow it
+        return None
+
+    handles = []
+    try:
+        for name, mod in model.named_modules():
+            if name:
+                handles.append(mod.register_forward_hook(hook))
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    result = (votes.pop() if len(votes) == 1 else None, last_axis[0])
+    memo[key] = result
+    return result
 
 
 # --------------------------------------------------------------------------- cutting the head
@@ -998,6 +1296,7 @@ def explain(
     reshape=None,
     core: str = "auto",
     maps_on_device: bool = False,
+    layout: str | None = None,
 ) -> Explanation:
     """Explain a batch of a PyTorch classifier with a class activation map method.
 
@@ -1010,9 +1309,9 @@ def explain(
     method : str
         One of :data:`cam_core.explain.METHODS`.
     layer : str, nn.Module, a list of them, or None
-        The target layer(s); None finds the last 4-D feature map before global pooling (one
-        extra forward pass the first time per model and input shape). Several layers are
-        captured in one pass and fused.
+        The target layer(s); None finds the last spatial feature map before global pooling, or
+        a transformer's last block (one extra forward pass the first time per model and input
+        shape; see the module docstring). Several layers are captured in one pass and fused.
     targets : None, int, sequence of int, or callable
         None: each image's predicted class; int: that class for every image; sequence: one class
         per image (any other length is a ``ValueError``); callable: maps the logits tensor
@@ -1037,6 +1336,13 @@ def explain(
         Keep ``maps`` and ``raw`` as torch tensors where the core computed them (no copy to the
         host); :meth:`~cam_core.explain.Explanation.boxes`, the metrics and the sweep accept
         them.
+    layout : {None, "channels_first", "channels_last"}
+        The layout of 4-D layer outputs (``"NCHW"`` and ``"NHWC"`` are accepted too). None
+        detects it: the module's kind (convolutions, 2-D norms and pooling are channels-first;
+        ``nn.Linear`` and ``nn.LayerNorm`` over the last axis are channels-last), else the one
+        reading whose grid has the input's aspect, else the modules that take the output, else
+        a linear layer whose ``in_features`` matches one reading's channels; a layer that stays
+        ambiguous is a ``ValueError`` asking for ``layout``.
 
     Returns
     -------
@@ -1047,6 +1353,7 @@ def explain(
     with TorchSession(
         model, inputs, layer=layer, targets=targets, reshape=reshape, weights=spec.needs_weights,
         core=core,
+        layout=layout,
     ) as session:
         return explain_session(
             session,
@@ -1062,6 +1369,7 @@ def explain(
 def capture(
     model, inputs, *, layer=None, targets=None, gradients: bool = True, reshape=None,
     core: str = "numpy",
+    layout: str | None = None,
 ) -> list[Capture]:
     """Record activations, gradients, logits and the CAM weights of one batch.
 
@@ -1075,7 +1383,7 @@ def capture(
         One per layer, in the order given; arrays are float32, channels-first.
     """
     with TorchSession(
-        model, inputs, layer=layer, targets=targets, reshape=reshape, core=core
+        model, inputs, layer=layer, targets=targets, reshape=reshape, core=core, layout=layout
     ) as session:
         return session.capture(gradients=bool(gradients))
 

@@ -37,6 +37,7 @@ from cam_core.data import (
 )
 from cam_core.explain import (
     Capture,
+    ConstantMapWarning,
     Explanation,
     METHODS,
     MethodSpec,
@@ -123,6 +124,7 @@ __all__ = [
     "Capture",
     "colormap",
     "COLORMAPS",
+    "ConstantMapWarning",
     "convert_boxes",
     "Dataset",
     "deletion_insertion",

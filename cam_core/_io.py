@@ -29,6 +29,19 @@ def _umask() -> int:
     return mask
 
 
+def _file_path(path) -> Path:
+    """``path`` as a Path to a file: a ``TypeError`` for other kinds, a ``ValueError`` for an
+    empty path or a folder (which ``os.replace`` would fail on with an OS error)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a str or os.PathLike; got {type(path).__name__}")
+    if os.fspath(path) in ("", b""):
+        raise ValueError("`path` must name a file; got an empty path")
+    out = Path(os.fsdecode(path))
+    if out.is_dir() or out.name in ("", ".", ".."):
+        raise ValueError(f"`path` must name a file; got the folder {str(out)!r}")
+    return out
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
 
@@ -44,7 +57,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     pathlib.Path
         ``path``. On any error the temporary file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
+    path = _file_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -49,6 +49,7 @@ __all__ = [
     "as_int_array",
     "as_size",
     "check_finite",
+    "check_fits_memory",
     "check_same_batch",
     "device_of",
     "is_numpy_namespace",
@@ -306,19 +307,89 @@ def check_same_batch(**arrays) -> int:
     return n
 
 
+def physical_memory() -> int | None:
+    """The machine's memory in bytes, or None where the platform does not say."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return memory if memory > 0 else None
+
+
+def check_fits_memory(nbytes: int, name: str, what: str) -> None:
+    """A ``ValueError`` naming ``name`` when ``what`` needs more bytes than the machine's memory
+    (instead of NumPy's "Maximum allowed size exceeded" or hours of swapping)."""
+    memory = physical_memory()
+    if memory is not None and nbytes > memory:
+        raise ValueError(
+            f"`{name}`: {what} needs {nbytes / 2**30:.3g} GiB; this machine has "
+            f"{memory / 2**30:.3g} GiB of memory"
+        )
+
+
 def as_size(size, name: str = "size") -> tuple[int, int]:
     """Return ``size`` as ``(H, W)``: an int means a square, a pair is (height, width)."""
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         pair = (int(size), int(size))
     else:
         try:
-            pair = tuple(int(s) for s in size)
+            items = list(size)
         except TypeError as exc:
             raise TypeError(
                 f"`{name}` must be an int or a (height, width) pair; got {size!r}"
             ) from exc
-        if len(pair) != 2 or any(float(s) != int(s) for s in size):
+        for s in items:  # whole real numbers only: no str, bool, NaN, 2.5
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, float, np.integer, np.floating)):
+                raise TypeError(
+                    f"`{name}` must be an int or a (height, width) pair of ints; got {size!r}"
+                )
+            if not np.isfinite(float(s)) or float(s) != int(s):
+                raise ValueError(f"`{name}` must hold whole numbers; got {size!r}")
+        if len(items) != 2:
             raise ValueError(f"`{name}` must be an int or a (height, width) pair; got {size!r}")
+        pair = (int(items[0]), int(items[1]))
     if pair[0] < 1 or pair[1] < 1:
         raise ValueError(f"`{name}` must be positive; got {size!r}")
     return pair
+
+
+def check_nonempty_axes(arr, name: str, what: str) -> None:
+    """A ``ValueError`` when an axis after the first (the batch) has length 0."""
+    if 0 in tuple(arr.shape)[1:]:
+        raise ValueError(f"`{name}` must have {what}; got shape {tuple(arr.shape)}")
+
+
+def _all_finite(out) -> bool:
+    if isinstance(out, np.ndarray):
+        return bool(np.isfinite(out).all())
+    from array_api_compat import array_namespace  # arrays of another library, on their device
+
+    xp = array_namespace(out)
+    return bool(xp.all(xp.isfinite(out)))
+
+
+def finite_result(*names: str):
+    """Decorator of a core function whose inputs are checked finite: it runs with NumPy's
+    overflow warnings off, and a non-finite result (an overflow of the result's dtype) is a
+    ``ValueError`` naming ``names`` instead of Inf or NaN maps."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = fn(*args, **kwargs)
+            if not _all_finite(out):
+                inputs = ", ".join(f"`{n}`" for n in names)
+                dtype = getattr(out, "dtype", "")
+                raise ValueError(
+                    f"{fn.__name__}: the maps overflow {dtype}; {inputs} are too large (pass "
+                    f"float64 arrays or scale them down)"
+                )
+            return out
+
+        return checked
+
+    return wrap

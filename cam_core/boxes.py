@@ -20,6 +20,8 @@ and the first offending row. Inputs are never modified.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -195,9 +197,22 @@ def boxes_from_map(map, /, *, threshold: float = 0.2, method: str = "fraction", 
     arr = as_float_array(map, "map")
     if arr.ndim != 2:
         raise ValueError(f"`map` must have shape (H, W); got {tuple(arr.shape)}")
+    threshold = _threshold_value(threshold, method)
     mask = binarize(arr, method=method, value=None if method == "otsu" else threshold)
     return boxes_from_mask(mask, mode=mode, connectivity=connectivity,
                            score_map=arr if mode == "peak" else None)
+
+
+def _threshold_value(threshold, method):
+    """``threshold`` checked under its own name: a real number in [0, 1] (fraction) or [0, 100]
+    (percentile); anything for ``"otsu"``, which does not use it."""
+    from cam_core.threshold import _as_real
+
+    if method == "fraction":
+        return _as_real(threshold, "threshold", low=0.0, high=1.0)
+    if method == "percentile":
+        return _as_real(threshold, "threshold", low=0.0, high=100.0)
+    return threshold
 
 
 def _snap(values: np.ndarray, scale: float) -> np.ndarray:
@@ -314,7 +329,7 @@ def box_iou(boxes1, boxes2, /):
     if is_numpy_namespace(xp):
         a = _checked_boxes(boxes1, "boxes1").astype(np.float64)
         b = _checked_boxes(boxes2, "boxes2").astype(np.float64)
-        return _iou(a, b)
+        return _iou(*_rescaled(a, b))
     a = _xp_boxes(boxes1, "boxes1", xp, None)
     b = _xp_boxes(boxes2, "boxes2", xp, a)
     return _iou(a, b)
@@ -357,6 +372,16 @@ def _iou(a, b):
     return xp.where(union > 0, inter / safe, zero)
 
 
+def _rescaled(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both box sets divided by a common power of two when their areas would overflow float64
+    (IoU is scale-free; a power of two keeps the arithmetic exact)."""
+    big = max((float(np.abs(x).max()) for x in (a, b) if x.size), default=0.0)
+    if big <= 1e150:
+        return a, b
+    scale = 2.0 ** -math.ceil(math.log2(big))
+    return a * scale, b * scale
+
+
 def mask_iou(masks1, masks2, /) -> np.ndarray:
     """Pairwise intersection over union of binary masks.
 
@@ -378,8 +403,9 @@ def mask_iou(masks1, masks2, /) -> np.ndarray:
     if m1.shape[1:] != m2.shape[1:]:
         raise ValueError(f"`masks1` and `masks2` must have the same (H, W); got "
                          f"{tuple(m1.shape[1:])} and {tuple(m2.shape[1:])}")
-    f1 = m1.reshape(m1.shape[0], -1).astype(np.float64)
-    f2 = m2.reshape(m2.shape[0], -1).astype(np.float64)
+    pixels = m1.shape[1] * m1.shape[2]  # explicit: -1 cannot be inferred for an empty batch
+    f1 = m1.reshape(m1.shape[0], pixels).astype(np.float64)
+    f2 = m2.reshape(m2.shape[0], pixels).astype(np.float64)
     inter = f1 @ f2.T
     union = f1.sum(axis=1)[:, None] + f2.sum(axis=1)[None, :] - inter
     safe = np.where(union > 0, union, 1.0)

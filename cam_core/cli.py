@@ -564,20 +564,22 @@ def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, target
 
     ``targets_are`` names the origin of ``targets`` in messages (the option, or the dataset).
     """
-    from cam_core.explain import explain
+    from cam_core.explain import ConstantMapWarning, explain
 
     inputs = lm.to_inputs(x_nhwc)
     try:
-        return explain(
-            lm.model,
-            inputs,
-            method=method,
-            layer=layer,
-            targets=targets,
-            batch_size=batch_size,
-            progress=False,
-            upsample=upsample,
-        )
+        with warnings.catch_warnings():  # constant maps: reported from Explanation.constant
+            warnings.simplefilter("ignore", ConstantMapWarning)
+            return explain(
+                lm.model,
+                inputs,
+                method=method,
+                layer=layer,
+                targets=targets,
+                batch_size=batch_size,
+                progress=False,
+                upsample=upsample,
+            )
     except (RuntimeError, AssertionError) as exc:  # the model itself failed on these inputs
         raise CliError(_model_failed(x_nhwc, exc)) from None
     except (ValueError, TypeError, KeyError, LookupError) as exc:

@@ -122,14 +122,33 @@ def scale_boxes(boxes, /, from_size, to_size) -> np.ndarray:
     ndarray of float64, shape (G, 4)
         ``x * W / width`` and ``y * H / height`` for every edge.
     """
-    b = np.asarray(boxes, dtype=np.float64)
+    b = _scalable_boxes(boxes)
+    if from_size is None or isinstance(from_size, (int, np.integer)):
+        raise TypeError(f"`from_size` must be a (width, height) pair; got {from_size!r}")
+    height, width = as_size(from_size, "from_size")[::-1]  # checked as a pair; order (w, h)
+    h, w = as_size(to_size, "to_size")
+    with np.errstate(over="ignore"):
+        out = b * np.array([w, h, w, h], dtype=np.float64) / np.array([width, height, width, height])
+    if not np.isfinite(out).all():
+        raise ValueError(f"`boxes` scaled by {to_size!r} / {from_size!r} overflow float64")
+    return out
+
+
+def _scalable_boxes(boxes) -> np.ndarray:
+    """``boxes`` as finite float64 ``(G, 4)`` with ``x0 <= x1`` and ``y0 <= y1``."""
+    from cam_core._validate import as_float_array, check_finite
+
+    b = as_float_array(boxes, "boxes").astype(np.float64, copy=False)
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"`boxes` must have shape (G, 4); got {b.shape}")
-    width, height = (int(v) for v in from_size)
-    if width < 1 or height < 1:
-        raise ValueError(f"`from_size` must be a positive (width, height); got {from_size!r}")
-    h, w = as_size(to_size, "to_size")
-    return b * np.array([w, h, w, h], dtype=np.float64) / np.array([width, height, width, height])
+    check_finite(b, "boxes")
+    inverted = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
+    if inverted.size:
+        i = int(inverted[0])
+        raise ValueError(
+            f"`boxes` must have x0 <= x1 and y0 <= y1; got {b[i].tolist()} at row {i}"
+        )
+    return b
 
 
 @dataclass(frozen=True)
@@ -961,6 +980,21 @@ def _synthetic_image(rng: np.random.Generator, label: int, size: int, pool) -> t
     return out, mask, box, tex
 
 
+def _check_fits_memory(n: int, size: int) -> None:
+    """Refuse a synthetic set larger than the machine's memory (images and masks: 4 bytes a
+    pixel) instead of running for days; no check where the memory size is unknown."""
+    from cam_core._validate import physical_memory
+
+    memory = physical_memory()
+    need = n * size * size * 4
+    if memory is not None and need > memory:
+        raise ValueError(
+            f"`n` = {n} images of {size}x{size} need {need / 2**30:.3g} GiB; this machine has "
+            f"{memory / 2**30:.3g} GiB of memory. Make the set in parts (image i depends only "
+            f"on (seed, i)) or lower `n`"
+        )
+
+
 def make_synthetic(n: int, *, seed: int = 0, size: int = 64, num_classes: int = 10) -> SyntheticData:
     """Generate a synthetic weakly supervised localisation set, the same for the same arguments.
 
@@ -1003,6 +1037,7 @@ def make_synthetic(n: int, *, seed: int = 0, size: int = 64, num_classes: int = 
     if num_classes > len(SHAPES):
         raise ValueError(f"`num_classes` must be <= {len(SHAPES)}; got {num_classes}")
     n, seed, size, num_classes = int(n), int(seed), int(size), int(num_classes)
+    _check_fits_memory(n, size)
     pool = _texture_pool(size)
     labels = np.concatenate([
         np.random.default_rng([seed, 1, block]).permutation(num_classes)

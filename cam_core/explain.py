@@ -36,6 +36,7 @@ adapter's session, called in chunks of ``batch_size``:
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -54,6 +55,7 @@ from cam_core._validate import (
 __all__ = [
     "METHODS",
     "Capture",
+    "ConstantMapWarning",
     "Explanation",
     "MethodSpec",
     "explain",
@@ -152,6 +154,11 @@ class Session(Protocol):
     # optional: ``to_host(array) -> ndarray``, the adapter's fastest copy of the final maps
 
 
+class ConstantMapWarning(RuntimeWarning):
+    """Some maps of an :func:`explain` call are constant: they carry no localisation (their boxes
+    cover the whole image). Issued once per call; :attr:`Explanation.constant` says which."""
+
+
 @dataclass(frozen=True)
 class Explanation:
     """The result of :func:`explain`.
@@ -177,6 +184,13 @@ class Explanation:
     targets: np.ndarray
     method: str
     layers: tuple[str, ...] = field(default=())
+
+    @property
+    def constant(self) -> np.ndarray:
+        """Bool ``(N,)``: True for the images whose map is constant (all zeros after
+        normalisation), e.g. a layer whose positions get no gradient or a head that ignores it.
+        Such a map localises nothing; :meth:`boxes` gives one box over the whole image for it."""
+        return _constant_flags(self.maps)
 
     def boxes(
         self,
@@ -207,6 +221,9 @@ def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
     Callables are handled by the adapters (they need the framework's logits) and never reach here.
     """
     logits = as_float_array(logits, "logits", shape=("N", "C"))
+    from cam_core._validate import check_finite
+
+    check_finite(logits, "logits")  # argmax would pick a NaN's class
     n, c = logits.shape
     if targets is None:
         out = np.argmax(logits, axis=1).astype(np.int64)
@@ -306,6 +323,7 @@ def explain_session(
     from cam_core.resize import upsample as upsample_maps
 
     spec = method_spec(method)
+    _check_choices(fuse=fuse, upsample=upsample)
     size = as_size(session.input_size, "input_size")
     captures = session.capture(gradients=spec.needs_gradients)
     raws, layer_maps = [], []
@@ -332,6 +350,7 @@ def explain_session(
         maps = to_host(maps)
         raws = [to_numpy(r) for r in raws]
     first = captures[0]
+    _warn_constant(maps, spec.name, tuple(c.layer for c in captures))
     return Explanation(
         maps=maps,
         raw=raws[0] if len(raws) == 1 else tuple(raws),
@@ -340,6 +359,54 @@ def explain_session(
         method=spec.name,
         layers=tuple(c.layer for c in captures),
     )
+
+
+def _check_choices(**options) -> None:
+    """``fuse`` and ``upsample`` checked under their own names before the model runs."""
+    from cam_core.maps import FUSIONS
+    from cam_core.resize import INTERPOLATIONS
+
+    allowed = {"fuse": FUSIONS, "upsample": INTERPOLATIONS}
+    for name, value in options.items():
+        if not isinstance(value, str) or value not in allowed[name]:
+            raise ValueError(f"`{name}` must be one of {list(allowed[name])}; got {value!r}")
+
+
+def _constant_flags(maps) -> np.ndarray:
+    """Bool ``(N,)`` NumPy: True where a normalised map has no positive value (is constant).
+    Maps of another array library (on a device) are reduced there; only the flags move."""
+    if isinstance(maps, np.ndarray):
+        return ~np.any(maps.reshape(len(maps), -1) > 0, axis=1)
+    from array_api_compat import array_namespace, to_device
+
+    xp = array_namespace(maps)
+    flags = ~xp.any(xp.reshape(maps, (maps.shape[0], -1)) > 0, axis=1)
+    return np.asarray(to_device(flags, "cpu"))
+
+
+def _warn_constant(maps: np.ndarray, method: str, layers: tuple[str, ...]) -> None:
+    """One :class:`ConstantMapWarning` naming the images whose maps are constant, if any."""
+    flags = _constant_flags(maps)
+    bad = np.flatnonzero(flags)
+    if len(bad) == 0:
+        return
+    shown = ", ".join(str(int(i)) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    warnings.warn(
+        f"{len(bad)} of {len(flags)} {method} maps at layer {', '.join(map(repr, layers))} are "
+        f"constant (images {shown}): they localise nothing and their boxes cover the whole "
+        f"image. The layer's positions get no signal (e.g. a class-token head explained at the "
+        f"last block's output, or a zero head); `Explanation.constant` marks them",
+        ConstantMapWarning,
+        stacklevel=_outside_stacklevel(),
+    )
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside cam_core, for a warning issued by our caller."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("cam_core"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 _FRAMEWORK_ROOTS = {

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cam_core._validate import as_float_array, check_finite, check_same_batch
+from cam_core._validate import as_float_array, check_finite, check_fits_memory, check_same_batch
 from cam_core.methods import _check_batch_size, _check_callable, _chunked_scores
 
 __all__ = [
@@ -170,6 +170,7 @@ def deletion_insertion(
     ranks = pixel_ranks(maps)
     _check_callable(score_masked, "score_masked")
     steps = _check_steps(steps)
+    check_fits_memory(16 * (steps + 1), "steps", f"{steps} steps")
     batch_size = _check_batch_size(batch_size)
     n, height, width = ranks.shape
     pixels = height * width

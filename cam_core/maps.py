@@ -80,6 +80,17 @@ def normalize(maps, /, *, relu: bool = False):
     return work
 
 
+def _check_sum_fits(stack, name: str) -> None:
+    """The mean over layers adds them first: values beyond float64's range / L are refused."""
+    if isinstance(stack, np.ndarray) and stack.shape[0] > 1 and stack.size:
+        big = float(np.max(np.abs(stack)))  # NaN / Inf: left to check_finite
+        if np.isfinite(big) and big > np.finfo(np.float64).max / stack.shape[0]:
+            raise ValueError(
+                f"`{name}`: values up to {big:.3g} overflow float64 when {stack.shape[0]} "
+                f"layers are added (maps to fuse are normalised to [0, 1])"
+            )
+
+
 def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
     """Fuse the maps of several layers of the same images into one map per image.
 
@@ -134,6 +145,7 @@ def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
         raise ValueError("`maps` is empty; need at least one layer")
     if stack.shape[1] == 0:
         raise ValueError("`maps`: the batch is empty; need at least one map")
+    _check_sum_fits(stack, "maps")
     check_finite(stack, "maps")
     xp = array_namespace(stack)
     if how == "max":

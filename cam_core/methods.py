@@ -61,6 +61,7 @@ from cam_core._validate import (
     is_numpy_namespace,
     to_numpy,
 )
+from cam_core._validate import check_nonempty_axes, finite_result
 
 __all__ = [
     "ablationcam",
@@ -89,6 +90,7 @@ _PROGRESS_MIN_CHUNKS = 8
 def _activations(x, name: str = "activations"):
     arr = as_float(x, name, shape=_LAYER_SHAPE)
     check_same_batch(**{name: arr})
+    check_nonempty_axes(arr, name, "at least one channel and one position")
     check_finite(arr, name)
     return arr
 
@@ -97,6 +99,7 @@ def _pair(activations, gradients):
     a = as_float(activations, "activations", shape=_LAYER_SHAPE)
     g = as_float(gradients, "gradients", shape=_LAYER_SHAPE, like=a)
     check_same_batch(activations=a, gradients=g)
+    check_nonempty_axes(a, "activations", "at least one channel and one position")
     if a.shape != g.shape:
         raise ValueError(
             f"`gradients` must have the shape of `activations` {tuple(a.shape)}; got "
@@ -501,6 +504,8 @@ def ablationcam_combine(activations, ablated_scores, base_scores, /):
 
 
 def _progress_bar(total: int, progress, desc: str):
+    if isinstance(progress, np.bool_):
+        progress = bool(progress)
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"`progress` must be None or a bool; got {type(progress).__name__}")
     from tqdm.auto import tqdm
@@ -671,3 +676,18 @@ def ablationcam(
         "Ablation-CAM",
     )
     return xp.astype(ablationcam_combine(a, ablated, base), a.dtype, copy=False)
+
+
+# Overflow (inputs are checked finite, so a non-finite map is one) is a ValueError naming the
+# inputs, not Inf maps; NumPy's overflow warnings are off inside (see finite_result).
+cam = finite_result("activations", "weights")(cam)
+gradcam = finite_result("activations", "gradients")(gradcam)
+gradcam_pp = finite_result("activations", "gradients")(gradcam_pp)
+xgradcam = finite_result("activations", "gradients")(xgradcam)
+layercam = finite_result("activations", "gradients")(layercam)
+hirescam = finite_result("activations", "gradients")(hirescam)
+eigencam = finite_result("activations")(eigencam)
+scorecam_combine = finite_result("activations", "scores")(scorecam_combine)
+ablationcam_combine = finite_result("activations", "ablated_scores", "base_scores")(
+    ablationcam_combine
+)

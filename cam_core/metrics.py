@@ -104,8 +104,11 @@ def scale_boxes_wsol(boxes_inclusive_original, /, original_size, target_size=(22
     oh, ow = as_size(original_size, "original_size")
     th, tw = as_size(target_size, "target_size")
     b = boxes.astype(np.float64)
-    scale_x = (b[:, [0, 2]] * float(tw)) / float(ow)
-    scale_y = (b[:, [1, 3]] * float(th)) / float(oh)
+    with np.errstate(over="ignore"):
+        scale_x = (b[:, [0, 2]] * float(tw)) / float(ow)
+        scale_y = (b[:, [1, 3]] * float(th)) / float(oh)
+    if not (np.abs(scale_x) < 2.0**63).all() or not (np.abs(scale_y) < 2.0**63).all():
+        raise ValueError("`boxes_inclusive_original`: the scaled boxes overflow int64")
     out = np.empty(b.shape, dtype=np.int64)
     out[:, [0, 2]] = np.trunc(scale_x)
     out[:, [1, 3]] = np.trunc(scale_y)
@@ -136,6 +139,7 @@ def _as_maps(maps) -> np.ndarray:
     arr = as_float_array(maps, "maps", shape=("N", "H", "W"))
     if arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ValueError(f"`maps` must have non-empty (H, W); got {tuple(arr.shape)}")
+    check_same_batch(maps=arr)  # an empty batch: a named error, not NumPy's
     check_finite(arr, "maps")
     return arr
 

@@ -36,6 +36,7 @@ from cam_core._validate import (
     as_float,
     as_size,
     check_finite,
+    check_fits_memory,
     device_of,
     is_numpy_namespace,
 )
@@ -144,6 +145,10 @@ def interpolation_matrix(in_size: int, out_size: int, /, *, method: str = "bilin
     """
     in_size = _check_length(in_size, "in_size")
     out_size = _check_length(out_size, "out_size")
+    from cam_core._validate import check_fits_memory
+
+    check_fits_memory(in_size * out_size * 8, "in_size" if in_size > out_size else "out_size",
+                      f"a ({out_size}, {in_size}) matrix")
     return _matrix(in_size, out_size, _check_method(method), "float64")
 
 
@@ -181,6 +186,8 @@ def upsample(maps, /, size, *, method: str = "bilinear", out: np.ndarray | None 
     xp = array_namespace(x)
     method = _check_method(method)
     height, width = as_size(size, "size")
+    n_maps = x.shape[0] if x.ndim == 3 else 1  # torch's `size` is a method: count from shape
+    check_fits_memory(n_maps * height * width * 8, "size", f"maps of {height}x{width}")
     single = x.ndim == 2
     if single:
         x = x[None, ...]

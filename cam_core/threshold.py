@@ -187,8 +187,9 @@ def binarize(maps, /, *, method: str = "fraction", value: float | None = None) -
     """
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {_METHODS}; got {method!r}")
-    if method == "fraction":
-        return threshold_fraction(maps, 0.2 if value is None else value)
+    if method == "fraction":  # `value` checked under its own name
+        value = 0.2 if value is None else _as_real(value, "value", low=0.0, high=1.0)
+        return threshold_fraction(maps, value)
     if method == "percentile":
         q = _as_real(80.0 if value is None else value, "value", low=0.0, high=100.0)
         arr, single = _as_maps(maps)

@@ -257,7 +257,9 @@ def draw_boxes(image, boxes, /, *, labels: Sequence[str | None] | None = None,
         if isinstance(labels, str) or len(labels) != n:
             got = "a str" if isinstance(labels, str) else f"{len(labels)} labels"
             raise ValueError(f"`labels` must hold one entry per box ({n}); got {got}")
-    ib = np.floor(b + 0.5).astype(np.int64)
+    H_, W_ = out.shape[:2]  # clip far-away edges first (no int64 overflow; same pixels drawn)
+    reach = max(H_, W_) + width + 2
+    ib = np.floor(np.clip(b, -reach, reach) + 0.5).astype(np.int64)
     H, W = out.shape[:2]
     for (x0, y0, x1, y1), colour in zip(ib, cols):
         if x1 <= x0 or y1 <= y0:
