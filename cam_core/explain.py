@@ -377,11 +377,9 @@ def _constant_flags(maps) -> np.ndarray:
     Maps of another array library (on a device) are reduced there; only the flags move."""
     if isinstance(maps, np.ndarray):
         return ~np.any(maps.reshape(len(maps), -1) > 0, axis=1)
-    from array_api_compat import array_namespace, to_device
-
     xp = array_namespace(maps)
     flags = ~xp.any(xp.reshape(maps, (maps.shape[0], -1)) > 0, axis=1)
-    return np.asarray(to_device(flags, "cpu"))
+    return to_numpy(flags)
 
 
 def _warn_constant(maps: np.ndarray, method: str, layers: tuple[str, ...]) -> None:
