@@ -18,14 +18,14 @@ export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
-timeout 300 "$py" benchmarks/run.py --stages adapters --device cuda --no-progress --out "$out" || status=1
+timeout 270 "$py" benchmarks/run.py --stages adapters --device cuda --no-progress --out "$out" || status=1
 for w in 1 all; do
     workers=$([ "$w" = all ] && nproc || echo 1)
-    timeout 150 "$py" -m cam_core evaluate --data "$data" --protocol wsol --methods cam,gradcam \
+    timeout 90 "$py" -m cam_core evaluate --data "$data" --protocol wsol --methods cam,gradcam \
         --batch-size 64 --gallery 0 --device cuda --workers "$workers" --no-progress --restart \
         --out "$out/evaluate-$w" 2>&1 | tee -a "$out/evaluate.log" || status=1
 done
-timeout 200 "$py" -m pytest -q -p no:cacheprovider -k "cuda or CUDA or peer or parity" \
+timeout 100 "$py" -m pytest -q -p no:cacheprovider -k "cuda or CUDA or peer or parity" \
     tests/adapters/test_torch_device.py tests/core/test_namespaces.py tests/adapters/test_torch.py \
     tests/test_peer_parity.py 2>&1 | tee "$out/tests.log" | tail -5 || status=1
 exit $status
