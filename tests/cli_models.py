@@ -73,12 +73,24 @@ def tiny_keras(path, num_classes: int = 4):
 
 
 def slow_torch():
-    """:func:`tiny_torch` with a pause in every forward pass (for the Ctrl-C test)."""
+    """:func:`tiny_torch` with a pause in every forward pass (for the Ctrl-C test).
+
+    With ``CAM_CORE_TEST_HOLD_WHEN=DIR`` in the environment, a forward pass that starts once a
+    ``batch-*.npz`` file exists in ``DIR`` waits (up to two minutes) instead, so that a test can
+    interrupt the run at a known point.
+    """
+    import os
     import time
+    from pathlib import Path
 
     model = tiny_torch()
+    hold_when = os.environ.get("CAM_CORE_TEST_HOLD_WHEN")
 
     def pause(module, args):
+        if hold_when and any(Path(hold_when).glob("batch-*.npz")):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(0.2)
 
     model.register_forward_pre_hook(pause)
