@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cam_core._validate import as_float_array
-from cam_core.explain import METHODS, explain_session, method_spec
+from cam_core.explain import METHODS, explain_session, method_spec, session_targets
 
 __all__ = ["EquivalenceReport", "MethodAgreement", "compare"]
 
@@ -173,8 +173,16 @@ def _run_side(session_cls, model, x, layer, targets, methods, options):
     with session_cls(model, x, layer=layer, targets=targets) as session:
         captures = session.capture(gradients=True)
         fixed = _Fixed(session, captures)
-        out = {m: explain_session(fixed, m, **options) for m in methods}
-    return captures[0], out
+        out = {m: explain_session(fixed, m, **options) for m in methods if not _own_target(m)}
+    for m in methods:  # a method that explains its own score (Finer-CAM) gets its own session
+        if _own_target(m):
+            with session_cls(model, x, layer=layer, targets=session_targets(m, targets)) as s:
+                out[m] = explain_session(s, m, **options)
+    return captures[0], {m: out[m] for m in methods}
+
+
+def _own_target(method: str) -> bool:
+    return method_spec(method).target is not None
 
 
 class _Max:

@@ -61,6 +61,7 @@ import numpy as np
 
 from cam_core.adapters import _layout
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
+from cam_core.explain import session_targets
 
 __all__ = ["KerasSession", "capture", "explain", "find_layer", "gap_classifier"]
 
@@ -950,6 +951,7 @@ def explain(
     core: str = "auto",
     maps_on_device: bool = False,
     layout: str | None = None,
+    eigen_smooth: bool = False,
 ) -> Explanation:
     """Explain a batch of a Keras classifier with a class activation map method.
 
@@ -981,6 +983,8 @@ def explain(
     layout : {None, "channels_first", "channels_last"}
         The layout of the layers' 4-D outputs; None takes a layer's own ``data_format``, else
         the one reading whose grid has the input's aspect, else the model's format.
+    eigen_smooth : bool
+        As in :func:`cam_core.adapters.torch.explain`.
 
     Returns
     -------
@@ -989,12 +993,13 @@ def explain(
     """
     spec = method_spec(method)
     with KerasSession(
-        model, inputs, layer=layer, targets=targets, weights=spec.needs_weights, core=core,
-        layout=layout
+        model, inputs, layer=layer, targets=session_targets(spec.name, targets),
+        weights=spec.needs_weights, core=core, layout=layout
     ) as session:
         return explain_session(
             session, spec.name, fuse=fuse, upsample=upsample, batch_size=batch_size,
             progress=progress, maps_on_device=bool(maps_on_device),
+            eigen_smooth=bool(eigen_smooth),
         )
 
 

@@ -76,6 +76,7 @@ from torch import nn
 
 from cam_core.adapters import _layout
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
+from cam_core.explain import session_targets
 
 __all__ = ["TorchSession", "capture", "explain", "find_layer", "gap_classifier"]
 
@@ -1299,6 +1300,7 @@ def explain(
     core: str = "auto",
     maps_on_device: bool = False,
     layout: str | None = None,
+    eigen_smooth: bool = False,
 ) -> Explanation:
     """Explain a batch of a PyTorch classifier with a class activation map method.
 
@@ -1345,6 +1347,9 @@ def explain(
         reading whose grid has the input's aspect, else the modules that take the output, else
         a linear layer whose ``in_features`` matches one reading's channels; a layer that stays
         ambiguous is a ``ValueError`` asking for ``layout``.
+    eigen_smooth : bool
+        The first principal component of the method's per-channel terms instead of their sum
+        (see :func:`cam_core.explain.explain_session`).
 
     Returns
     -------
@@ -1353,9 +1358,8 @@ def explain(
     """
     spec = method_spec(method)
     with TorchSession(
-        model, inputs, layer=layer, targets=targets, reshape=reshape, weights=spec.needs_weights,
-        core=core,
-        layout=layout,
+        model, inputs, layer=layer, targets=session_targets(spec.name, targets), reshape=reshape,
+        weights=spec.needs_weights, core=core, layout=layout,
     ) as session:
         return explain_session(
             session,
@@ -1365,6 +1369,7 @@ def explain(
             batch_size=session.default_batch_size() if batch_size is None else batch_size,
             progress=progress,
             maps_on_device=bool(maps_on_device),
+            eigen_smooth=bool(eigen_smooth),
         )
 
 

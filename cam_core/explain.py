@@ -63,6 +63,7 @@ __all__ = [
     "method_spec",
     "raw_maps",
     "resolve_targets",
+    "session_targets",
 ]
 
 
@@ -75,6 +76,7 @@ class MethodSpec:
     relu: bool
     needs_weights: bool = False
     perturbation: str | None = None  # "masked" (Score-CAM) or "ablated" (Ablation-CAM)
+    target: str | None = None  # "finer": the score explained is Finer-CAM's (see `session_targets`)
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -91,8 +93,26 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("eigencam", needs_gradients=False, relu=False),
         MethodSpec("scorecam", needs_gradients=False, relu=True, perturbation="masked"),
         MethodSpec("ablationcam", needs_gradients=False, relu=True, perturbation="ablated"),
+        # issue 15: pytorch-grad-cam's and torch-cam's other methods (cam_core.methods)
+        MethodSpec("gradcamelementwise", needs_gradients=True, relu=True),
+        MethodSpec("eigengradcam", needs_gradients=True, relu=False),  # sign fixed, as eigencam
+        MethodSpec("kpcacam", needs_gradients=False, relu=False),  # sign fixed, as eigencam
+        MethodSpec("fem", needs_gradients=False, relu=True),
+        MethodSpec("randomcam", needs_gradients=False, relu=True),
+        # Grad-CAM of Finer-CAM's contrastive score (`session_targets` builds it)
+        MethodSpec("finercam", needs_gradients=True, relu=True, target="finer"),
+        MethodSpec("sscam", needs_gradients=False, relu=True, perturbation="masked"),
+        MethodSpec("iscam", needs_gradients=False, relu=True, perturbation="masked"),
     )
 }
+
+# Methods whose raw map is a channel sum of per-channel terms: `eigen_smooth` applies to them.
+EIGEN_SMOOTH_METHODS = (
+    "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "gradcamelementwise",
+    "finercam", "randomcam",
+)
+# pytorch-grad-cam's test-time augmentation (through ttach): horizontal flip x intensity factors
+AUG_SMOOTH_FACTORS = (0.9, 1.0, 1.1)
 
 
 def method_spec(method: str) -> MethodSpec:
@@ -101,6 +121,8 @@ def method_spec(method: str) -> MethodSpec:
         raise TypeError(f"`method` must be a str; got {type(method).__name__}")
     key = method.lower().replace("_", "").replace("-", "")
     key = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}.get(key, key)
+    key = {"smoothscorecam": "sscam", "integratedscorecam": "iscam",
+           "gradcamew": "gradcamelementwise"}.get(key, key)
     if key not in METHODS:
         raise ValueError(f"`method` must be one of {sorted(METHODS)}; got {method!r}")
     return METHODS[key]
@@ -286,14 +308,22 @@ def raw_maps(
             "xgradcam": m.xgradcam,
             "layercam": m.layercam,
             "hirescam": m.hirescam,
+            "gradcamelementwise": m.gradcam_elementwise,
+            "eigengradcam": m.eigengradcam,
+            "finercam": m.gradcam,  # Grad-CAM of the contrastive score
         }[spec.name]
         return fn(a, capture.gradients)
-    if spec.name == "eigencam":
-        return m.eigencam(a)
+    simple = {"eigencam": m.eigencam, "kpcacam": m.kpcacam, "fem": m.fem,
+              "randomcam": m.randomcam}
+    if spec.name in simple:
+        return simple[spec.name](a)
     if spec.perturbation == "masked":
         if score_masked is None or input_size is None:
-            raise ValueError("Score-CAM needs the adapter's `score_masked` and the `input_size`")
-        return m.scorecam(
+            raise ValueError(
+                f"{spec.name} needs the adapter's `score_masked` and the `input_size`"
+            )
+        fn = {"scorecam": m.scorecam, "sscam": m.sscam, "iscam": m.iscam}[spec.name]
+        return fn(
             a, score_masked, input_size=input_size, batch_size=batch_size, progress=progress
         )
     if score_ablated is None:
@@ -312,11 +342,16 @@ def explain_session(
     batch_size: int = 64,
     progress: bool | None = None,
     maps_on_device: bool = False,
+    eigen_smooth: bool = False,
 ) -> Explanation:
     """Run the core pipeline on an adapter's session and return the :class:`Explanation`.
 
     The pipeline runs where the capture's arrays are; the maps and raw maps are copied to the
     host at the end (the session's ``to_host`` when it has one) unless ``maps_on_device``.
+    ``eigen_smooth`` replaces the method's channel sum by the first principal component of its
+    per-channel terms (:func:`cam_core.methods.weighted_activations`, then
+    :func:`cam_core.methods.eigencam`, sign fixed, no display ReLU), for the methods in
+    :data:`EIGEN_SMOOTH_METHODS`.
     """
     from cam_core.maps import fuse as fuse_maps
     from cam_core.maps import normalize
@@ -324,10 +359,19 @@ def explain_session(
 
     spec = method_spec(method)
     _check_choices(fuse=fuse, upsample=upsample)
+    if eigen_smooth and spec.name not in EIGEN_SMOOTH_METHODS:
+        raise ValueError(
+            f"`eigen_smooth` applies to {list(EIGEN_SMOOTH_METHODS)}; got method {spec.name!r}"
+        )
     size = as_size(session.input_size, "input_size")
     captures = session.capture(gradients=spec.needs_gradients)
     raws, layer_maps = [], []
     for li, cap in enumerate(captures):
+        if eigen_smooth:
+            raw = _eigen_smoothed(spec.name, cap)
+            raws.append(raw)
+            layer_maps.append(normalize(upsample_maps(raw, size, method=upsample), relu=False))
+            continue
         raw = raw_maps(
             spec.name,
             cap,
@@ -407,6 +451,37 @@ def _outside_stacklevel() -> int:
     return level
 
 
+def _eigen_smoothed(name: str, cap: Capture):
+    """``eigen_smooth``: Eigen-CAM of the method's per-channel terms, in the activations' dtype."""
+    from cam_core import methods as m
+
+    if name == "cam" and cap.weights is None:
+        raw_maps(name, cap)  # raises the message that explains CAM's head
+    terms = m.weighted_activations(
+        name, cap.activations, cap.gradients, weights=cap.weights, classes=cap.targets
+    )
+    xp = array_namespace(cap.activations)
+    return xp.astype(m.eigencam(terms), cap.activations.dtype, copy=False)
+
+
+def session_targets(method: str, targets, **finer):
+    """The ``targets`` an adapter's session gets for ``method``.
+
+    For Finer-CAM (``MethodSpec.target == "finer"``) a :class:`cam_core.methods.FinerTarget`
+    of the given classes (None: each image's top-1; ``finer`` passes ``gamma`` and
+    ``references``); ``targets`` unchanged for every other method.
+    """
+    spec = method_spec(method)
+    if spec.target != "finer":
+        return targets
+    from cam_core.methods import FinerTarget
+
+    if callable(targets) and not hasattr(targets, "shape"):
+        raise TypeError("Finer-CAM builds its own score from the classes; `targets` must be None, "
+                        "an int or a sequence of ints, not a callable")
+    return FinerTarget(targets, **finer)
+
+
 _FRAMEWORK_ROOTS = {
     "torch": "torch",
     "keras": "keras",
@@ -439,6 +514,7 @@ def explain(
     method: str = "gradcam",
     layer=None,
     targets=None,
+    aug_smooth: bool = False,
     **options,
 ) -> Explanation:
     """Explain a batch with a class activation map method, for a PyTorch or a Keras model.
@@ -460,9 +536,17 @@ def explain(
         None explains each image's predicted class; an int is used for every image; a sequence
         gives one class per image; a callable maps the logits (a framework tensor) to one score
         per image.
+    aug_smooth : bool
+        Test-time augmentation (pytorch-grad-cam's ``aug_smooth``): the batch is explained
+        flipped horizontally or not, times each intensity factor of
+        :data:`AUG_SMOOTH_FACTORS` (six runs); each map is flipped back, the maps are averaged
+        and min-max normalised again (``raw`` is the mean of the flipped-back raw maps). The
+        classes are those of the plain run (its top-1 when ``targets`` is None). The width axis
+        is the inputs' last for torch (NCHW) and the one before last for Keras (channels-last).
     **options
-        Passed to the adapter: ``fuse``, ``upsample``, ``batch_size``, ``progress`` and the
-        adapter's own (e.g. ``reshape`` for token outputs).
+        Passed to the adapter: ``fuse``, ``upsample``, ``batch_size``, ``progress``,
+        ``eigen_smooth`` (see :func:`explain_session`) and the adapter's own (e.g. ``reshape``
+        for token outputs).
 
     Returns
     -------
@@ -470,4 +554,50 @@ def explain(
     """
     spec = method_spec(method)
     adapter = _adapter_for(model)
+    if not isinstance(aug_smooth, bool):
+        raise TypeError(f"`aug_smooth` must be a bool; got {type(aug_smooth).__name__}")
+    if aug_smooth:
+        return _aug_smoothed(adapter, model, inputs, spec, layer, targets, options)
     return adapter.explain(model, inputs, method=spec.name, layer=layer, targets=targets, **options)
+
+
+def _aug_smoothed(adapter, model, inputs, spec, layer, targets, options) -> Explanation:
+    """``aug_smooth``: explain flipped and scaled copies, flip the maps back, average."""
+    import array_api_compat
+
+    from cam_core.maps import normalize
+
+    width_axis = -1 if adapter.__name__.endswith(".torch") else -2
+    x = inputs if array_api_compat.is_array_api_obj(inputs) else to_numpy(inputs)
+    xp = array_namespace(x)
+    plain = adapter.explain(model, x, method=spec.name, layer=layer, targets=targets, **options)
+    if targets is None or (callable(targets) and not hasattr(targets, "shape")):
+        classes = targets if callable(targets) else np.argmax(plain.logits, axis=1)
+    else:
+        classes = targets
+    maps, raws = [], []
+    for flip in (False, True):
+        for factor in AUG_SMOOTH_FACTORS:
+            if not flip and factor == 1.0:
+                e = plain
+            else:
+                xa = xp.flip(x, axis=width_axis) if flip else x
+                e = adapter.explain(model, xa * factor, method=spec.name, layer=layer,
+                                    targets=classes, **options)
+            mp, rw = to_numpy(e.maps), e.raw
+            rw = rw if isinstance(rw, tuple) else (rw,)
+            rw = tuple(to_numpy(r) for r in rw)
+            if flip:
+                mp, rw = mp[:, :, ::-1], tuple(r[:, :, ::-1] for r in rw)
+            maps.append(mp)
+            raws.append(rw)
+    mean = normalize(np.mean(np.stack(maps), axis=0), relu=False).astype(np.float32)
+    raw = tuple(np.mean(np.stack([r[i] for r in raws]), axis=0) for i in range(len(raws[0])))
+    return Explanation(
+        maps=mean,
+        raw=raw[0] if len(raw) == 1 else raw,
+        logits=plain.logits,
+        targets=plain.targets,
+        method=spec.name,
+        layers=plain.layers,
+    )

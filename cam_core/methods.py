@@ -691,3 +691,567 @@ scorecam_combine = finite_result("activations", "scores")(scorecam_combine)
 ablationcam_combine = finite_result("activations", "ablated_scores", "base_scores")(
     ablationcam_combine
 )
+# ------------------------------------------------------------- more methods (issue 15)
+#
+# Each is a function of what a capture holds (activations, gradients, classifier weights,
+# logits) or reaches the model only through the adapter's ``score_masked`` callable, so it
+# runs for PyTorch and Keras alike. Peers' conventions are stated where they differ.
+
+KPCA_KERNELS = ("linear", "poly", "rbf", "sigmoid")
+
+
+def _relu(xp, x):
+    return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device_of(x)))
+
+
+def gradcam_elementwise(activations, gradients, /):
+    """Grad-CAM element-wise: the positive part of each channel's activation-gradient product.
+
+    ``M = sum_k ReLU(g_k * A_k)`` element-wise. This is the variant pytorch-grad-cam ships as
+    ``GradCAMElementWise`` (no paper of its own): HiResCAM's product
+    (Draelos & Carin, arXiv:2011.08891, 2020, eq. 3, ``sum_k g_k * A_k``) with the ReLU moved
+    inside the channel sum, so a channel cannot cancel another. The map is non-negative.
+
+    Parameters
+    ----------
+    activations, gradients : array_like, shape (N, K, h, w)
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, >= 0.
+    """
+    a, g, dtype = _pair(activations, gradients)
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
+    prod = xp.astype(a, f64) * xp.astype(g, f64)
+    return xp.astype(xp.sum(_relu(xp, prod), axis=1), dtype, copy=False)
+
+
+def eigengradcam(activations, gradients, /, *, sign: str = "correlation"):
+    """Eigen-Grad-CAM: Eigen-CAM of the gradient-weighted activations.
+
+    ``M = eigencam(g * A)``: the first principal component (Muhammad & Yeasin, IJCNN 2020,
+    see :func:`eigencam`) of the element-wise product of gradients and activations, which makes
+    Eigen-CAM class-discriminative. This is pytorch-grad-cam's ``EigenGradCAM`` (the product is
+    element-wise, HiResCAM's weighting, not Grad-CAM's channel means); the sign is fixed as in
+    :func:`eigencam` (``sign="svd"`` keeps the SVD's).
+
+    Parameters
+    ----------
+    activations, gradients : array_like, shape (N, K, h, w)
+    sign : {"correlation", "svd"}
+        As in :func:`eigencam`.
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, signed, centred.
+    """
+    a, g, dtype = _pair(activations, gradients)
+    xp = array_namespace(a)
+    return eigencam(xp.astype(a, dtype) * xp.astype(g, dtype), sign=sign)
+
+
+def _fix_sign(xp, proj, flat, f64):
+    """``proj`` (N, P) times +-1 per image: positive correlation with the channel-mean map of
+    ``flat`` (N, K, P); the entry of largest magnitude positive when that correlation is 0."""
+    k = flat.shape[1]
+    mean_map = xp.sum(flat, axis=1, dtype=f64) / k
+    mean_map = mean_map - xp.mean(mean_map, axis=1, keepdims=True)
+    corr = xp.sum(proj * mean_map, axis=1)
+    idx = xp.argmax(xp.abs(proj), axis=1)
+    largest = xp.take_along_axis(proj, idx[:, None], axis=1)[:, 0]
+    one = xp.ones((), dtype=f64, device=device_of(proj))
+    sign_arr = xp.where(corr != 0, xp.sign(corr), xp.where(largest < 0, -one, one))
+    return proj * sign_arr[:, None]
+
+
+def kpcacam(
+    activations,
+    /,
+    *,
+    kernel: str = "sigmoid",
+    gamma: float | None = None,
+    coef0: float = 1.0,
+    degree: int = 3,
+):
+    """KPCA-CAM: the activations projected on their first kernel principal component.
+
+    Karmani et al., "KPCA-CAM: Visual Explainability of Deep Computer Vision Models using Kernel
+    PCA", arXiv:2410.00267, 2024 (eq. 4-6): per image, ``X`` is ``A`` as ``(h w, K)``, centred
+    over positions as in Eigen-CAM; ``G = k(X, X)`` is the kernel matrix of the positions, centred
+    in feature space (``G - 1G - G1 + 1G1`` with ``1`` the matrix of ``1 / (h w)``); its top
+    eigenpair ``(lambda, u)`` gives the map ``sqrt(lambda) u`` (scikit-learn's
+    ``KernelPCA(n_components=1).fit_transform``, which pytorch-grad-cam's ``KPCA_CAM`` calls).
+    The kernels are scikit-learn's: ``linear`` ``<x, y>``, ``poly`` ``(gamma <x, y> + coef0)^degree``,
+    ``rbf`` ``exp(-gamma |x - y|^2)``, ``sigmoid`` ``tanh(gamma <x, y> + coef0)``, with
+    ``gamma = 1 / K`` by default. With ``kernel="linear"`` this is exactly :func:`eigencam`.
+    The sign is fixed as in :func:`eigencam` (scikit-learn makes the largest entry of ``u``
+    positive instead; the two agree up to one sign per image).
+
+    Parameters
+    ----------
+    activations : array_like, shape (N, K, h, w)
+    kernel : {"linear", "poly", "rbf", "sigmoid"}
+        pytorch-grad-cam's default is ``"sigmoid"``.
+    gamma : float, optional
+        The kernel's scale; None is ``1 / K``.
+    coef0 : float
+        The constant of the ``poly`` and ``sigmoid`` kernels.
+    degree : int
+        The ``poly`` kernel's degree.
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, signed (each sums to 0: the kernel is centred).
+    """
+    if kernel not in KPCA_KERNELS:
+        raise ValueError(f"`kernel` must be one of {list(KPCA_KERNELS)}; got {kernel!r}")
+    for name, v in (("gamma", gamma), ("coef0", coef0)):
+        if v is None and name == "gamma":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"`{name}` must be a real number; got {type(v).__name__}")
+        if not math.isfinite(v):
+            raise ValueError(f"`{name}` must be finite; got {v}")
+    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 1:
+        raise ValueError(f"`degree` must be an int >= 1; got {degree!r}")
+    a = _activations(activations)
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
+    n, k, h, w = a.shape
+    p = h * w
+    gam = 1.0 / k if gamma is None else float(gamma)
+    flat = xp.reshape(a, (n, k, p))
+    x = xp.astype(xp.permute_dims(flat, (0, 2, 1)), f64)  # (N, hw, K)
+    x = x - xp.mean(x, axis=1, keepdims=True)
+    dot = xp.matmul(x, xp.permute_dims(x, (0, 2, 1)))  # (N, hw, hw)
+    if kernel == "linear":
+        gram = dot
+    elif kernel == "poly":
+        gram = (gam * dot + float(coef0)) ** int(degree)
+    elif kernel == "sigmoid":
+        gram = xp.tanh(gam * dot + float(coef0))
+    else:
+        sq = xp.sum(x * x, axis=2)
+        dist = _relu(xp, sq[:, :, None] + sq[:, None, :] - 2.0 * dot)
+        gram = xp.exp(-gam * dist)
+    row = xp.mean(gram, axis=2, keepdims=True)
+    col = xp.mean(gram, axis=1, keepdims=True)
+    total = xp.mean(row, axis=1, keepdims=True)
+    centred = gram - row - col + total
+    centred = (centred + xp.permute_dims(centred, (0, 2, 1))) / 2.0  # exactly symmetric
+    values, vectors = xp.linalg.eigh(centred)
+    top = _relu(xp, values[:, -1])
+    proj = vectors[:, :, -1] * xp.sqrt(top)[:, None]
+    proj = _fix_sign(xp, proj, flat, f64)
+    return xp.astype(xp.reshape(proj, (n, h, w)), a.dtype, copy=False)
+
+
+def fem(activations, /, *, k: float = 2.0):
+    """FEM: channels' strong responses, kept as binary masks weighted by the channel means.
+
+    Fuad et al., "Features Understanding in 3D CNNs for Actions Recognition in Video", IPTA 2020
+    (the Feature Explanation Method): per channel, ``B_k = [A_k > mu_k + k sigma_k]`` with
+    ``mu_k`` and ``sigma_k`` the mean and (population) standard deviation of ``A_k`` over
+    positions; ``w_k = mu_k``; ``M = sum_k w_k B_k``. No gradient and no class are used
+    (pytorch-grad-cam's ``FEM``, ``k = 2``).
+
+    Parameters
+    ----------
+    activations : array_like, shape (N, K, h, w)
+    k : float
+        How many standard deviations above the mean a response must be.
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, signed where channel means are negative.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`k` must be a real number; got {type(k).__name__}")
+    if not math.isfinite(k):
+        raise ValueError(f"`k` must be finite; got {k}")
+    a = _activations(activations)
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
+    a64 = xp.astype(a, f64)
+    mu = xp.mean(a64, axis=(2, 3), keepdims=True)
+    sigma = xp.sqrt(xp.mean((a64 - mu) ** 2, axis=(2, 3), keepdims=True))
+    mask = xp.astype(a64 > mu + float(k) * sigma, f64)
+    return xp.astype(xp.sum(mu * mask, axis=1), a.dtype, copy=False)
+
+
+def random_weights(k: int, /, *, seed: int = 0) -> np.ndarray:
+    """RandomCAM's channel weights: ``K`` draws of ``U(-1, 1)`` from NumPy's ``default_rng(seed)``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be an int >= 0; got {seed!r}")
+    return np.random.default_rng(int(seed)).uniform(-1.0, 1.0, size=int(k))
+
+
+def randomcam(activations, /, *, seed: int = 0):
+    """RandomCAM: channels weighted at random, a baseline any method should beat.
+
+    ``w_k ~ U(-1, 1)``, ``M = sum_k w_k A_k`` (pytorch-grad-cam's ``RandomCAM``). The weights are
+    :func:`random_weights` ``(K, seed)``, the same for every image of the batch and on every
+    library and device, so a batch gives each image's own map and two frameworks agree
+    (pytorch-grad-cam draws new weights per image and per call).
+
+    Parameters
+    ----------
+    activations : array_like, shape (N, K, h, w)
+    seed : int
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, signed.
+    """
+    a = _activations(activations)
+    xp = array_namespace(a)
+    n, k = a.shape[:2]
+    w = random_weights(k, seed=seed)
+    weights = xp.asarray(np.broadcast_to(w, (n, k)).copy(), dtype=_acc(xp, a), device=device_of(a))
+    return _combine(weights, a, a.dtype)
+
+
+# ------------------------------------------------------------------- Finer-CAM's target score
+
+
+def finer_weights(logits, /, classes=None, *, gamma: float = 0.6, references: int = 3):
+    """Finer-CAM's target score as weights on the logits: ``(N, C)`` float64, NumPy.
+
+    Zhang et al., "Finer-CAM: Spotting the Difference Reveals Finer Details for Visual
+    Explanation", CVPR 2025 (eq. 3): the score explained is
+    ``y_c - gamma * mean_t y_{d_t}``, with ``d_1..d_T`` the ``T = references`` classes whose logits
+    are closest to the target's (``|y_j - y_c|`` smallest, the target excluded, ties to the
+    lower index; ``T`` capped at ``C - 1``). The score is linear in the logits, so it is
+    ``sum_j W[n, j] y_j`` with ``W[n, c] = 1`` and ``W[n, d_t] = -gamma / T``, and its gradient
+    is the same combination of the classes' gradients. Defaults are torch-cam 0.5's
+    (``gamma=0.6``, three references).
+
+    Parameters
+    ----------
+    logits : array_like, shape (N, C)
+    classes : None, int or array_like of int, shape (N,)
+        The target classes; None takes each image's top-1.
+    gamma : float
+        The comparison strength, >= 0.
+    references : int
+        How many most similar classes are subtracted, >= 1.
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+    """
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`gamma` must be a real number; got {type(gamma).__name__}")
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"`gamma` must be finite and >= 0; got {gamma}")
+    if isinstance(references, bool) or not isinstance(references, (int, np.integer)):
+        raise TypeError(f"`references` must be an int; got {type(references).__name__}")
+    if references < 1:
+        raise ValueError(f"`references` must be >= 1; got {references}")
+    y = to_numpy(logits).astype(np.float64)
+    if y.ndim != 2:
+        raise ValueError(f"`logits` must have shape (N, C); got {y.shape}")
+    n, c = y.shape
+    if c < 2:
+        raise ValueError(f"Finer-CAM needs at least two classes; `logits` has shape {y.shape}")
+    from cam_core.explain import resolve_targets
+
+    cls = resolve_targets(classes, y)
+    t = min(int(references), c - 1)
+    dist = np.abs(y - y[np.arange(n), cls][:, None])
+    dist[np.arange(n), cls] = np.inf
+    refs = np.argsort(dist, axis=1, kind="stable")[:, :t]
+    w = np.zeros((n, c), dtype=np.float64)
+    np.put_along_axis(w, refs, -float(gamma) / t, axis=1)
+    w[np.arange(n), cls] = 1.0
+    return w
+
+
+class FinerTarget:
+    """A ``targets`` callable giving Finer-CAM's score (see :func:`finer_weights`).
+
+    Called by an adapter with the framework's logits ``(N, C)``; returns
+    ``sum_j W[n, j] logits[n, j]`` in the same framework (differentiable), with ``W`` chosen from
+    the logits' values. Works for torch, JAX, NumPy and TensorFlow tensors.
+    """
+
+    def __init__(self, classes=None, *, gamma: float = 0.6, references: int = 3):
+        finer_weights(np.zeros((1, 2)), None, gamma=gamma, references=references)  # checks
+        self.classes = classes
+        self.gamma = gamma
+        self.references = references
+
+    def __call__(self, logits):
+        w = finer_weights(logits, self.classes, gamma=self.gamma, references=self.references)
+        import array_api_compat
+
+        if array_api_compat.is_array_api_obj(logits):
+            xp = array_namespace(logits)
+            wt = xp.asarray(w, dtype=logits.dtype, device=device_of(logits))
+            return xp.sum(logits * wt, axis=1)
+        return _framework_sum(logits, w)
+
+    def __repr__(self) -> str:
+        return f"FinerTarget(classes={self.classes!r}, gamma={self.gamma}, references={self.references})"
+
+
+def _framework_sum(logits, w):
+    """``sum(logits * w, axis=1)`` through operators only, for a tensor the array API does not
+    cover (TensorFlow): the product and a matrix product with a column of ones, then column 0."""
+    dtype = str(getattr(getattr(logits, "dtype", None), "name", "float32"))
+    w = w.astype(dtype)
+    return ((logits * w) @ np.ones((w.shape[1], 1), dtype=dtype))[:, 0]
+
+
+# ------------------------------------------------- Score-CAM variants through `score_masked`
+
+ISCAM_CONVENTIONS = ("paper", "torch-cam")
+
+
+def _check_samples(samples) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)):
+        raise TypeError(f"`samples` must be an int; got {type(samples).__name__}")
+    if samples < 1:
+        raise ValueError(f"`samples` must be >= 1; got {samples}")
+    return int(samples)
+
+
+def _channel_masks(a, n: int, channels, size):
+    """Score-CAM's masks of image ``n`` for the channel indices ``channels`` (a Python list)."""
+    from cam_core.maps import normalize
+    from cam_core.resize import upsample
+
+    xp = array_namespace(a)
+    idx = xp.asarray(channels, dtype=xp.int64, device=device_of(a))
+    up = upsample(xp.take(a[n], idx, axis=0), size, method="bilinear")
+    return xp.astype(normalize(up), xp.float32, copy=False)
+
+
+def mask_noise(seed: int, sample: int, channel: int, size) -> np.ndarray:
+    """SS-CAM's noise for one sample and channel: standard normal ``(H, W)`` float32, NumPy,
+    from ``default_rng([seed, sample, channel])`` (the same for every image, library and
+    device; independent of the chunking)."""
+    rng = np.random.default_rng([int(seed), int(sample), int(channel)])
+    return rng.standard_normal(tuple(size), dtype=np.float32)
+
+
+def sscam(
+    activations,
+    score_masked: Callable[[int, np.ndarray], np.ndarray],
+    /,
+    *,
+    input_size,
+    samples: int = 35,
+    std: float = 2.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool | None = None,
+):
+    """SS-CAM: Score-CAM with its scores averaged over noisy masks.
+
+    Wang et al., "SS-CAM: Smoothed Score-CAM for Sharper Visual Feature Localization",
+    arXiv:2006.14255, 2020 (eq. 6-7, noise on the masks): with ``mask_k`` Score-CAM's mask
+    (:func:`scorecam`), ``s_k = (1/S) sum_s y_c(x * (mask_k + eps_sk))``,
+    ``eps_sk ~ N(0, std^2)`` per pixel; then ``w = softmax(s)``, ``M = sum_k w_k A_k``. The
+    noise is :func:`mask_noise` ``(seed, s, k)``, so the maps are reproducible and the same in
+    every framework. Defaults are torch-cam 0.5's (35 samples, ``std = 2``); torch-cam
+    subtracts the unmasked score first, which a softmax ignores.
+
+    Parameters
+    ----------
+    activations : array_like, shape (N, K, h, w)
+    score_masked : callable ``(index, masks) -> scores``
+        As in :func:`scorecam` (the masks here are not confined to [0, 1]).
+    input_size : int or (H, W)
+    samples : int
+        ``S``, noisy copies of each mask.
+    std : float
+        The noise's standard deviation, >= 0.
+    seed : int
+    batch_size : int
+        Masks per call of ``score_masked``.
+    progress : bool or None
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, signed.
+    """
+    a = _activations(activations)
+    xp = array_namespace(a)
+    _check_callable(score_masked, "score_masked")
+    size = as_size(input_size, "input_size")
+    samples = _check_samples(samples)
+    if isinstance(std, bool) or not isinstance(std, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`std` must be a real number; got {type(std).__name__}")
+    if not (math.isfinite(std) and std >= 0):
+        raise ValueError(f"`std` must be finite and >= 0; got {std}")
+    random_weights(1, seed=seed)  # checks the seed
+    batch_size = _check_batch_size(batch_size)
+    k = a.shape[1]
+    device = device_of(a)
+
+    def masks(n: int, start: int, stop: int):
+        items = range(start, stop)  # item j: sample j // K, channel j % K
+        base = _channel_masks(a, n, [j % k for j in items], size)
+        noise = np.stack([mask_noise(seed, j // k, j % k, size) for j in items]) * np.float32(std)
+        return base + xp.asarray(noise, device=device)
+
+    scores = _chunked_scores(
+        score_masked, masks, (a.shape[0], samples * k), batch_size, progress, "score_masked",
+        "SS-CAM",
+    )
+    mean = scores.reshape(a.shape[0], samples, k).mean(axis=1)
+    return xp.astype(scorecam_combine(a, mean), a.dtype, copy=False)
+
+
+def iscam_coefficients(samples: int, convention: str = "paper") -> np.ndarray:
+    """IS-CAM's mask scales ``c_1..c_S``: ``sum_{j=0}^{i-1} j / S`` (the paper's eq. 5) or
+    ``sum_{j=1}^{i} j / S`` (torch-cam 0.5, whose sum starts one step later)."""
+    samples = _check_samples(samples)
+    if convention not in ISCAM_CONVENTIONS:
+        raise ValueError(f"`convention` must be one of {list(ISCAM_CONVENTIONS)}; got {convention!r}")
+    i = np.arange(1, samples + 1, dtype=np.float64)
+    return (i - 1) * i / (2 * samples) if convention == "paper" else i * (i + 1) / (2 * samples)
+
+
+def iscam(
+    activations,
+    score_masked: Callable[[int, np.ndarray], np.ndarray],
+    /,
+    *,
+    input_size,
+    samples: int = 10,
+    convention: str = "paper",
+    batch_size: int = 64,
+    progress: bool | None = None,
+):
+    """IS-CAM: Score-CAM with its scores integrated over scaled masks.
+
+    Naidu et al., "IS-CAM: Integrated Score-CAM for axiomatic-based explanations",
+    arXiv:2010.03023, 2020 (eq. 5-6): ``s_k = (1/S) sum_i y_c(x * c_i mask_k)`` with ``mask_k``
+    Score-CAM's mask and ``c_i`` :func:`iscam_coefficients` ``(S, convention)``; then
+    ``w = softmax(s)``, ``M = sum_k w_k A_k``. (The paper subtracts the baseline's score, a
+    constant that the softmax ignores.)
+
+    Parameters
+    ----------
+    activations : array_like, shape (N, K, h, w)
+    score_masked : callable ``(index, masks) -> scores``
+    input_size : int or (H, W)
+    samples : int
+        ``S`` (torch-cam's default 10).
+    convention : {"paper", "torch-cam"}
+    batch_size : int
+    progress : bool or None
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, signed.
+    """
+    a = _activations(activations)
+    xp = array_namespace(a)
+    _check_callable(score_masked, "score_masked")
+    size = as_size(input_size, "input_size")
+    coeff = iscam_coefficients(samples, convention)
+    samples = len(coeff)
+    batch_size = _check_batch_size(batch_size)
+    k = a.shape[1]
+    device = device_of(a)
+
+    def masks(n: int, start: int, stop: int):
+        items = range(start, stop)
+        base = _channel_masks(a, n, [j % k for j in items], size)
+        c = np.asarray([coeff[j // k] for j in items], dtype=np.float32)
+        return base * xp.asarray(c, device=device)[:, None, None]
+
+    scores = _chunked_scores(
+        score_masked, masks, (a.shape[0], samples * k), batch_size, progress, "score_masked",
+        "IS-CAM",
+    )
+    mean = scores.reshape(a.shape[0], samples, k).mean(axis=1)
+    return xp.astype(scorecam_combine(a, mean), a.dtype, copy=False)
+
+
+# ------------------------------------------------------------------------------ eigen_smooth
+
+
+def weighted_activations(method: str, activations, gradients=None, /, *, weights=None,
+                         classes=None, seed: int = 0):
+    """The per-channel terms ``T[n, k]`` whose channel sum is ``method``'s raw map: ``(N, K, h, w)``.
+
+    ``sum_k T[:, k]`` equals the method's map (to float rounding): ``w_k A_k`` for the
+    channel-weight methods (Grad-CAM, Grad-CAM++, XGrad-CAM, RandomCAM, CAM), the element-wise
+    products for HiResCAM (``g A``), LayerCAM (``ReLU(g) A``) and Grad-CAM element-wise
+    (``ReLU(g A)``). ``eigen_smooth`` (pytorch-grad-cam's option) replaces the sum by the first
+    principal component of these terms: ``eigencam(weighted_activations(...))``.
+
+    Parameters
+    ----------
+    method : str
+        A method name of :data:`cam_core.explain.METHODS` among those above.
+    activations, gradients : array_like, shape (N, K, h, w)
+        ``gradients`` for the gradient methods.
+    weights, classes
+        CAM's classifier weights ``(C, K)`` and classes ``(N,)``.
+    seed : int
+        RandomCAM's seed.
+
+    Returns
+    -------
+    array, shape (N, K, h, w), float64 (float32 on a device without float64)
+    """
+    from cam_core.explain import method_spec
+
+    name = method_spec(method).name
+    if name in ("cam", "randomcam"):
+        a = _activations(activations)
+        xp = array_namespace(a)
+        f64 = _acc(xp, a)
+        n, k = a.shape[:2]
+        if name == "cam":
+            w = as_float(weights, "weights", shape=("C", "K"), like=a)
+            c = xp.asarray(as_int_array(classes, "classes", shape=("N",)), device=device_of(a))
+            wk = xp.astype(xp.take(w, c, axis=0), f64)
+        else:
+            wk = xp.asarray(np.broadcast_to(random_weights(k, seed=seed), (n, k)).copy(),
+                            dtype=f64, device=device_of(a))
+        return wk[:, :, None, None] * xp.astype(a, f64)
+    if name not in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
+                    "gradcamelementwise", "finercam"):
+        raise ValueError(
+            f"`method` {method!r} is not a sum of per-channel terms of the activations; "
+            f"eigen_smooth applies to cam, gradcam, gradcam++, xgradcam, hirescam, layercam, "
+            f"gradcamelementwise, finercam and randomcam"
+        )
+    a, g, _ = _pair(activations, gradients)
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
+    a64, g64 = xp.astype(a, f64), xp.astype(g, f64)
+    if name == "hirescam":
+        return g64 * a64
+    if name == "layercam":
+        return _relu(xp, g64) * a64
+    if name == "gradcamelementwise":
+        return _relu(xp, g64 * a64)
+    h, w = a.shape[2:]
+    if name in ("gradcam", "finercam"):
+        wk = xp.sum(g64, axis=(2, 3)) / (h * w)
+    elif name == "xgradcam":
+        sum_a = xp.sum(a64, axis=(2, 3))
+        zero = sum_a == 0
+        wk = _zeros_where(xp, zero, xp.sum(a64 * g64, axis=(2, 3)) / _safe(xp, zero, sum_a))
+    else:  # gradcam++
+        g2 = g64 * g64
+        denom = 2.0 * g2 + xp.sum(a64, axis=(2, 3))[:, :, None, None] * g2 * g64
+        zero = denom == 0
+        alpha = _zeros_where(xp, zero, g2 / _safe(xp, zero, denom))
+        wk = xp.sum(alpha * _relu(xp, g64), axis=(2, 3))
+    return wk[:, :, None, None] * a64

@@ -69,7 +69,8 @@ def test_unknown_method_lists_the_names():
         method_spec("gradcam3")
     assert set(METHODS) == {
         "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
-        "scorecam", "ablationcam",
+        "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
+        "randomcam", "finercam", "sscam", "iscam",
     }
 
 
