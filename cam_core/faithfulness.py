@@ -16,6 +16,13 @@ array passed to ``score_masked(index, masks)``, which multiplies image ``index``
 returns ``(B,)`` scores. Masks here are 0 or 1, so a removed pixel becomes the input value 0,
 i.e. **the baseline is the zero input** (after the model's preprocessing: for a normalised input,
 the dataset mean). Pass class probabilities from ``score_masked`` to get the usual figures.
+
+- **ROAD** (Rong et al., ICML 2022; :func:`road`): the removed pixels are imputed from their
+  neighbours instead (:func:`noisy_linear_impute`), so the images go through a
+  ``score_images(index, images)`` callable, MoRF and LeRF.
+- **Model-parameter randomisation** (Adebayo et al., NeurIPS 2018): :func:`rank_correlation`
+  of the maps of a model and of its copy with re-initialised top layers (the adapters'
+  ``randomized_copy``).
 """
 
 from __future__ import annotations
@@ -29,11 +36,16 @@ from cam_core._validate import as_float_array, check_finite, check_fits_memory, 
 from cam_core.methods import _check_batch_size, _check_callable, _chunked_scores
 
 __all__ = [
+    "ROAD_PERCENTAGES",
     "PerturbationCurves",
+    "RoadCurves",
     "average_drop",
     "deletion_insertion",
     "increase_in_confidence",
+    "noisy_linear_impute",
     "pixel_ranks",
+    "rank_correlation",
+    "road",
 ]
 
 
@@ -197,3 +209,215 @@ def deletion_insertion(
         deletion_auc=np.trapezoid(deletion, fractions, axis=1),
         insertion_auc=np.trapezoid(inserted, fractions, axis=1),
     )
+
+
+# ------------------------------------------------------------------------------------ ROAD
+#
+# Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution Methods",
+# ICML 2022. Removing pixels by setting them to a constant leaks the map's shape to the model
+# (the model sees where the removed pixels are); ROAD fills them by noisy linear imputation from
+# their neighbours instead, and scores the imputed images.
+
+# The imputation's neighbourhood (the paper's kernel): direct neighbours 1/6, diagonal 1/12.
+_ROAD_NEIGHBOURS = (
+    (0, 1, 1 / 6), (0, -1, 1 / 6), (1, 0, 1 / 6), (-1, 0, 1 / 6),
+    (1, 1, 1 / 12), (1, -1, 1 / 12), (-1, 1, 1 / 12), (-1, -1, 1 / 12),
+)
+ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+
+def noisy_linear_impute(image, removed, /, *, noise: float = 0.01, seed: int = 0) -> np.ndarray:
+    """Fill the removed pixels of one image from their neighbours (ROAD's imputation).
+
+    Each removed pixel ``p`` takes the weighted mean of its in-image neighbours ``q`` (weight
+    1/6 for the four direct ones, 1/12 for the diagonal ones): ``sum_q w_pq (v_p - v_q) = 0``,
+    one sparse linear system over all removed pixels (their values depend on each other), solved
+    for every channel at once; kept pixels are unchanged. Then Gaussian noise of standard
+    deviation ``noise`` is added to the imputed pixels (Rong et al., ICML 2022, section 4).
+
+    Parameters
+    ----------
+    image : array_like, shape (C, H, W)
+        Channels-first, as the model takes it (normalised inputs included).
+    removed : array_like of bool, shape (H, W)
+        The pixels to impute; at least one pixel must be kept.
+    noise : float
+        The noise's standard deviation (the paper's 0.01 for inputs in [0, 1]), >= 0.
+    seed : int
+        Seed of NumPy's ``default_rng`` for the noise.
+
+    Returns
+    -------
+    ndarray, shape (C, H, W), float64
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import splu
+
+    x = as_float_array(image, "image", shape=("C", "H", "W")).astype(np.float64)
+    check_finite(x, "image")
+    mask = np.asarray(removed)
+    if mask.dtype != bool:
+        raise TypeError(f"`removed` must be a boolean array; got dtype {mask.dtype}")
+    if mask.shape != x.shape[1:]:
+        raise ValueError(f"`removed` must have shape {x.shape[1:]} (H, W); got {mask.shape}")
+    if not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"`noise` must be finite and >= 0; got {noise}")
+    out = x.copy()
+    ys, xs = np.nonzero(mask)
+    m = len(ys)
+    if m == 0:
+        return out
+    if m == mask.size:
+        raise ValueError("`removed` covers every pixel; ROAD's imputation needs kept neighbours")
+    height, width = mask.shape
+    index = np.full(mask.shape, -1, dtype=np.int64)
+    index[ys, xs] = np.arange(m)
+    diag = np.zeros(m)
+    rhs = np.zeros((m, x.shape[0]))
+    rows, cols, vals = [np.arange(m)], [np.arange(m)], []
+    for dy, dx, w in _ROAD_NEIGHBOURS:
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+        p, ny, nx = np.flatnonzero(inside), ny[inside], nx[inside]
+        diag[p] += w
+        q = index[ny, nx]
+        gone = q >= 0
+        rows.append(p[gone])
+        cols.append(q[gone])
+        vals.append(np.full(int(gone.sum()), -w))
+        np.add.at(rhs, p[~gone], w * x[:, ny[~gone], nx[~gone]].T)
+    a = coo_matrix(
+        (np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(m, m),
+    ).tocsc()
+    values = splu(a).solve(rhs)  # (m, C)
+    if noise:
+        values = values + noise * np.random.default_rng(seed).standard_normal(values.shape)
+    out[:, ys, xs] = values.T
+    return out
+
+
+@dataclass(frozen=True)
+class RoadCurves:
+    """ROAD's scores of a batch of maps.
+
+    Attributes
+    ----------
+    percentages : ndarray, shape (P,)
+        The share of pixels removed, in percent.
+    morf : ndarray, shape (N, P)
+        Score with the most relevant ``percentages[p]`` % of the pixels imputed (lower is
+        better: a faithful map removes what the model needs first).
+    lerf : ndarray, shape (N, P)
+        Score with the least relevant ones imputed (higher is better).
+    """
+
+    percentages: np.ndarray
+    morf: np.ndarray
+    lerf: np.ndarray
+
+    @property
+    def combined(self) -> float:
+        """``mean(lerf - morf) / 2`` over images and percentages (pytorch-grad-cam's
+        ROADCombined); higher is better."""
+        return float(np.mean(self.lerf - self.morf) / 2)
+
+
+def road(
+    images,
+    maps,
+    score_images: Callable[[int, np.ndarray], np.ndarray],
+    /,
+    *,
+    percentages=ROAD_PERCENTAGES,
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> RoadCurves:
+    """ROAD, most relevant first (MoRF) and least relevant first (LeRF).
+
+    For image ``n`` and each percentage ``p``, the ``round(p / 100 * H * W)`` pixels of largest
+    (MoRF) or smallest (LeRF) map value (ties as in :func:`pixel_ranks`) are imputed by
+    :func:`noisy_linear_impute` (seeded ``(seed, n, p, order)``), and ``score_images(n, batch)``
+    scores the imputed images (Rong et al., ICML 2022; the paper reports accuracy, pytorch-grad-
+    cam the class probability: pass what ``score_images`` returns). MoRF items come first, then
+    LeRF, ``batch_size`` per call.
+
+    Parameters
+    ----------
+    images : array_like, shape (N, C, H, W)
+        Channels-first, as the scoring function's model takes them after transposing.
+    maps : array_like, shape (N, H, W)
+        The maps at the images' size.
+    score_images : callable ``(index, images) -> scores``
+        ``images`` is ``(B, C, H, W)`` float32; returns ``(B,)`` scores of image ``index``'s class.
+    percentages : sequence of float
+        In (0, 100).
+    noise, seed
+        As in :func:`noisy_linear_impute`.
+    batch_size : int
+    progress : bool or None
+
+    Returns
+    -------
+    RoadCurves
+    """
+    x = as_float_array(images, "images", shape=("N", "C", "H", "W"))
+    ranks = pixel_ranks(maps)
+    check_same_batch(images=x, maps=ranks)
+    if ranks.shape[1:] != x.shape[2:]:
+        raise ValueError(
+            f"`maps` must have the images' size {x.shape[2:]}; got {ranks.shape[1:]}"
+        )
+    check_finite(x, "images")
+    _check_callable(score_images, "score_images")
+    batch_size = _check_batch_size(batch_size)
+    pct = np.asarray(percentages, dtype=np.float64)
+    if pct.ndim != 1 or pct.size == 0 or np.any((pct <= 0) | (pct >= 100)):
+        raise ValueError(f"`percentages` must be a non-empty sequence in (0, 100); got {percentages!r}")
+    n, _, height, width = x.shape
+    pixels = height * width
+    counts = np.clip(np.rint(pct / 100 * pixels).astype(np.int64), 0, pixels - 1)
+    n_p = len(pct)
+
+    def batch(i: int, start: int, stop: int) -> np.ndarray:
+        out = []
+        for j in range(start, stop):
+            lerf, p = divmod(j, n_p)
+            removed = (ranks[i] >= pixels - counts[p]) if lerf else (ranks[i] < counts[p])
+            out.append(noisy_linear_impute(x[i], removed, noise=noise,
+                                           seed=np.random.SeedSequence([seed, i, p, lerf]).generate_state(1)[0]))
+        return np.stack(out).astype(np.float32)
+
+    scores = _chunked_scores(score_images, batch, (n, 2 * n_p), batch_size, progress,
+                             "score_images", "ROAD")
+    return RoadCurves(percentages=pct, morf=scores[:, :n_p], lerf=scores[:, n_p:])
+
+
+# ------------------------------------------------------------ model-parameter randomisation
+
+
+def rank_correlation(maps_a, maps_b, /) -> np.ndarray:
+    """Spearman's rank correlation of each pair of maps: ``(N,)``, in [-1, 1].
+
+    The sanity check of Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018
+    (section 3): the maps of a model whose top layers are re-initialised should differ from the
+    trained model's, so a low rank correlation passes and a high one fails. Ties get their
+    average rank; a constant map against anything gives 0.
+    """
+    from scipy.stats import rankdata
+
+    a = as_float_array(maps_a, "maps_a", shape=("N", "H", "W"))
+    b = as_float_array(maps_b, "maps_b", shape=("N", "H", "W"))
+    if a.shape != b.shape:
+        raise ValueError(f"`maps_b` must have the shape of `maps_a` {a.shape}; got {b.shape}")
+    check_finite(a, "maps_a")
+    check_finite(b, "maps_b")
+    ra = rankdata(a.reshape(len(a), -1), axis=1)
+    rb = rankdata(b.reshape(len(b), -1), axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    den = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
+    num = (ra * rb).sum(1)
+    return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
