@@ -63,7 +63,7 @@ from cam_core.adapters import _layout
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
 from cam_core.explain import session_targets
 
-__all__ = ["KerasSession", "capture", "explain", "find_layer", "gap_classifier"]
+__all__ = ["KerasSession", "capture", "explain", "find_layer", "gap_classifier", "randomized_copy"]
 
 _BACKEND = keras.backend.backend()
 _RTOL = 1e-4  # GAP + Dense check, relative to max |logit|
@@ -1045,3 +1045,42 @@ def gap_classifier(backbone, num_classes: int, *, activation=None) -> keras.Mode
     fc = model.get_layer("fc")
     out = keras.layers.Activation(activation, name="fc_activation")(fc.output)
     return keras.Model(model.input, out, name=model.name)
+
+
+def randomized_copy(model, layers, /, *, seed: int = 0):
+    """A copy of ``model`` (``keras.models.clone_model`` and its weights) with the weights of
+    ``layers`` re-initialised, as :func:`cam_core.adapters.torch.randomized_copy` does: kernels
+    He-normal (``fan_in`` the product of all but the last axis), ``bias`` and ``beta`` 0,
+    ``gamma`` 1, moving statistics kept; draws from ``default_rng([seed, i])`` per weight ``i``.
+
+    Parameters
+    ----------
+    model : keras.Model
+    layers : str or sequence of str
+        Layer names or paths, as :func:`find_layer` takes them.
+    seed : int
+
+    Returns
+    -------
+    keras.Model
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    i = 0
+    for name in names:
+        _, lay = find_layer(clone, name)
+        for v in lay.weights:
+            short = v.path.split("/")[-1] if hasattr(v, "path") else v.name.split("/")[-1]
+            if "moving" in short:
+                continue
+            rng = np.random.default_rng([int(seed), i])
+            i += 1
+            shape = tuple(v.shape)
+            if len(shape) >= 2:
+                fan_in = int(np.prod(shape[:-1]))
+                new = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+            else:
+                new = np.zeros(shape) if short.startswith(("bias", "beta")) else np.ones(shape)
+            v.assign(new.astype(str(np.dtype(keras.backend.standardize_dtype(v.dtype)))))
+    return clone
