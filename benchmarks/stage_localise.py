@@ -42,6 +42,12 @@ __all__ = ["FAST_METHODS", "SLOW_METHODS", "BoxStats", "plot_boxacc", "run", "ws
 
 FAST_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
 SLOW_METHODS = ("scorecam", "ablationcam")
+# issue 15: the methods added from pytorch-grad-cam and torch-cam (SS-CAM, IS-CAM: slow)
+NEW_FAST_METHODS = ("gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomcam",
+                    "finercam")
+NEW_SLOW_METHODS = ("sscam", "iscam")
+ROAD_BENCH_PERCENTAGES = (20, 40, 60, 80)  # pytorch-grad-cam's ROADCombined
+N_ROAD, N_RANDOMISATION = 16, 8  # images (at most n_faith / n_slow)
 WSOL_SIZE = 224
 FIXED_TAUS = (0.2, 0.15)
 
@@ -98,6 +104,27 @@ class _Model:
             m = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)).to(x.device)
             return (x[None] * m[:, None]).contiguous(memory_format=torch.channels_last)
         return x[None] * masks[..., None].astype(np.float32)
+
+    def road_inputs(self, x, labels):
+        """ROAD's channels-first images of a prepared batch and its ``score_images``: the true
+        class's probability of imputed copies of image ``index``."""
+        if self.fw == "torch":
+            import torch
+
+            imgs = x.float().cpu().numpy()
+
+            def to_model(b):
+                return torch.from_numpy(b).to(x.device)
+        else:
+            imgs = np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))
+
+            def to_model(b):
+                return np.ascontiguousarray(b.transpose(0, 2, 3, 1))
+
+        def score(index: int, batch: np.ndarray) -> np.ndarray:
+            return self.probs(to_model(batch))[:, int(labels[index])]
+
+        return imgs, score
 
     def score_masked(self, x_all, labels):
         """``score_masked(index, masks)``: the true class's probability of masked image index."""
@@ -174,6 +201,7 @@ def _box_figures(maps, raw, relu, boxes, correct, size) -> dict:
 
 def _faithfulness(model: _Model, images, labels, maps, *, steps, batch) -> dict:
     from cam_core.faithfulness import average_drop, deletion_insertion, increase_in_confidence
+    from cam_core.faithfulness import road
 
     x = model.t.prepare(images)
     base = model.probs(x)[np.arange(len(labels)), labels]
@@ -182,7 +210,16 @@ def _faithfulness(model: _Model, images, labels, maps, *, steps, batch) -> dict:
     ])
     curves = deletion_insertion(maps, model.score_masked(x, labels), steps=steps,
                                 batch_size=batch, progress=False)
+    k = min(N_ROAD, len(labels))
+    roads = None
+    if k:
+        imgs, score = model.road_inputs(x[:k], labels[:k])
+        roads = road(imgs, maps[:k], score, percentages=ROAD_BENCH_PERCENTAGES, batch_size=batch)
     return {
+        "road_images": k,
+        "road_morf": float(np.mean(roads.morf)) if k else float("nan"),
+        "road_lerf": float(np.mean(roads.lerf)) if k else float("nan"),
+        "road_combined": roads.combined if k else float("nan"),
         "images": len(labels),
         "average_drop": average_drop(base, weighted),
         "increase_in_confidence": increase_in_confidence(base, weighted),
@@ -190,6 +227,31 @@ def _faithfulness(model: _Model, images, labels, maps, *, steps, batch) -> dict:
         "insertion_auc": float(np.mean(curves.insertion_auc)),
         "steps": steps,
     }
+
+
+def _randomisation(model: _Model, images, labels, methods, sizes) -> dict:
+    """Adebayo et al.'s model-parameter randomisation: mean Spearman correlation between the
+    maps of the trained model and of copies with the classifier (``fc``), then also the explained
+    layer, re-initialised (:func:`cam_core.faithfulness.rank_correlation`). Low passes."""
+    from cam_core.faithfulness import rank_correlation
+
+    cascade = {"fc": ["fc"], f"fc+{model.t.layer}": ["fc", model.t.layer]}
+    copies = {k: model.adapter.randomized_copy(model.t.model, v, seed=0)
+              for k, v in cascade.items()}
+    out = {"cascade": list(cascade), "methods": {}}
+    for method in methods:
+        slow = method in SLOW_METHODS + NEW_SLOW_METHODS
+        n = min(N_RANDOMISATION, sizes["n_slow"] if slow else sizes["n_faith"], len(labels))
+        x = model.t.prepare(images[:n])
+        kw = dict(method=method, layer=model.t.layer, targets=labels[:n].tolist(),
+                  batch_size=128, progress=False)
+        ref = model.adapter.explain(model.t.model, x, **kw).maps
+        row = {"images": n}
+        for name, rc in copies.items():
+            row[name] = float(np.mean(rank_correlation(ref, model.adapter.explain(rc, x,
+                                                                                  **kw).maps)))
+        out["methods"][method] = row
+    return out
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -305,11 +367,11 @@ def _evaluate_framework(fw, cfg, sizes, test, progress, out_dir) -> dict:
            "faithfulness": {}, "seconds": {}}
     gallery_idx = list(range(min(4, n_slow)))
     maps_for_gallery = {}
-    methods = FAST_METHODS + SLOW_METHODS
+    methods = FAST_METHODS + NEW_FAST_METHODS + SLOW_METHODS + NEW_SLOW_METHODS
     bar = progress_bar(methods, enabled=progress, desc=f"localise {fw}", unit="method")
     for method in bar:
         t0 = time.perf_counter()
-        n = n_slow if method in SLOW_METHODS else n_eval
+        n = n_slow if method in SLOW_METHODS + NEW_SLOW_METHODS else n_eval
         maps, raw = model.explain(test.images[:n], labels[:n], method, batch=sizes["batch"])
         t_explain = time.perf_counter() - t0
         boxes = [test.boxes[i] for i in range(n)]
@@ -324,6 +386,7 @@ def _evaluate_framework(fw, cfg, sizes, test, progress, out_dir) -> dict:
                                   "metrics": round(t1 - t0 - t_explain, 2),
                                   "faithfulness": round(time.perf_counter() - t1, 2)}
         maps_for_gallery[method] = maps[gallery_idx]
+    res["randomisation"] = _randomisation(model, test.images, labels, methods, sizes)
     png = _gallery(test, gallery_idx, maps_for_gallery, out_dir / f"localise_gallery_{fw}.png",
                    fw)
     res["gallery"] = png.name
@@ -341,7 +404,7 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
         f"MaxBoxAccV2 averages IoU 0.3/0.5/0.7 over all boxes. `native`: the 64x64 maps, "
         f"half-open boxes; `wsol`: the reference protocol of Choe et al. (maps resized "
         f"bicubically to 224, inclusive-corner IoU). Fixed thresholds (native, largest box): "
-        f"20% of the maximum (CAM paper) and 15% (Grad-CAM paper). Score-CAM and Ablation-CAM: "
+        f"20% of the maximum (CAM paper) and 15% (Grad-CAM paper). Score-CAM, Ablation-CAM, SS-CAM, IS-CAM: "
         f"the first {sizes['n_slow']} images only.",
         "",
     ]
@@ -368,7 +431,8 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
         for method, f in r["faithfulness"].items():
             rows.append([fw, method, f["images"], f["average_drop"],
                          f["increase_in_confidence"], fmt(f["deletion_auc"], 3),
-                         fmt(f["insertion_auc"], 3)])
+                         fmt(f["insertion_auc"], 3), f["road_images"], fmt(f["road_morf"], 3),
+                         fmt(f["road_lerf"], 3), fmt(f["road_combined"], 3)])
     md += [
         "### Faithfulness (true-class probability)",
         "",
@@ -377,8 +441,36 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
         f"pixels become mid-grey (the zero input after scaling to [-1, 1]).",
         "",
         md_table(["framework", "method", "images", "Average Drop", "Increase in Conf.",
-                  "deletion AUC", "insertion AUC"], rows),
+                  "deletion AUC", "insertion AUC", "ROAD images", "ROAD MoRF",
+                  "ROAD LeRF", "ROAD (LeRF-MoRF)/2"], rows),
         "",
+        f"ROAD (Rong et al., ICML 2022): the true-class probability with "
+        f"{'/'.join(map(str, ROAD_BENCH_PERCENTAGES))}% of the pixels imputed from their "
+        f"neighbours (noisy linear imputation), most (MoRF, lower is better) or least (LeRF, "
+        f"higher is better) relevant first, averaged over the percentages.",
+        "",
+    ]
+    rows = []
+    for fw, r in results.items():
+        rnd = r.get("randomisation")
+        if rnd:
+            for method, row in rnd["methods"].items():
+                rows.append([fw, method, row["images"], *(fmt(row[c], 3) for c in rnd["cascade"])])
+    if rows:
+        cascade = next(iter(results.values()))["randomisation"]["cascade"]
+        md += [
+            "### Sanity check: model-parameter randomisation (Adebayo et al., NeurIPS 2018)",
+            "",
+            "Mean Spearman rank correlation between each method's maps for the trained model "
+            "and for copies whose top layers are re-initialised (He-normal, seed 0): the "
+            "classifier, then the classifier and the explained layer. Near 1 fails the check "
+            "(the map does not depend on those weights); near 0 passes.",
+            "",
+            md_table(["framework", "method", "images",
+                      *(f"rho, {c} re-initialised" for c in cascade)], rows),
+            "",
+        ]
+    md += [
         "![BoxAcc against the threshold](localise_boxacc.png)",
         "",
     ]

@@ -273,10 +273,20 @@ def test_train_and_localise_stages_smoke(tmp_path):
     assert len(train["torch"]["losses"]) == train["torch"]["steps"] == 8  # 256 // 32, 1 epoch
     assert "keras" not in train
     torch_loc = loc["frameworks"]["torch"]
+    new = {"gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomcam", "finercam",
+           "sscam", "iscam"}  # issue 15
     assert set(torch_loc["boxes"]) == {"cam", "gradcam", "gradcam++", "xgradcam", "layercam",
-                                       "hirescam", "eigencam", "scorecam", "ablationcam"}
+                                       "hirescam", "eigencam", "scorecam", "ablationcam"} | new
     assert torch_loc["boxes"]["cam"]["images"] == 16
     assert torch_loc["boxes"]["scorecam"]["images"] == 2
+    assert torch_loc["boxes"]["sscam"]["images"] == 2
+    for f in torch_loc["faithfulness"].values():  # ROAD beside the other figures
+        assert f["road_images"] == 2 and 0.0 <= f["road_morf"] <= 1.0
+    rnd = torch_loc["randomisation"]
+    assert rnd["cascade"] == ["fc", "fc+features"]
+    assert set(rnd["methods"]) == set(torch_loc["boxes"])
+    for row in rnd["methods"].values():
+        assert all(-1.0 <= row[c] <= 1.0 for c in rnd["cascade"])
     for figures in torch_loc["boxes"].values():
         for protocol in ("native", "wsol"):
             assert 0.0 <= figures[protocol]["max_box_acc_v2"] <= 100.0
