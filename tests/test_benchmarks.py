@@ -313,7 +313,9 @@ def test_real_stage_on_a_few_imagenet_images(tmp_path, imagenet_dir, monkeypatch
         fig["fast"]["top1"] * 16 / 100)
     assert fig["fast"]["rss"] == {}  # the RSS marks come at 100 and 1,000 images
     assert set(fig["fast"]["boxes"]) == {"cam", "gradcam", "gradcam++", "xgradcam", "layercam",
-                                         "hirescam", "eigencam"}
+                                         "hirescam", "eigencam", "gradcamelementwise",
+                                         "eigengradcam", "kpcacam", "fem", "randomcam",
+                                         "finercam"}  # the last six: issue 15
     assert fig["slow"]["ablationcam"]["images"] == 2
     for b in [*fig["fast"]["boxes"].values(), fig["slow"]["ablationcam"]]:
         for protocol in ("wsol", "native"):
