@@ -174,7 +174,7 @@ def _run_side(session_cls, model, x, layer, targets, methods, options):
         captures = session.capture(gradients=True)
         fixed = _Fixed(session, captures)
         out = {m: explain_session(fixed, m, **options) for m in methods if not _own_target(m)}
-    for m in methods:  # a method that explains its own score (Finer-CAM) gets its own session
+    for m in methods:  # Finer-CAM (its own score), Smooth Grad-CAM++ (noisy captures)
         if _own_target(m):
             with session_cls(model, x, layer=layer, targets=session_targets(m, targets)) as s:
                 out[m] = explain_session(s, m, **options)
@@ -182,7 +182,9 @@ def _run_side(session_cls, model, x, layer, targets, methods, options):
 
 
 def _own_target(method: str) -> bool:
-    return method_spec(method).target is not None
+    """A method that needs its own session: its own score (Finer-CAM) or noisy captures."""
+    spec = method_spec(method)
+    return spec.target is not None or spec.noise
 
 
 class _Max:

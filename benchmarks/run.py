@@ -15,7 +15,8 @@ Stages (each runs alone; one whose framework is missing is skipped with a note):
 - ``equivalence``: the same model in both frameworks gives the same maps and boxes;
 - ``real``: ImageNet photographs with their official boxes (needs ``--data``);
 - ``evaluate``: the evaluation engine's throughput with 1 worker and with every core (the
-  sweep-bound part always; the whole pipeline on the ImageNet subset with ``--data``).
+  sweep-bound part always; the whole pipeline on the ImageNet subset with ``--data``);
+- ``peers``: the methods of issue 15 against torch-cam / pytorch-grad-cam (correlation, time).
 
 Output in ``--out`` (default ``benchmarks/results``): ``report.md`` (a headline table, then one
 section per stage, then the environment), ``results.json`` (every figure, the environment, the
@@ -58,6 +59,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "equivalence": ("stage_equivalence",),
     "real": ("stage_real",),
     "evaluate": ("stage_evaluate",),
+    "peers": ("stage_peers",),  # issue 15: the new methods against torch-cam / pytorch-grad-cam
 }
 DEFAULT_STAGES = ("train", "localise", "core", "adapters", "equivalence", "evaluate")
 # third-party modules whose absence means "skip this stage", not "this stage failed"

@@ -45,7 +45,7 @@ SLOW_METHODS = ("scorecam", "ablationcam")
 # issue 15: the methods added from pytorch-grad-cam and torch-cam (SS-CAM, IS-CAM: slow)
 NEW_FAST_METHODS = ("gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomcam",
                     "finercam")
-NEW_SLOW_METHODS = ("sscam", "iscam")
+NEW_SLOW_METHODS = ("sscam", "iscam", "smoothgradcam++")
 ROAD_BENCH_PERCENTAGES = (20, 40, 60, 80)  # pytorch-grad-cam's ROADCombined
 N_ROAD, N_RANDOMISATION = 16, 8  # images (at most n_faith / n_slow)
 WSOL_SIZE = 224

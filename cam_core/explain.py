@@ -77,6 +77,7 @@ class MethodSpec:
     needs_weights: bool = False
     perturbation: str | None = None  # "masked" (Score-CAM) or "ablated" (Ablation-CAM)
     target: str | None = None  # "finer": the score explained is Finer-CAM's (see `session_targets`)
+    noise: bool = False  # gradients at noisy inputs too (Smooth Grad-CAM++, `noisy_captures`)
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -103,6 +104,8 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("finercam", needs_gradients=True, relu=True, target="finer"),
         MethodSpec("sscam", needs_gradients=False, relu=True, perturbation="masked"),
         MethodSpec("iscam", needs_gradients=False, relu=True, perturbation="masked"),
+        # gradients at noisy copies of the input: `noisy_captures`
+        MethodSpec("smoothgradcam++", needs_gradients=True, relu=True, noise=True),
     )
 }
 
@@ -121,6 +124,8 @@ def method_spec(method: str) -> MethodSpec:
         raise TypeError(f"`method` must be a str; got {type(method).__name__}")
     key = method.lower().replace("_", "").replace("-", "")
     key = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}.get(key, key)
+    key = {"smoothgradcampp": "smoothgradcam++",
+           "smoothgradcamplusplus": "smoothgradcam++"}.get(key, key)
     key = {"smoothscorecam": "sscam", "integratedscorecam": "iscam",
            "gradcamew": "gradcamelementwise"}.get(key, key)
     if key not in METHODS:
@@ -174,6 +179,7 @@ class Session(Protocol):
     def score_ablated(self, layer: int, index: int, channels: np.ndarray) -> np.ndarray: ...
 
     # optional: ``to_host(array) -> ndarray``, the adapter's fastest copy of the final maps
+    # optional: ``x``, the batch as the model takes it, settable (Smooth Grad-CAM++ adds noise)
 
 
 class ConstantMapWarning(RuntimeWarning):
@@ -365,8 +371,19 @@ def explain_session(
         )
     size = as_size(session.input_size, "input_size")
     captures = session.capture(gradients=spec.needs_gradients)
+    noisy = noisy_captures(session, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_STD) if spec.noise else None
     raws, layer_maps = [], []
     for li, cap in enumerate(captures):
+        if spec.noise:
+            from cam_core.methods import smoothgradcam_pp
+
+            xp = array_namespace(cap.activations)
+            samples = xp.stack([c[li].gradients for c in noisy])
+            raw = smoothgradcam_pp(cap.activations, samples)
+            raws.append(raw)
+            display = xp.maximum(raw, xp.zeros((), dtype=raw.dtype, device=device_of(raw)))
+            layer_maps.append(normalize(upsample_maps(display, size, method=upsample), relu=False))
+            continue
         if eigen_smooth:
             raw = _eigen_smoothed(spec.name, cap)
             raws.append(raw)
@@ -449,6 +466,57 @@ def _outside_stacklevel() -> int:
     while frame is not None and frame.f_globals.get("__name__", "").startswith("cam_core"):
         frame, level = frame.f_back, level + 1
     return level
+
+
+SMOOTHGRAD_SAMPLES = 4  # torch-cam 0.5's defaults
+SMOOTHGRAD_STD = 0.3
+
+
+def noisy_captures(session, samples: int, std: float, *, seed: int = 0) -> list[list[Capture]]:
+    """Captures (with gradients) of the session's batch plus Gaussian noise, one per sample.
+
+    The noise is :func:`cam_core.methods.input_noise` ``(seed, s)`` of one image's shape, drawn
+    channels-first and transposed for a channels-last batch, times ``std``, the same for every
+    image (so a batch gives each image's own map), added on the inputs' device; the session's
+    inputs (its ``x``) are restored afterwards and captured clean again, so its later calls see
+    the clean batch. The same noise reaches both frameworks.
+    """
+    from cam_core.methods import input_noise
+
+    if not hasattr(session, "x"):
+        raise TypeError(
+            f"Smooth Grad-CAM++ needs a session with its inputs as `x`; "
+            f"{type(session).__name__} has none"
+        )
+    x0 = session.x
+    xp = array_namespace(x0) if _array_api(x0) else np
+    shape = tuple(x0.shape)
+    h, w = as_size(session.input_size, "input_size")
+    last = shape[1:3] == (h, w) and shape[2:] != (h, w)  # channels-last (N, H, W, C)
+    chw = (shape[3], shape[1], shape[2]) if last else shape[1:]
+    out = []
+    try:
+        for s in range(samples):
+            noise = (input_noise(seed, s, chw) * np.float32(std))[None]
+            if last:
+                noise = np.ascontiguousarray(noise.transpose(0, 2, 3, 1))
+            if isinstance(x0, np.ndarray):
+                session.x = x0 + noise.astype(x0.dtype)
+            elif xp is not np:  # torch, JAX, CuPy: on the inputs' device
+                session.x = x0 + xp.asarray(noise, dtype=x0.dtype, device=device_of(x0))
+            else:  # a tensor the array API does not cover (TensorFlow): its own conversion
+                session.x = x0 + noise
+            out.append(session.capture(gradients=True))
+    finally:
+        session.x = x0
+    session.capture(gradients=True)
+    return out
+
+
+def _array_api(x) -> bool:
+    import array_api_compat
+
+    return array_api_compat.is_array_api_obj(x)
 
 
 def _eigen_smoothed(name: str, cap: Capture):

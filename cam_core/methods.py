@@ -1255,3 +1255,65 @@ def weighted_activations(method: str, activations, gradients=None, /, *, weights
         alpha = _zeros_where(xp, zero, g2 / _safe(xp, zero, denom))
         wk = xp.sum(alpha * _relu(xp, g64), axis=(2, 3))
     return wk[:, :, None, None] * a64
+
+
+# ----------------------------------------------------------------------- Smooth Grad-CAM++
+
+
+def smoothgradcam_pp(activations, gradient_samples, /, *, eps: float = 0.0):
+    """Smooth Grad-CAM++: Grad-CAM++ with gradient powers averaged over noisy inputs.
+
+    Omeiza et al., "Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for
+    Deep Convolutional Neural Network Models", arXiv:1908.01224, 2019 (eq. 9-11): with
+    ``g_s`` the gradients at the layer for the input plus noise sample ``s`` and
+    ``D_p = (1/S) sum_s g_s^p``,
+
+        ``alpha = D_2 / (2 D_2 + sum_ab A^ab D_3 + eps)`` (0 where the denominator is 0),
+        ``w_k = sum_ij alpha_k^ij ReLU(D_1)_k^ij``, ``M = sum_k w_k A_k``,
+
+    ``A`` the activations of the clean input. With one sample of zero noise this is
+    :func:`gradcam_pp`. torch-cam 0.5 takes ``ReLU`` of the last sample's gradient instead of
+    ``D_1`` and ``eps = 1e-8``.
+
+    Parameters
+    ----------
+    activations : array_like, shape (N, K, h, w)
+    gradient_samples : array_like, shape (S, N, K, h, w)
+    eps : float
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, signed.
+    """
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`eps` must be a real number; got {type(eps).__name__}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"`eps` must be finite and >= 0; got {eps}")
+    a = _activations(activations)
+    xp = array_namespace(a)
+    gs = as_float(gradient_samples, "gradient_samples", shape=("S", "N", "K", "h", "w"), like=a)
+    if tuple(gs.shape[1:]) != tuple(a.shape) or gs.shape[0] == 0:
+        raise ValueError(
+            f"`gradient_samples` must have shape (S, *{tuple(a.shape)}) with S >= 1; got "
+            f"{tuple(gs.shape)}"
+        )
+    check_finite(gs, "gradient_samples")
+    f64 = _acc(xp, a)
+    g = xp.astype(gs, f64)
+    d1, d2, d3 = xp.mean(g, axis=0), xp.mean(g * g, axis=0), xp.mean(g * g * g, axis=0)
+    sum_a = xp.sum(a, axis=(2, 3), dtype=f64)[:, :, None, None]
+    denom = 2.0 * d2 + sum_a * d3
+    if eps:
+        denom = denom + float(eps)
+    zero = denom == 0
+    alpha = _zeros_where(xp, zero, d2 / _safe(xp, zero, denom))
+    weights = xp.sum(alpha * _relu(xp, d1), axis=(2, 3))
+    return _combine(weights, a, xp.result_type(a, gs))
+
+
+def input_noise(seed: int, sample: int, shape) -> np.ndarray:
+    """Smooth Grad-CAM++'s input noise for one sample: standard normal float32 of ``shape``
+    (one image, channels-first ``(C, H, W)``), NumPy, from ``default_rng([seed, sample])``."""
+    rng = np.random.default_rng([int(seed), int(sample)])
+    return rng.standard_normal(tuple(shape), dtype=np.float32)

@@ -274,7 +274,7 @@ def test_train_and_localise_stages_smoke(tmp_path):
     assert "keras" not in train
     torch_loc = loc["frameworks"]["torch"]
     new = {"gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomcam", "finercam",
-           "sscam", "iscam"}  # issue 15
+           "sscam", "iscam", "smoothgradcam++"}  # issue 15
     assert set(torch_loc["boxes"]) == {"cam", "gradcam", "gradcam++", "xgradcam", "layercam",
                                        "hirescam", "eigencam", "scorecam", "ablationcam"} | new
     assert torch_loc["boxes"]["cam"]["images"] == 16

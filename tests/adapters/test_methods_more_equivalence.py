@@ -214,3 +214,36 @@ def test_aug_smooth_agrees_between_frameworks():
         k = cam_core.explain(km, x.transpose(0, 2, 3, 1), method=method, layer="features",
                              targets=t.targets, aug_smooth=True)
         np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
+
+
+# ------------------------------------------------------------------------ Smooth Grad-CAM++
+
+
+def test_smoothgradcam_pp_is_gradcam_pp_before_a_gap_head():
+    # at the layer before global average pooling the gradient does not depend on the input,
+    # so noise changes nothing: Smooth Grad-CAM++ equals Grad-CAM++ (hand-checkable property)
+    for e, ref in zip(_explain_both("smoothgradcam++"), _explain_both("gradcam++")):
+        np.testing.assert_allclose(e.raw, ref.raw, rtol=1e-5, atol=1e-7)
+
+
+def test_smoothgradcam_pp_uses_noisy_gradients_and_agrees_between_frameworks():
+    from cam_core.explain import SMOOTHGRAD_SAMPLES, SMOOTHGRAD_STD
+
+    tm, km = _tiny_pair(5)
+    x = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    layer = "features.block3"
+    r = compare(tm, km, x, layer_torch=layer, layer_keras="features/block3",
+                methods=["smoothgradcam++"], targets=[1, 2])
+    assert r.method("smoothgradcam++").max_abs_map < 1e-4
+    # the definition: gradients of noisy copies (the core's noise), clean activations
+    (clean,) = ta.capture(tm, x, layer=layer, targets=[1, 2])
+    samples = []
+    for s in range(SMOOTHGRAD_SAMPLES):
+        xn = x + SMOOTHGRAD_STD * m.input_noise(0, s, x.shape[1:])[None]  # every image
+        (cap,) = ta.capture(tm, xn, layer=layer, targets=[1, 2])
+        samples.append(cap.gradients)
+    ref = m.smoothgradcam_pp(clean.activations, np.stack(samples))
+    got = ta.explain(tm, x, method="smoothgradcam++", layer=layer, targets=[1, 2])
+    np.testing.assert_allclose(got.raw, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+    plain = ta.explain(tm, x, method="gradcam++", layer=layer, targets=[1, 2])
+    assert not np.allclose(got.raw, plain.raw, rtol=1e-3)

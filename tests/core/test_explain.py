@@ -70,7 +70,7 @@ def test_unknown_method_lists_the_names():
     assert set(METHODS) == {
         "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
-        "randomcam", "finercam", "sscam", "iscam",
+        "randomcam", "finercam", "sscam", "iscam", "smoothgradcam++",
     }
 
 
@@ -93,6 +93,14 @@ class FakeSession:
         self.logits = (activations.mean(axis=(2, 3)) @ weights.T + bias).astype(np.float32)
         self.targets = resolve_targets(targets, self.logits)
         self.calls = {"masked": 0, "ablated": 0}
+
+    @property
+    def x(self):  # the inputs (Smooth Grad-CAM++ adds noise to them): here, the layer itself
+        return self.a
+
+    @x.setter
+    def x(self, value):
+        self.a = value
 
     def capture(self, *, gradients):
         n, k, h, w = self.a.shape

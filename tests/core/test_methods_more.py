@@ -308,3 +308,27 @@ def test_bad_arguments_are_refused():
         m.sscam(a, lambda n, x: np.zeros(len(x)), input_size=4, std=-1.0)
     with pytest.raises(ValueError, match="shape of `activations`"):
         m.gradcam_elementwise(a, g[:, :2])
+
+
+# ------------------------------------------------------------------------ Smooth Grad-CAM++
+
+
+def test_smoothgradcam_pp_golden():
+    # K = 1, h = 1, w = 2: A = (1, 2), sum 3; samples g_1 = (1, -1), g_2 = (3, 1):
+    #   D1 = (2, 0), D2 = (5, 1), D3 = (14, 0)
+    #   alpha = D2 / (2 D2 + 3 D3) = (5 / 52, 1 / 2); w = 5/52 * 2 + 1/2 * 0 = 5/26
+    a = np.array([[[[1.0, 2.0]]]])
+    gs = np.array([[[[[1.0, -1.0]]]], [[[[3.0, 1.0]]]]])
+    np.testing.assert_allclose(m.smoothgradcam_pp(a, gs), [[[5 / 26, 10 / 26]]], rtol=1e-12)
+
+
+def test_smoothgradcam_pp_of_one_sample_is_gradcam_pp():
+    a, g = _layer(13)
+    np.testing.assert_allclose(m.smoothgradcam_pp(a, g[None]), m.gradcam_pp(a, g), rtol=1e-6)
+    np.testing.assert_allclose(m.smoothgradcam_pp(a, g[None], eps=1e-6),
+                               m.gradcam_pp(a, g, eps=1e-6), rtol=1e-6)
+    # identical samples change nothing
+    np.testing.assert_allclose(m.smoothgradcam_pp(a, np.stack([g, g, g])), m.gradcam_pp(a, g),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="gradient_samples"):
+        m.smoothgradcam_pp(a, g[None, :2])

@@ -1,0 +1,252 @@
+"""Stage "peers": the methods of issue 15 against the peer libraries that ship them.
+
+For each method a peer implements, both explain the same images for the same classes at the same
+layer; the table gives the Pearson correlation of the maps per image (mean over the batch; the
+peer's maps upsampled bilinearly to the input size, as ours are) and the median time per image of
+both, beside the plain forward pass (contenders interleaved round by round, round 0 the cold call,
+reported apart; then ``warmup`` discarded rounds; medians of the rest).
+
+- torch-cam 0.5 (``torchcam``): Finer-CAM on Grad-CAM (EfficientNet-Lite0 at ``_swish``, real
+  ImageNet images when ``../shared/data/imagenet-val-1300`` is there, else random inputs);
+  IS-CAM (``convention="torch-cam"``, its mask scales) and SS-CAM on a random-weight tiny CNN at
+  64 x 64 (Lite0's 1,280 channels cost 12,800 forward passes per image for IS-CAM). SS-CAM's
+  noise comes from torch's generator there and NumPy's here, so its row compares two different
+  draws (35 samples, std 2): a correlation below 1 is expected; the noise-free limit is checked
+  in ``tests/test_peer_parity_more.py``.
+- pytorch-grad-cam (when it imports; it needs torchvision): Grad-CAM element-wise, Eigen-Grad-CAM
+  (its SVD sign, so the correlation is taken up to the sign), FEM, KPCA-CAM.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import environment, fmt, md_table, set_seeds, set_threads  # noqa: E402
+
+__all__ = ["run"]
+
+_ROUNDS = {True: (0, 2), False: (2, 7)}  # (warm-up rounds after the cold one, timed rounds)
+_SAMPLES = {True: 4, False: None}  # SS-CAM / IS-CAM samples (None: the peer's defaults 35 / 10)
+
+
+def _corr(a, b, *, up_to_sign: bool = False) -> float:
+    vals = []
+    for m1, m2 in zip(np.asarray(a, np.float64), np.asarray(b, np.float64)):
+        m1, m2 = m1.ravel(), m2.ravel()
+        if m1.std() == 0 or m2.std() == 0:
+            vals.append(float(np.array_equal(m1, m2)))
+            continue
+        c = float(np.corrcoef(m1, m2)[0, 1])
+        vals.append(abs(c) if up_to_sign else c)
+    return float(np.mean(vals))
+
+
+def _time(fns: dict, warmup: int, repeats: int) -> tuple[dict, dict]:
+    names = list(fns)
+    times = {k: [] for k in names}
+    last = {}
+    for r in range(1 + warmup + repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            last[name] = fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times, last
+
+
+def _up(torch, maps, size):
+    import torch.nn.functional as F
+
+    t = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
+    t = t.detach().float()
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return t.cpu().numpy()
+
+
+def _lite0_inputs(torch, n):
+    from benchmarks.stage_adapter_torch import _inputs
+    from cam_core.adapters import models_torch as mt
+
+    try:
+        model = mt.efficientnet_lite0(pretrained=True).eval()
+    except ImportError as exc:
+        return None, None, str(exc).splitlines()[0]
+    x, source = _inputs(torch, n, True, seed=0)
+    return model, x, f"{n} images, {source}"
+
+
+def _rows_for(torch, label, model, layer, x, contenders, warmup, repeats):
+    """contenders: {method: (ours_fn, {peer_name: (peer_fn, up_to_sign)})}"""
+    size = tuple(x.shape[2:])
+
+    def forward():
+        with torch.inference_mode():
+            return model(x)
+
+    rows = []
+    for method, (ours, peers) in contenders.items():
+        fns = {"forward": forward, "cam_core": ours, **{k: v[0] for k, v in peers.items()}}
+        times, last = _time(fns, warmup, repeats)
+        n = len(x)
+        floor = statistics.median(times["forward"][1 + warmup:])
+        ours_maps = np.asarray(last["cam_core"])
+        for name in ["cam_core", *peers]:
+            med = statistics.median(times[name][1 + warmup:])
+            corr = "-" if name == "cam_core" else fmt(
+                _corr(_up(torch, last[name], size), ours_maps, up_to_sign=peers[name][1]), 4)
+            rows.append({"model": label, "method": method, "contender": name, "corr": corr,
+                         "median_ms_per_image": 1e3 * med / n,
+                         "cold_ms_per_image": 1e3 * times[name][0] / n,
+                         "ratio_to_forward": med / floor})
+    return rows
+
+
+def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
+    """Correlation and time of our new methods against torch-cam / pytorch-grad-cam."""
+    try:
+        import torch
+    except ImportError as exc:
+        return {"name": "peers", "skipped": f"torch is not installed ({exc})"}
+    try:
+        import torchcam.methods as tc
+    except Exception as exc:
+        tc = None
+        tc_why = f"{type(exc).__name__}: {exc}"
+    try:
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except Exception as exc:
+        pgc = None
+        pgc_why = f"{type(exc).__name__}: {exc}"
+    if tc is None and pgc is None:
+        return {"name": "peers", "skipped": f"neither torch-cam ({tc_why}) nor pytorch-grad-cam "
+                                            f"({pgc_why}) imports"}
+    from cam_core import methods as m
+    from cam_core.adapters import models_torch as mt
+    from cam_core.adapters import torch as ta
+
+    threads = set_threads()
+    set_seeds(0)
+    warmup, repeats = _ROUNDS[bool(quick)]
+    rows, notes = [], []
+
+    # ---- EfficientNet-Lite0: the gradient and activation methods
+    model, x, source = _lite0_inputs(torch, 2 if quick else 8)
+    if model is None:
+        notes.append(f"EfficientNet-Lite0: skipped ({source})")
+    else:
+        layer = "_swish"
+        with torch.inference_mode():
+            targets = model(x).argmax(1).tolist()
+
+        def ours(method, **kw):
+            return lambda: ta.explain(model, x, method=method, layer=layer, targets=targets,
+                                      **kw).maps
+
+        contenders = {}
+        if tc is not None and hasattr(tc, "FinerCAM"):
+            def tc_finer():
+                with tc.FinerCAM(model, layer, input_shape=(3, 224, 224)) as ext:
+                    scores = model(x)
+                    (maps,) = ext(targets, scores)
+                return maps
+            contenders["finercam"] = (ours("finercam"), {"torchcam FinerCAM": (tc_finer, False)})
+        if pgc is not None:
+            module = dict(model.named_modules())[layer]
+
+            def pgc_fn(cls):
+                def f():
+                    with cls(model=model, target_layers=[module]) as cam:
+                        return cam(input_tensor=x,
+                                   targets=[ClassifierOutputTarget(t) for t in targets])
+                return f
+
+            for method, cls, sign in (("gradcamelementwise", "GradCAMElementWise", False),
+                                      ("eigengradcam", "EigenGradCAM", True),
+                                      ("fem", "FEM", False), ("kpcacam", "KPCA_CAM", False)):
+                if hasattr(pgc, cls):
+                    contenders.setdefault(method, (ours(method), {}))[1][
+                        f"pytorch-grad-cam {cls}"] = (pgc_fn(getattr(pgc, cls)), sign)
+        rows += _rows_for(torch, f"EfficientNet-Lite0 ({source})", model, layer, x, contenders,
+                          warmup, repeats)
+
+    # ---- a tiny random CNN: the masked-input methods
+    if tc is not None:
+        torch.manual_seed(0)
+        tiny = mt.tiny_gap_cnn(10).eval()
+        xs = torch.randn(1 if quick else 2, 3, 64, 64,
+                         generator=torch.Generator().manual_seed(1))
+        with torch.inference_mode():
+            t_targets = tiny(xs).argmax(1).tolist()
+        (cap,) = ta.capture(tiny, xs, layer="features", targets=t_targets, gradients=False)
+
+        def score(n, masks):
+            with torch.no_grad():
+                logits = tiny(xs[n:n + 1] * torch.as_tensor(np.asarray(masks))[:, None])
+            return logits[:, t_targets[n]].numpy()
+
+        def ours_masked(fn, **kw):
+            from cam_core.maps import normalize
+            from cam_core.resize import upsample
+
+            return lambda: normalize(upsample(np.maximum(fn(cap.activations, score,
+                                                            input_size=(64, 64), **kw), 0),
+                                              (64, 64)))
+
+        def tc_masked(cls, **kw):
+            def f():
+                with getattr(tc, cls)(tiny, "features", input_shape=(3, 64, 64), batch_size=64,
+                                      **kw) as ext:
+                    scores = tiny(xs)
+                    (maps,) = ext(t_targets, scores)
+                return maps
+            return f
+
+        n_is, n_ss = (_SAMPLES[bool(quick)],) * 2 if quick else (10, 35)
+        contenders = {
+            "iscam": (ours_masked(m.iscam, samples=n_is, convention="torch-cam"),
+                      {"torchcam ISCAM": (tc_masked("ISCAM", num_samples=n_is), False)}),
+            "sscam": (ours_masked(m.sscam, samples=n_ss, std=2.0),
+                      {"torchcam SSCAM (other noise)": (tc_masked("SSCAM", num_samples=n_ss,
+                                                                    std=2.0), False)}),
+        }
+        notes.append(f"SS-CAM / IS-CAM: {n_ss} / {n_is} samples")
+        rows += _rows_for(torch, f"tiny CNN, random weights, 64x64 ({len(xs)} random inputs)", tiny,
+                          "features", xs, contenders, warmup, repeats)
+    else:
+        notes.append(f"torch-cam: skipped ({tc_why})")
+    if pgc is None:
+        notes.append(f"pytorch-grad-cam: skipped ({pgc_why})")
+    env = environment()
+    table = md_table(["model", "method", "contender", "corr. to ours", "ms / image",
+                      "cold ms / image", "x forward"],
+                     [[r["model"], r["method"], r["contender"], r["corr"],
+                       fmt(r["median_ms_per_image"], 2), fmt(r["cold_ms_per_image"], 2),
+                       fmt(r["ratio_to_forward"], 2)] for r in rows])
+    md = [
+        "### The new methods against the peers that ship them",
+        "",
+        f"Machine: CPU {env['machine']['cpu']}, {threads} torch threads. Medians of {repeats} "
+        f"timed rounds after {warmup} warm-up (round 0, the cold call, apart), contenders "
+        f"interleaved. Correlation: Pearson per image of the maps at the input size, mean over "
+        f"the batch (Eigen-Grad-CAM: its absolute value, pytorch-grad-cam keeps the SVD's sign).",
+        "",
+        table,
+    ] + [f"\n{n}." for n in notes]
+    return {"name": "peers", "figures": {"rows": rows, "notes": notes,
+                                         "machine": env["machine"]},
+            "markdown": "\n".join(md)}
+
+
+if __name__ == "__main__":
+    res = run(quick=True, out_dir=Path(__file__).resolve().parent / "results" / "_scratch")
+    print(res.get("markdown", res))
