@@ -596,7 +596,11 @@ def explain(
         layout for Keras.
     method : str
         One of "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
-        "scorecam", "ablationcam".
+        "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
+        "randomcam", "finercam" (Grad-CAM of Finer-CAM's contrastive score of ``targets``),
+        "sscam", "iscam", "smoothgradcam++" (:data:`METHODS`; papers in
+        :mod:`cam_core.methods`). Method options (KPCA-CAM's kernel, SS-CAM's samples, ...)
+        are the defaults of the core functions; call those directly for others.
     layer : str, layer object, or a sequence of them, optional
         The target layer(s); by default the last 4-D output before global pooling. Several layers
         are fused (``fuse="mean"`` or ``"max"``).
