@@ -375,7 +375,9 @@ def road(
     batch_size = _check_batch_size(batch_size)
     pct = np.asarray(percentages, dtype=np.float64)
     if pct.ndim != 1 or pct.size == 0 or np.any((pct <= 0) | (pct >= 100)):
-        raise ValueError(f"`percentages` must be a non-empty sequence in (0, 100); got {percentages!r}")
+        raise ValueError(
+            f"`percentages` must be a non-empty sequence in (0, 100); got {percentages!r}"
+        )
     n, _, height, width = x.shape
     pixels = height * width
     counts = np.clip(np.rint(pct / 100 * pixels).astype(np.int64), 0, pixels - 1)
@@ -386,8 +388,8 @@ def road(
         for j in range(start, stop):
             lerf, p = divmod(j, n_p)
             removed = (ranks[i] >= pixels - counts[p]) if lerf else (ranks[i] < counts[p])
-            out.append(noisy_linear_impute(x[i], removed, noise=noise,
-                                           seed=np.random.SeedSequence([seed, i, p, lerf]).generate_state(1)[0]))
+            state = np.random.SeedSequence([seed, i, p, lerf]).generate_state(1)[0]
+            out.append(noisy_linear_impute(x[i], removed, noise=noise, seed=int(state)))
         return np.stack(out).astype(np.float32)
 
     scores = _chunked_scores(score_images, batch, (n, 2 * n_p), batch_size, progress,

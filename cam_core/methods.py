@@ -784,8 +784,8 @@ def kpcacam(
     in feature space (``G - 1G - G1 + 1G1`` with ``1`` the matrix of ``1 / (h w)``); its top
     eigenpair ``(lambda, u)`` gives the map ``sqrt(lambda) u`` (scikit-learn's
     ``KernelPCA(n_components=1).fit_transform``, which pytorch-grad-cam's ``KPCA_CAM`` calls).
-    The kernels are scikit-learn's: ``linear`` ``<x, y>``, ``poly`` ``(gamma <x, y> + coef0)^degree``,
-    ``rbf`` ``exp(-gamma |x - y|^2)``, ``sigmoid`` ``tanh(gamma <x, y> + coef0)``, with
+    The kernels are scikit-learn's: ``linear`` ``<x, y>``,
+    ``poly`` ``(gamma <x, y> + coef0)^degree``, ``rbf`` ``exp(-gamma |x - y|^2)``, ``sigmoid`` ``tanh(gamma <x, y> + coef0)``, with
     ``gamma = 1 / K`` by default. With ``kernel="linear"`` this is exactly :func:`eigencam`.
     The sign is fixed as in :func:`eigencam` (scikit-learn makes the largest entry of ``u``
     positive instead; the two agree up to one sign per image).
@@ -885,7 +885,8 @@ def fem(activations, /, *, k: float = 2.0):
 
 
 def random_weights(k: int, /, *, seed: int = 0) -> np.ndarray:
-    """RandomCAM's channel weights: ``K`` draws of ``U(-1, 1)`` from NumPy's ``default_rng(seed)``."""
+    """RandomCAM's channel weights: ``K`` draws of ``U(-1, 1)`` from NumPy's
+    ``default_rng(seed)``."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be an int >= 0; got {seed!r}")
     return np.random.default_rng(int(seed)).uniform(-1.0, 1.0, size=int(k))
@@ -998,7 +999,8 @@ class FinerTarget:
         return _framework_sum(logits, w)
 
     def __repr__(self) -> str:
-        return f"FinerTarget(classes={self.classes!r}, gamma={self.gamma}, references={self.references})"
+        return (f"FinerTarget(classes={self.classes!r}, gamma={self.gamma}, "
+                f"references={self.references})")
 
 
 def _framework_sum(logits, w):
@@ -1116,7 +1118,9 @@ def iscam_coefficients(samples: int, convention: str = "paper") -> np.ndarray:
     ``sum_{j=1}^{i} j / S`` (torch-cam 0.5, whose sum starts one step later)."""
     samples = _check_samples(samples)
     if convention not in ISCAM_CONVENTIONS:
-        raise ValueError(f"`convention` must be one of {list(ISCAM_CONVENTIONS)}; got {convention!r}")
+        raise ValueError(
+            f"`convention` must be one of {list(ISCAM_CONVENTIONS)}; got {convention!r}"
+        )
     i = np.arange(1, samples + 1, dtype=np.float64)
     return (i - 1) * i / (2 * samples) if convention == "paper" else i * (i + 1) / (2 * samples)
 
@@ -1185,7 +1189,7 @@ def iscam(
 
 def weighted_activations(method: str, activations, gradients=None, /, *, weights=None,
                          classes=None, seed: int = 0):
-    """The per-channel terms ``T[n, k]`` whose channel sum is ``method``'s raw map: ``(N, K, h, w)``.
+    """The per-channel terms ``T[n, k]`` whose channel sum is ``method``'s raw map.
 
     ``sum_k T[:, k]`` equals the method's map (to float rounding): ``w_k A_k`` for the
     channel-weight methods (Grad-CAM, Grad-CAM++, XGrad-CAM, RandomCAM, CAM), the element-wise
