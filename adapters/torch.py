@@ -65,6 +65,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import math
 import operator
 import weakref
 from collections.abc import Callable
