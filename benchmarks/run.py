@@ -4,6 +4,7 @@
     python benchmarks/run.py --full               # larger sizes, more repeats
     python benchmarks/run.py --stages train,localise
     python benchmarks/run.py --data ../shared/data/imagenet-val-1300   # adds the "real" stage
+    python benchmarks/run.py --dogs ../shared/data/tiny-imagenet-dogs  # adds the "dogs" stage
 
 Stages (each runs alone; one whose framework is missing is skipped with a note):
 
@@ -12,7 +13,10 @@ Stages (each runs alone; one whose framework is missing is skipped with a note):
 - ``core``: upsampling and threshold sweeps (``stage_upsample``, ``stage_sweep``);
 - ``adapters``: capture cost per framework (``stage_adapter_torch``, ``stage_adapter_keras``);
 - ``equivalence``: the same model in both frameworks gives the same maps and boxes;
-- ``real``: ImageNet photographs with their official boxes (needs ``--data``).
+- ``real``: ImageNet photographs with their official boxes (needs ``--data``);
+- ``dogs``: EfficientNet-Lite0 + GAP + Dense fine-tuned on six dog breeds in both frameworks,
+  then CAM / Grad-CAM boxes on real photographs (``--dogs DIR``, default
+  ``../shared/data/tiny-imagenet-dogs`` when named in ``--stages``).
 
 Output in ``--out`` (default ``benchmarks/results``): ``report.md`` (a headline table, then one
 section per stage, then the environment), ``results.json`` (every figure, the environment, the
@@ -54,6 +58,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "adapters": ("stage_adapter_torch", "stage_adapter_keras"),
     "equivalence": ("stage_equivalence",),
     "real": ("stage_real",),
+    "dogs": ("stage_dogs",),
 }
 DEFAULT_STAGES = ("train", "localise", "core", "adapters", "equivalence")
 # third-party modules whose absence means "skip this stage", not "this stage failed"
@@ -83,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"(default: {','.join(DEFAULT_STAGES)}, plus real when --data is given)")
     p.add_argument("--data", type=Path, default=None,
                    help="the ImageNet subset folder (e.g. ../shared/data/imagenet-val-1300)")
+    p.add_argument("--dogs", type=Path, default=None,
+                   help="the tiny-imagenet-dogs folder; adds the dogs stage to the default run")
     p.add_argument("--model", choices=("tiny", "resnet50"), default="tiny",
                    help="the backbone trained by the train stage (resnet50 is meant for a GPU)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
@@ -97,7 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a minimal configuration of the train/localise stages, for smoke tests")
     args = p.parse_args(argv)
     if args.stages is None:
-        names = list(DEFAULT_STAGES) + (["real"] if args.data is not None else [])
+        names = list(DEFAULT_STAGES) + (["real"] if args.data is not None else []) \
+            + (["dogs"] if args.dogs is not None else [])
     else:
         names = [s.strip() for s in args.stages.split(",") if s.strip()]
         unknown = [s for s in names if s not in STAGES]
@@ -108,6 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not fws or set(fws) - {"torch", "keras"}:
         p.error(f"--frameworks must list torch and/or keras; got {args.frameworks!r}")
     args.framework_names = fws
+    if args.dogs is not None and not args.dogs.is_dir():
+        p.error(f"--dogs must be a folder; got {str(args.dogs)!r}")
     if args.data is not None and not args.data.is_dir():
         p.error(f"--data must be a folder; got {str(args.data)!r}")
     if args.threads is not None and args.threads < 1:
@@ -125,6 +135,7 @@ def _call_stage(module_name: str, args: argparse.Namespace) -> dict:
         "out_dir": args.out,
         "progress": args.progress,
         "data": args.data,
+        "dogs": args.dogs,
         "model": args.model,
         "tiny": args.tiny,
         "frameworks": args.framework_names,
