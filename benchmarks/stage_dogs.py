@@ -710,6 +710,9 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, dogs=None,
 
     from cam_core.adapters.equivalence import compare
 
+    if _device(device).type == "cuda":  # full float32 on the GPU, as on the CPU and in Keras
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sz = dict(_SIZES["tiny" if tiny else "quick" if quick else "full"])
