@@ -146,6 +146,8 @@ def _call_stage(module_name: str, args: argparse.Namespace) -> dict:
         offered.pop("frameworks")  # the default: stages use their own
     if not args.tiny:
         offered.pop("tiny")  # only the stages that know a tiny mode are told about it
+    if args.dogs is None:
+        offered.pop("dogs")  # the dogs stage then looks in its default place
     kwargs = {k: v for k, v in offered.items() if k in params or accepts_all}
     return module.run(**kwargs)
 
