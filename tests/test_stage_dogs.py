@@ -6,7 +6,6 @@ message where they are absent."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
