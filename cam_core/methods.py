@@ -750,7 +750,11 @@ def eigengradcam(activations, gradients, /, *, sign: str = "correlation"):
     """
     a, g, dtype = _pair(activations, gradients)
     xp = array_namespace(a)
-    return eigencam(xp.astype(a, dtype) * xp.astype(g, dtype), sign=sign)
+    prod = xp.astype(a, dtype) * xp.astype(g, dtype)
+    if not bool(xp.all(xp.isfinite(prod))):
+        raise ValueError(f"eigengradcam: the product of `activations` and `gradients` overflows "
+                         f"{dtype}; they are too large (pass float64 arrays or scale them down)")
+    return eigencam(prod, sign=sign)
 
 
 def _fix_sign(xp, proj, flat, f64):
@@ -1321,3 +1325,8 @@ def input_noise(seed: int, sample: int, shape) -> np.ndarray:
     (one image, channels-first ``(C, H, W)``), NumPy, from ``default_rng([seed, sample])``."""
     rng = np.random.default_rng([int(seed), int(sample)])
     return rng.standard_normal(tuple(shape), dtype=np.float32)
+
+
+# the same overflow rule for the methods added above
+gradcam_elementwise = finite_result("activations", "gradients")(gradcam_elementwise)
+eigengradcam = finite_result("activations", "gradients")(eigengradcam)
