@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from cam_core._io import atomic_write_bytes, write_json, write_text
-from cam_core.evaluate import PRESETS, Preprocess
+from cam_core.evaluate import PRESETS, Preprocess, _framework_of
 
 __all__ = ["CliError", "main", "replay_torchscript"]
 
@@ -375,16 +375,6 @@ def replay_torchscript(script):
         return Replay(sm)
 
     return _replay(script)
-
-
-def _framework_of(model) -> str | None:
-    for cls in type(model).__mro__:
-        root = (getattr(cls, "__module__", "") or "").split(".")[0]
-        if root == "torch":
-            return "torch"
-        if root in ("keras", "tf_keras", "tensorflow"):
-            return "keras"
-    return None
 
 
 def _keras_input_size(model) -> tuple[int, int] | None:
