@@ -10,7 +10,12 @@ layer over it (parsing, printing, exit codes); the benchmarks use it too.
 are decoded, resized and preprocessed ahead of the model in a pool of threads (Pillow and NumPy
 release the GIL); the model runs in the calling thread on its own device (a torch model where its
 weights are, a Keras model on its backend's device); each (batch, method) pair's threshold sweeps
-run in a pool of ``workers`` processes while the next batch runs on the model. Every batch is
+run in a pool of ``workers`` processes while the next batch runs on the model. The methods that
+are functions of one capture (:func:`shares_capture`: CAM, the gradient methods, Eigen-CAM, ...)
+share ONE forward (and backward) pass per batch, and only their raw maps travel to the workers,
+which upsample and normalise them (:class:`RawMaps`, the NumPy pipeline of ``explain``: the same
+maps bit for bit); Score-CAM, Ablation-CAM and the other methods that call the model again run
+through :func:`cam_core.explain.explain` as before. Every batch is
 scored as a whole by one process, exactly as a single-process run scores it, and the batches'
 accumulator states are merged in dataset order, so the figures are identical (every counter, every
 threshold) for any number of workers, shards or ranks. At most ``2 * workers`` (batch, method)
@@ -39,6 +44,7 @@ returns the whole dataset's :class:`Evaluation`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -54,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from cam_core._io import atomic_write_bytes, to_jsonable, write_json
+from cam_core._validate import to_numpy
 
 __all__ = [
     "CheckpointError",
@@ -63,14 +70,17 @@ __all__ = [
     "PRESETS",
     "Preprocess",
     "SCHEMA",
+    "RawMaps",
     "accumulators",
     "available_cores",
+    "capture_raw_maps",
     "evaluate",
     "ground_truth",
     "load_state",
     "merge",
     "missing_images",
     "save_state",
+    "shares_capture",
     "wsol_boxes",
 ]
 
@@ -278,16 +288,49 @@ def _best_iou(boxes: np.ndarray, gt: np.ndarray) -> float:
     return float(box_iou(boxes, gt).max())
 
 
+@dataclass(frozen=True)
+class RawMaps:
+    """A method's raw maps of one batch, to be made into maps where they are scored.
+
+    The engine sends these (``(N, h, w)`` per layer: a 7x7 map is 4,096 times smaller than its
+    224x224 map) to the sweep workers instead of the maps, and each worker runs the display
+    pipeline of :func:`cam_core.explain.explain_session` on them (:meth:`maps`: the paper's ReLU,
+    upsampling to ``size`` by ``upsample``, min-max normalisation, the mean over layers, float32)
+    with the same NumPy functions, so the maps, and so the figures, are identical to scoring
+    ``explain(...).maps`` computed in NumPy.
+    """
+
+    raws: tuple[np.ndarray, ...]
+    relu: bool
+    size: tuple[int, int]
+    upsample: str
+
+    def maps(self) -> np.ndarray:
+        from cam_core.maps import fuse, normalize
+        from cam_core.resize import upsample
+
+        layer_maps = []
+        for raw in self.raws:
+            display = np.maximum(raw, np.zeros((), dtype=raw.dtype)) if self.relu else raw
+            layer_maps.append(normalize(upsample(display, self.size, method=self.upsample),
+                                        relu=False))
+        maps = layer_maps[0] if len(layer_maps) == 1 else fuse(layer_maps, how="mean")
+        return maps.astype(np.float32, copy=False)
+
+
 def _score(task) -> tuple[dict[str, np.ndarray], float]:
     """One (batch, method): the accumulators' counters and the per-image gallery figures.
 
-    Runs in a worker process (or inline). ``task`` = (maps, metric ground truth, native ground
-    truth, correct, settings). Returns the arrays and the seconds spent.
+    Runs in a worker process (or inline). ``task`` = (maps or :class:`RawMaps`, metric ground
+    truth, native ground truth, correct, settings). Returns the arrays and the seconds spent
+    (the display pipeline of raw maps included).
     """
     from cam_core.boxes import boxes_from_map
 
     t0 = time.perf_counter()
     maps, gts, native, correct, settings = task
+    if isinstance(maps, RawMaps):
+        maps = maps.maps()
     out: dict[str, np.ndarray] = {}
     keep = [i for i, b in enumerate(native) if len(b)]  # an image without a box: no score
     for name, acc in accumulators(settings).items():
@@ -601,17 +644,17 @@ def to_model_inputs(framework: str, x_nhwc: np.ndarray):
     return x_nhwc
 
 
-def explain_labels(model, x_nhwc: np.ndarray, labels, method: str, settings: EvalSettings):
-    """``method``'s :class:`~cam_core.explain.Explanation` of each image's class in ``labels``,
-    resized as ``settings.protocol`` wants (bicubic for "wsol", as the reference; else bilinear)."""
-    from cam_core.explain import explain
+def _upsample_of(settings: EvalSettings) -> str:
+    """The protocol's interpolation: bicubic for "wsol" (as the reference), else bilinear."""
+    return "bicubic" if settings.protocol == "wsol" else "bilinear"
 
-    upsample = "bicubic" if settings.protocol == "wsol" else "bilinear"
-    inputs = to_model_inputs(_framework_of(model), x_nhwc)
+
+@contextlib.contextmanager
+def _model_errors(x_nhwc: np.ndarray, settings: EvalSettings):
+    """Turn the model's and the adapter's errors on a batch into one-line ValueError/TypeError
+    messages that say which input of :func:`evaluate` to look at."""
     try:
-        return explain(model, inputs, method=method, layer=settings.layer,
-                       targets=[int(v) for v in labels], batch_size=settings.batch_size,
-                       progress=False, upsample=upsample)
+        yield
     except (RuntimeError, AssertionError) as exc:  # the model failed on these inputs
         h, w = x_nhwc.shape[1:3]
         msg = (str(exc).strip() or type(exc).__name__).splitlines()[0]
@@ -624,6 +667,57 @@ def explain_labels(model, x_nhwc: np.ndarray, labels, method: str, settings: Eva
         if settings.layer is not None and "layer" in msg.lower():
             raise ValueError(f"`layer` {settings.layer!r}: {msg}") from exc
         raise (TypeError if isinstance(exc, TypeError) else ValueError)(msg) from exc
+
+
+def explain_labels(model, x_nhwc: np.ndarray, labels, method: str, settings: EvalSettings):
+    """``method``'s :class:`~cam_core.explain.Explanation` of each image's class in ``labels``,
+    resized as ``settings.protocol`` wants (bicubic for "wsol", as the reference; else bilinear)."""
+    from cam_core.explain import explain
+
+    inputs = to_model_inputs(_framework_of(model), x_nhwc)
+    with _model_errors(x_nhwc, settings):
+        return explain(model, inputs, method=method, layer=settings.layer,
+                       targets=[int(v) for v in labels], batch_size=settings.batch_size,
+                       progress=False, upsample=_upsample_of(settings))
+
+
+def shares_capture(method: str) -> bool:
+    """True for the methods whose raw maps are a function of one capture of the batch
+    (activations, gradients, logits, classifier weights): no masked, ablated, noisy or
+    re-targeted model calls. :func:`evaluate` computes all of these from ONE capture per batch."""
+    from cam_core.explain import method_spec
+
+    spec = method_spec(method)
+    return (getattr(spec, "perturbation", None) is None and getattr(spec, "target", None) is None
+            and not getattr(spec, "noise", False))
+
+
+def capture_raw_maps(model, x_nhwc: np.ndarray, labels, methods, settings: EvalSettings):
+    """The raw maps of several :func:`shares_capture` methods from one capture of the batch.
+
+    One forward pass (and one backward pass when a method needs gradients) of ``x_nhwc`` for
+    the classes ``labels``, where the model runs (a torch model's raw maps are computed on its
+    device and copied to the host); the maps are made where they are scored
+    (:class:`RawMaps`). Returns ``({method: RawMaps}, logits, layer names)``.
+    """
+    from cam_core.explain import _adapter_for, method_spec, raw_maps
+
+    framework = _framework_of(model)
+    specs = [method_spec(m) for m in methods]
+    inputs = to_model_inputs(framework, x_nhwc)
+    adapter = _adapter_for(model)
+    options = {"core": "auto"} if framework == "torch" else {}
+    size = tuple(int(v) for v in x_nhwc.shape[1:3])
+    with _model_errors(x_nhwc, settings):
+        captures = adapter.capture(model, inputs, layer=settings.layer,
+                                   targets=[int(v) for v in labels],
+                                   gradients=any(s.needs_gradients for s in specs), **options)
+        out = {}
+        for spec in specs:
+            raws = tuple(to_numpy(raw_maps(spec.name, cap)) for cap in captures)
+            out[spec.name] = RawMaps(raws, bool(spec.relu), size, _upsample_of(settings))
+    logits = to_numpy(captures[0].logits)
+    return out, logits, tuple(c.layer for c in captures)
 
 
 def _decode(records, pre: Preprocess, settings: EvalSettings):
@@ -865,6 +959,12 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
             if sum(len(p["futures"]) for p in pending.values()) < max(limit, 1):
                 return
 
+    def note(arrays, logits, layers, labels):
+        if "predicted" not in arrays:
+            arrays["predicted"] = np.argmax(logits, axis=1).astype(np.int64)
+            arrays["labels"] = labels.astype(np.int64)
+            arrays["layers"] = np.array(layers)
+
     cursor = [0]
     try:
         schedule(cursor)
@@ -876,16 +976,22 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
             arrays: dict[str, np.ndarray] = {"index": np.arange(start, stop),
                                              "digest": np.array(digest)}
             futures = {}
-            for method in settings.methods:
+            shared = [m for m in settings.methods if shares_capture(m)]
+            made = {}  # method -> maps or RawMaps
+            if shared:
                 t0 = time.perf_counter()
-                exp = explain_labels(model, x, batch.labels, method, settings)
+                made, logits, layers = capture_raw_maps(model, x, batch.labels, shared, settings)
                 timings["model"] += time.perf_counter() - t0
-                if "predicted" not in arrays:
-                    arrays["predicted"] = np.argmax(exp.logits, axis=1).astype(np.int64)
-                    arrays["labels"] = batch.labels.astype(np.int64)
-                    arrays["layers"] = np.array(exp.layers)
+                note(arrays, logits, layers, batch.labels)
+            for method in settings.methods:
+                if method not in made:
+                    t0 = time.perf_counter()
+                    exp = explain_labels(model, x, batch.labels, method, settings)
+                    timings["model"] += time.perf_counter() - t0
+                    note(arrays, exp.logits, exp.layers, batch.labels)
+                    made[method] = np.asarray(exp.maps)
                 correct = arrays["predicted"] == arrays["labels"]
-                task = (np.asarray(exp.maps), gts, batch.boxes, correct, settings)
+                task = (made.pop(method), gts, batch.boxes, correct, settings)
                 if pool is None:
                     out, seconds = _score(task)
                     timings["sweep"] += seconds

@@ -245,3 +245,72 @@ def test_keras_model_figures_identical_for_one_and_two_workers(data, tmp_path):
     proc = call_main("evaluate", "--data", data, "--model", path, "--device", "cpu", "--out",
                      tmp_path / "k3")
     assert_one_line_error(proc, "--device", "Keras")
+
+
+# --------------------------------------------------------------------------------------------
+# one capture per batch for the methods that share it; raw maps made into maps by the workers
+
+
+def _capture_methods():
+    from cam_core.evaluate import shares_capture
+    from cam_core.explain import METHODS
+
+    names = [m for m in METHODS if shares_capture(m)]
+    assert {"cam", "gradcam", "gradcam++", "eigencam"} <= set(names)
+    assert not {"scorecam", "ablationcam", "finercam", "smoothgradcam++"} & set(names)
+    return names
+
+
+def _keras_tiny(tmp_path):
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("cam_core.adapters.keras", reason="the Keras adapter is not available")
+    from tests.cli_models import tiny_keras
+
+    return keras.models.load_model(tiny_keras(tmp_path / "tiny.keras"))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.parametrize("protocol", ["native", "wsol"])
+def test_raw_maps_of_one_capture_make_the_maps_of_explain_exactly(framework, protocol, tmp_path):
+    from cam_core.evaluate import EvalSettings, capture_raw_maps, explain_labels
+
+    model = _model() if framework == "torch" else _keras_tiny(tmp_path)
+    x = np.random.default_rng(0).uniform(0, 1, (5, 32, 32, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 1])
+    methods = _capture_methods()
+    settings = EvalSettings(methods=tuple(methods), protocol=protocol, batch_size=5)
+    made, logits, layers = capture_raw_maps(model, x, labels, methods, settings)
+    assert sorted(made) == sorted(methods)
+    for method in methods:
+        exp = explain_labels(model, x, labels, method, settings)
+        assert np.array_equal(made[method].maps(), exp.maps), method  # bit for bit
+        assert made[method].maps().dtype == np.float32
+        assert np.array_equal(logits, exp.logits) and layers == exp.layers
+
+
+def _forward_calls(data, methods) -> int:
+    from cam_core.data import read_wsol
+    from cam_core.evaluate import evaluate
+
+    model, calls = _model(), []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    evaluate(model, read_wsol(data), methods=methods, preprocess="unit", size=32, batch_size=3,
+             workers=1)
+    return len(calls)
+
+
+def test_the_capture_methods_share_one_forward_pass_per_batch(data):
+    alone = _forward_calls(data, ("gradcam",))
+    assert alone >= 5  # 13 images in batches of 3
+    assert _forward_calls(data, ("cam", "gradcam", "gradcam++", "eigencam")) == alone
+    # a perturbation method still makes its own calls, beside the shared capture
+    assert _forward_calls(data, ("cam", "ablationcam")) > alone
+
+
+def test_mixed_methods_figures_identical_for_one_and_two_workers(data):
+    one = _run(data, methods=("cam", "ablationcam", "gradcam"), protocol="wsol", workers=1)
+    two = _run(data, methods=("cam", "ablationcam", "gradcam"), protocol="wsol", workers=2)
+    assert_identical(one, two)
+    alone = _run(data, methods=("ablationcam",), protocol="wsol", workers=1)
+    assert one.methods["ablationcam"].metrics == alone.methods["ablationcam"].metrics
+    assert one.methods["cam"].metrics == _run(data, protocol="wsol").methods["cam"].metrics
