@@ -223,7 +223,10 @@ def cam(activations, weights, classes, /):
         raise ValueError(
             f"`classes` must be indices in [0, {w.shape[0]}); got {int(c[i])} for image {i}"
         )
-    rows = xp.take(w, xp.asarray(c, device=device_of(a)), axis=0)
+    if isinstance(w, np.ndarray):  # np.take would first copy a transposed kernel whole
+        rows = w[c]
+    else:
+        rows = xp.take(w, xp.asarray(c, device=device_of(a)), axis=0)
     return _combine(rows, a, xp.result_type(a, w))
 
 
