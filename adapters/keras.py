@@ -63,7 +63,15 @@ from cam_core.adapters import _layout
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
 from cam_core.explain import session_targets
 
-__all__ = ["KerasSession", "capture", "explain", "find_layer", "gap_classifier", "randomized_copy"]
+__all__ = [
+    "KerasSession",
+    "capture",
+    "explain",
+    "find_layer",
+    "gap_classifier",
+    "inputs_from_nhwc",
+    "randomized_copy",
+]
 
 _BACKEND = keras.backend.backend()
 _RTOL = 1e-4  # GAP + Dense check, relative to max |logit|
@@ -1084,3 +1092,8 @@ def randomized_copy(model, layers, /, *, seed: int = 0):
                 new = np.zeros(shape) if short.startswith(("bias", "beta")) else np.ones(shape)
             v.assign(new.astype(str(np.dtype(keras.backend.standardize_dtype(v.dtype)))))
     return clone
+
+
+def inputs_from_nhwc(x_nhwc: np.ndarray) -> np.ndarray:
+    """A preprocessed float32 NHWC batch as a Keras model takes it: unchanged."""
+    return x_nhwc

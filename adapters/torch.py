@@ -79,7 +79,16 @@ from cam_core.adapters import _layout
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
 from cam_core.explain import session_targets
 
-__all__ = ["TorchSession", "capture", "explain", "find_layer", "gap_classifier", "randomized_copy"]
+__all__ = [
+    "DistributedGroup",
+    "TorchSession",
+    "capture",
+    "explain",
+    "find_layer",
+    "gap_classifier",
+    "inputs_from_nhwc",
+    "randomized_copy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -1456,3 +1465,34 @@ def randomized_copy(model, layers, /, *, seed: int = 0) -> nn.Module:
                     new = np.zeros(p.shape) if pname.endswith("bias") else np.ones(p.shape)
                 p.copy_(torch.as_tensor(new, dtype=p.dtype, device=p.device))
     return clone
+
+
+def inputs_from_nhwc(x_nhwc: np.ndarray) -> torch.Tensor:
+    """A preprocessed float32 NHWC batch as the NCHW tensor a torch model takes (on the CPU;
+    :func:`explain` moves it to the model's device)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x_nhwc).transpose(0, 3, 1, 2)))
+
+
+class DistributedGroup:
+    """All-gather over the default ``torch.distributed`` process group (what
+    :func:`cam_core.evaluate.evaluate` reduces its accumulator states over with
+    ``distributed=True``)."""
+
+    def __init__(self):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("`distributed=True` needs an initialised torch.distributed process "
+                             "group (launch with torchrun and call init_process_group)")
+        self.dist = dist
+
+    def get_rank(self) -> int:
+        return self.dist.get_rank()
+
+    def get_world_size(self) -> int:
+        return self.dist.get_world_size()
+
+    def gather(self, obj) -> list:
+        out = [None] * self.get_world_size()
+        self.dist.all_gather_object(out, obj)
+        return out

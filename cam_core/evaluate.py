@@ -61,6 +61,7 @@ import numpy as np
 
 from cam_core._io import atomic_write_bytes, to_jsonable, write_json
 from cam_core._validate import to_numpy
+from cam_core.explain import adapter_for, explain, framework_of, method_spec, raw_maps
 
 __all__ = [
     "CheckpointError",
@@ -625,25 +626,6 @@ def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def _framework_of(model) -> str | None:
-    for cls in type(model).__mro__:
-        root = (getattr(cls, "__module__", "") or "").split(".")[0]
-        if root == "torch":
-            return "torch"
-        if root in ("keras", "tf_keras", "tensorflow"):
-            return "keras"
-    return None
-
-
-def to_model_inputs(framework: str, x_nhwc: np.ndarray):
-    """The preprocessed float32 NHWC batch in the model's own layout and type."""
-    if framework == "torch":
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
-    return x_nhwc
-
-
 def _upsample_of(settings: EvalSettings) -> str:
     """The protocol's interpolation: bicubic for "wsol" (as the reference), else bilinear."""
     return "bicubic" if settings.protocol == "wsol" else "bilinear"
@@ -672,9 +654,7 @@ def _model_errors(x_nhwc: np.ndarray, settings: EvalSettings):
 def explain_labels(model, x_nhwc: np.ndarray, labels, method: str, settings: EvalSettings):
     """``method``'s :class:`~cam_core.explain.Explanation` of each image's class in ``labels``,
     resized as ``settings.protocol`` wants (bicubic for "wsol", as the reference; else bilinear)."""
-    from cam_core.explain import explain
-
-    inputs = to_model_inputs(_framework_of(model), x_nhwc)
+    inputs = adapter_for(model).inputs_from_nhwc(x_nhwc)
     with _model_errors(x_nhwc, settings):
         return explain(model, inputs, method=method, layer=settings.layer,
                        targets=[int(v) for v in labels], batch_size=settings.batch_size,
@@ -685,8 +665,6 @@ def shares_capture(method: str) -> bool:
     """True for the methods whose raw maps are a function of one capture of the batch
     (activations, gradients, logits, classifier weights): no masked, ablated, noisy or
     re-targeted model calls. :func:`evaluate` computes all of these from ONE capture per batch."""
-    from cam_core.explain import method_spec
-
     spec = method_spec(method)
     return (getattr(spec, "perturbation", None) is None and getattr(spec, "target", None) is None
             and not getattr(spec, "noise", False))
@@ -700,12 +678,10 @@ def capture_raw_maps(model, x_nhwc: np.ndarray, labels, methods, settings: EvalS
     device and copied to the host); the maps are made where they are scored
     (:class:`RawMaps`). Returns ``({method: RawMaps}, logits, layer names)``.
     """
-    from cam_core.explain import _adapter_for, method_spec, raw_maps
-
-    framework = _framework_of(model)
+    framework = framework_of(model)
     specs = [method_spec(m) for m in methods]
-    inputs = to_model_inputs(framework, x_nhwc)
-    adapter = _adapter_for(model)
+    adapter = adapter_for(model)
+    inputs = adapter.inputs_from_nhwc(x_nhwc)
     options = {"core": "auto"} if framework == "torch" else {}
     size = tuple(int(v) for v in x_nhwc.shape[1:3])
     with _model_errors(x_nhwc, settings):
@@ -797,10 +773,9 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
     Evaluation
     """
     from cam_core.data import Dataset
-    from cam_core.explain import method_spec
 
     t_start = time.perf_counter()
-    framework = _framework_of(model)
+    framework = framework_of(model)
     if framework is None:
         raise TypeError(f"`model` must be a torch.nn.Module or a Keras model; got "
                         f"{type(model).__module__}.{type(model).__qualname__}")
@@ -832,7 +807,10 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
     if distributed:
         if shard is not None:
             raise ValueError("give `shard` or `distributed=True`, not both")
-        group = _torch_group()
+        # torch.distributed: imported only when asked for (torch is an optional extra)
+        from cam_core.adapters.torch import DistributedGroup
+
+        group = DistributedGroup()
         shard = (group.get_rank(), group.get_world_size())
     if shard is not None:
         shard = _check_shard(shard)
@@ -854,33 +832,6 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
         parts = [p for rank_parts in gathered for p in rank_parts]
     timings["total"] = time.perf_counter() - t_start
     return _summarise(parts, settings, fingerprint, len(dataset), timings)
-
-
-class _TorchGroup:
-    """All-gather over the default ``torch.distributed`` group (imported only when asked for)."""
-
-    def __init__(self):
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            raise ValueError("`distributed=True` needs an initialised torch.distributed process "
-                             "group (launch with torchrun and call init_process_group)")
-        self.dist = dist
-
-    def get_rank(self) -> int:
-        return self.dist.get_rank()
-
-    def get_world_size(self) -> int:
-        return self.dist.get_world_size()
-
-    def gather(self, obj) -> list:
-        out = [None] * self.get_world_size()
-        self.dist.all_gather_object(out, obj)
-        return out
-
-
-def _torch_group():
-    return _TorchGroup()
 
 
 def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, restart, workers,

@@ -558,21 +558,31 @@ _FRAMEWORK_ROOTS = {
 }
 
 
-def _adapter_for(model):
-    """Pick the adapter from the model's class, importing only the framework it comes from."""
+def framework_of(model) -> str | None:
+    """``"torch"`` or ``"keras"`` from the model's class (its module's top-level package, for
+    the class and its bases), else None. Nothing is imported."""
     for cls in type(model).__mro__:
         root = (getattr(cls, "__module__", "") or "").split(".")[0]
         kind = _FRAMEWORK_ROOTS.get(root)
         if kind is not None and root in sys.modules:
-            if kind == "torch":
-                from cam_core.adapters import torch as adapter
-            else:
-                from cam_core.adapters import keras as adapter
-            return adapter
-    raise TypeError(
-        f"`model` must be a torch.nn.Module or a Keras model; got {type(model).__module__}."
-        f"{type(model).__qualname__}"
-    )
+            return kind
+    return None
+
+
+def adapter_for(model):
+    """The adapter module of ``model``'s framework (:mod:`cam_core.adapters.torch` or
+    :mod:`cam_core.adapters.keras`), importing only that one; ``TypeError`` for anything else."""
+    kind = framework_of(model)
+    if kind == "torch":
+        from cam_core.adapters import torch as adapter
+    elif kind == "keras":
+        from cam_core.adapters import keras as adapter
+    else:
+        raise TypeError(
+            f"`model` must be a torch.nn.Module or a Keras model; got {type(model).__module__}."
+            f"{type(model).__qualname__}"
+        )
+    return adapter
 
 
 def explain(
@@ -625,7 +635,7 @@ def explain(
     Explanation
     """
     spec = method_spec(method)
-    adapter = _adapter_for(model)
+    adapter = adapter_for(model)
     if not isinstance(aug_smooth, bool):
         raise TypeError(f"`aug_smooth` must be a bool; got {type(aug_smooth).__name__}")
     if aug_smooth:

@@ -392,7 +392,7 @@ def test_report_bad_inputs_are_one_line(tmp_path):
 
 
 def test_replayed_torchscript_code_is_checked():
-    from cam_core.cli import check_replay_code
+    from cam_core.adapters.loading import check_replay_code
 
     check_replay_code("def forward(self, x: Tensor) -> Tensor:\n"
                       "  fc = self.fc\n  _0 = getattr(self, '0')\n"
