@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cam_core._progress import progress_bar
 from cam_core._validate import as_float_array
 from cam_core.explain import METHODS, explain_session, method_spec, session_targets
 
@@ -323,12 +324,8 @@ def compare(
     differ = {m: ([], []) for m in names}
     top1_differ: list[int] = []
     layers = ("", "")
-    starts = range(0, n, int(batch_size))
-    show = (progress if progress is not None else len(starts) > 1) and _tty()
-    if show:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="compare", unit="batch")
+    starts = progress_bar(range(0, n, int(batch_size)), progress=progress, auto_min=2,
+                          desc="compare", unit="batch")
     with _eval_mode(torch_model):
         for start in starts:
             xb = x[start : start + int(batch_size)]
@@ -379,12 +376,6 @@ def compare(
         top1_differing=tuple(top1_differ),
         methods=agreements,
     )
-
-
-def _tty() -> bool:
-    import sys
-
-    return sys.stderr.isatty()
 
 
 def _chunk_targets(targets, start, torch_model, xb):

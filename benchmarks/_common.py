@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cam_core._io import atomic_write_bytes, write_json, write_text
+from cam_core._progress import progress_bar as _progress_bar
 
 __all__ = [
     "ROOT",
@@ -258,11 +259,9 @@ def set_seeds(seed: int) -> None:
 
 
 def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs):
-    """A tqdm bar, shown only when ``enabled`` and stderr is a terminal."""
-    from tqdm.auto import tqdm
-
-    show = bool(enabled) and sys.stderr.isatty()
-    return tqdm(iterable, disable=not show, dynamic_ncols=True, **kwargs)
+    """A tqdm bar, shown only when ``enabled`` and stderr is a terminal (the package's policy,
+    :mod:`cam_core._progress`, with ``progress=None``)."""
+    return _progress_bar(iterable, progress=None if enabled else False, **kwargs)
 
 
 def save_figure(fig, path, *, dpi: int = 110) -> Path:

@@ -721,7 +721,7 @@ def cmd_evaluate(args) -> int:
             layer=_parse_layer(args.layer), preprocess=pre, batch_size=args.batch_size,
             limit=args.limit, checkpoint=out_dir / CHECKPOINT, restart=args.restart,
             workers=workers, shard=shard, distributed=rank is not None,
-            model_id=_model_id(lm), progress=args.progress, gallery=args.gallery)
+            model_id=_model_id(lm), progress=None if args.progress else False, gallery=args.gallery)
     except KeyboardInterrupt:
         folder = out_dir / CHECKPOINT
         kept = len(list(folder.glob("batch-*.npz"))) if folder.is_dir() else 0

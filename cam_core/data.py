@@ -41,7 +41,6 @@ from __future__ import annotations
 import csv
 import functools
 import math
-import sys
 import xml.etree.ElementTree as ET
 from xml.parsers import expat
 from collections.abc import Iterator, Mapping
@@ -51,6 +50,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cam_core._progress import progress_bar
 from cam_core._validate import as_size
 
 __all__ = [
@@ -719,7 +719,7 @@ def _load_rgb(path: Path, size_wh: tuple[int, int] | None = None) -> np.ndarray:
 
 
 def iter_batches(dataset: Dataset, *, batch_size: int = 32, size=(224, 224),
-                 progress: bool = False) -> Iterator[Batch]:
+                 progress: bool | None = False) -> Iterator[Batch]:
     """Stream a dataset as resized batches, so that memory stays flat however large it is.
 
     Images are read with Pillow, converted to RGB (EXIF orientation is NOT applied: annotations
@@ -733,8 +733,9 @@ def iter_batches(dataset: Dataset, *, batch_size: int = 32, size=(224, 224),
         Images per batch (the last batch may be smaller).
     size : int or tuple of int
         The working size ``(H, W)``.
-    progress : bool
-        Show a tqdm bar over batches (only on a terminal).
+    progress : bool or None
+        A tqdm bar over batches: True shows one, None only on a terminal for two or more batches
+        (the package's policy, :mod:`cam_core._progress`).
 
     Yields
     ------
@@ -746,11 +747,8 @@ def iter_batches(dataset: Dataset, *, batch_size: int = 32, size=(224, 224),
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}")
     h, w = as_size(size)
-    starts = range(0, len(dataset), int(batch_size))
-    if progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="images", unit="batch")
+    starts = progress_bar(range(0, len(dataset), int(batch_size)), progress=progress, auto_min=2,
+                          desc="images", unit="batch")
     for start in starts:
         chunk = dataset.records[start : start + int(batch_size)]
         images = np.stack([_load_rgb(r.path, (w, h)) for r in chunk])

@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from cam_core._io import atomic_write_bytes, to_jsonable, write_json
+from cam_core._progress import progress_bar
 from cam_core._validate import to_numpy
 from cam_core.explain import adapter_for, explain, framework_of, method_spec, raw_maps
 
@@ -729,7 +730,7 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
              layer=None, preprocess="lite", size=224, batch_size: int = 32,
              limit: int | None = None, checkpoint=None, restart: bool = False,
              workers: int | None = 1, shard=None, distributed: bool = False,
-             model_id=None, progress: bool = False, gallery: int = 4) -> Evaluation:
+             model_id=None, progress: bool | None = False, gallery: int = 4) -> Evaluation:
     """Localisation figures of CAM methods for a model on an annotated dataset.
 
     Parameters
@@ -763,8 +764,9 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
         every rank returns the whole dataset's figures.
     model_id : JSON-able, optional
         Identifies the model in the checkpoint's settings (default: its class name).
-    progress : bool
-        A progress bar (images, images per second) on a terminal.
+    progress : bool or None
+        A progress bar (images, images per second): True shows one, None only on a terminal
+        (the package's policy, :mod:`cam_core._progress`).
     gallery : int
         Recorded in the settings only (the command line renders the gallery).
 
@@ -837,8 +839,6 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
 def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, restart, workers,
          progress, shard_of):
     """Evaluate the batches ``bounds``; returns their parts and the time shares."""
-    from tqdm.auto import tqdm
-
     digest = _digest(fingerprint)
     if checkpoint is not None:
         _open_checkpoint(checkpoint, fingerprint, bounds, restart=restart,
@@ -860,9 +860,8 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
               flush=True)
     timings = {"decode": 0.0, "model": 0.0, "sweep": 0.0}
     n_done_images = sum(b - a for a, b in bounds if finished((a, b)))
-    bar = tqdm(total=sum(b - a for a, b in bounds), initial=n_done_images, unit="img",
-               desc="evaluate", disable=not (progress and sys.stderr.isatty()),
-               dynamic_ncols=True, smoothing=0.1)
+    bar = progress_bar(total=sum(b - a for a, b in bounds), progress=progress, initial=n_done_images,
+                       unit="img", desc="evaluate", smoothing=0.1)
     pool = _sweep_pool(workers) if todo and workers > 1 else None
     decode_threads = max(1, min(8, available_cores() // 2))
     decoder = ThreadPoolExecutor(max_workers=decode_threads,

@@ -44,7 +44,6 @@ channel indices are built in the activations' library, on their device.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -61,6 +60,7 @@ from cam_core._validate import (
     is_numpy_namespace,
     to_numpy,
 )
+from cam_core._progress import progress_bar
 from cam_core._validate import check_nonempty_axes, finite_result
 
 __all__ = [
@@ -507,17 +507,8 @@ def ablationcam_combine(activations, ablated_scores, base_scores, /):
 
 
 def _progress_bar(total: int, progress, desc: str):
-    if isinstance(progress, np.bool_):
-        progress = bool(progress)
-    if progress is not None and not isinstance(progress, bool):
-        raise TypeError(f"`progress` must be None or a bool; got {type(progress).__name__}")
-    from tqdm.auto import tqdm
-
-    if progress is None:
-        show = total >= _PROGRESS_MIN_CHUNKS and sys.stderr.isatty()
-    else:
-        show = progress
-    return tqdm(total=total, desc=desc, unit="chunk", disable=not show, leave=False)
+    return progress_bar(total=total, progress=progress, auto_min=_PROGRESS_MIN_CHUNKS, desc=desc,
+                        unit="chunk", leave=False)
 
 
 def _check_callable(fn, name: str) -> None:
