@@ -16,7 +16,6 @@ and Keras only when they are already imported (or when asked to import them).
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import platform
 import resource
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from cam_core._io import atomic_write_bytes, write_json, write_text
 from cam_core._progress import progress_bar as _progress_bar
+from cam_core._tables import fmt, md_table
 
 __all__ = [
     "ROOT",
@@ -278,24 +278,3 @@ def save_figure(fig, path, *, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def fmt(value, digits: int = 1) -> str:
-    """A number for a Markdown table: fixed digits, "-" for None or NaN."""
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "-"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    try:
-        return f"{float(value):.{digits}f}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table; cells that are not strings go through :func:`fmt`."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [c if isinstance(c, str) else fmt(c) for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

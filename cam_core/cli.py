@@ -57,6 +57,7 @@ import numpy as np
 from cam_core._errors import CliError
 from cam_core._errors import first_line as _first_line
 from cam_core._io import atomic_write_bytes, write_json, write_text
+from cam_core._tables import md_table
 from cam_core.adapters.loading import (
     LoadedModel,
     distributed_rank,
@@ -536,11 +537,7 @@ def _model_id(lm: LoadedModel) -> dict:
     return model
 
 def _markdown_table(table: dict) -> str:
-    head = "| " + " | ".join(table["columns"]) + " |"
-    sep = "|" + "---|" * len(table["columns"])
-    body = ["| " + " | ".join([str(r[0])] + [f"{v:.1f}" for v in r[1:]]) + " |"
-            for r in table["rows"]]
-    return "\n".join([head, sep, *body])
+    return md_table(table["columns"], [[str(r[0]), *r[1:]] for r in table["rows"]])
 
 
 def _curves_png(path: Path, ev) -> bool:

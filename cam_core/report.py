@@ -21,6 +21,8 @@ import json
 import re
 from pathlib import Path
 
+from cam_core._tables import fmt
+
 __all__ = ["build_report", "markdown_to_html", "svg_line_chart"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -72,18 +74,6 @@ def _data_uri(path: Path) -> str | None:
     mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
             ".svg": "image/svg+xml", ".gif": "image/gif"}.get(suffix, "application/octet-stream")
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _fmt(value, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "-" if value != value else f"{value:.{digits}f}"
-    return str(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,7 +310,7 @@ def _page(title: str, body: list[str]) -> str:
 def _table(columns: list[str], rows: list[list], *, cls: str = "") -> str:
     head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_esc(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{_esc(fmt(v))}</td>" for v in row) + "</tr>" for row in rows
     )
     klass = f' class="{cls}"' if cls else ""
     return f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -338,7 +328,7 @@ def _evaluate_page(results: dict, folder: Path) -> str:
         ("layers", ", ".join(model.get("layers", [])) or "default"),
         ("protocol", st.get("protocol", "?")),
         ("methods", ", ".join(results.get("methods", {}))),
-        ("classification top-1", _fmt(results.get("classification", {}).get("top1"))),
+        ("classification top-1", fmt(results.get("classification", {}).get("top1"))),
     ]
     body.append('<table class="facts"><tbody>' + "".join(
         f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in facts) + "</tbody></table>")
@@ -386,7 +376,7 @@ def _evaluate_page(results: dict, folder: Path) -> str:
                     uri = _data_uri(inside) if inside is not None else None
                     img = (f'<img alt="{_esc(m)} {rank} {i + 1}" src="{uri}">' if uri
                            else "<em>missing</em>")
-                    cap = (f"IoU {_esc(_fmt(g.get('iou'), 2))} &middot; "
+                    cap = (f"IoU {_esc(fmt(g.get('iou'), 2))} &middot; "
                            f"{_esc(Path(str(g.get('image', '?'))).name)}")
                     cells.append(f'<td>{img}<div class="caption">{cap}</div></td>')
                 rows_html.append("<tr>" + "".join(cells) + "</tr>")
