@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import re
 from pathlib import Path
 
 from cam_core._tables import fmt
@@ -145,48 +144,74 @@ def svg_line_chart(
 
 
 # --------------------------------------------------------------------------------------------
-# Markdown (the subset the project's reports use)
-
-_INLINE_CODE = re.compile(r"`([^`]+)`")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-_BOLD = re.compile(r"\*\*([^*]+)\*\*")
-_ITALIC = re.compile(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])")
+# Markdown, parsed by markdown-it-py (CommonMark + pipe tables, raw HTML off); the page must stand
+# alone, so local images are embedded and links leave nothing but their text
 
 
-def _inline(text: str, base: Path | None, embedded: set) -> str:
-    """Inline Markdown -> HTML; local PNGs (``![...](x.png)`` or ``[...](x.png)``) are embedded."""
-    codes: list[str] = []
+def markdown_to_html(md: str, *, base: Path | None = None, embedded: set | None = None) -> str:
+    """Render the Markdown of the project's reports as HTML (CommonMark and pipe tables, with
+    markdown-it-py; raw HTML in the source is escaped).
 
-    def keep_code(m):
-        codes.append(f"<code>{_esc(m.group(1))}</code>")
-        return f"\x00{len(codes) - 1}\x00"
+    Images and links to local PNG/JPEG/SVG files inside ``base`` are embedded as data URIs (their
+    resolved paths are added to ``embedded``; a link becomes a captioned figure); other images
+    keep their alt text, other links their text (in-page ``#anchors`` stay links).
+    """
+    from markdown_it import MarkdownIt
 
-    text = _INLINE_CODE.sub(keep_code, text)
-    text = _esc(text)
+    embedded = set() if embedded is None else embedded
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = parser.parse(md)
+    for tok in tokens:
+        if tok.type == "inline" and tok.children:
+            tok.children = _stand_alone(tok.children, base, embedded)
+    return parser.renderer.render(tokens, parser.options, {})
 
-    def image(m):
-        alt, src = html.unescape(m.group(1)), html.unescape(m.group(2))
-        uri = _local_image(src, base, embedded)
-        if uri is None:
-            return _esc(alt)
-        return f'<img class="figure" alt="{_esc(alt)}" src="{uri}">'
 
-    def link(m):
-        label, href = html.unescape(m.group(1)), html.unescape(m.group(2))
-        uri = _local_image(href, base, embedded)
-        if uri is not None:
-            return f'<figure><img class="figure" alt="{_esc(label)}" src="{uri}">' \
-                   f"<figcaption>{_esc(label)}</figcaption></figure>"
-        if href.startswith("#"):
-            return f'<a href="{_esc(href)}">{_esc(label)}</a>'
-        return _esc(label)  # no external links: the page must stand alone
+def _stand_alone(children: list, base: Path | None, embedded: set) -> list:
+    """Inline tokens with images embedded or reduced to text and links resolved (see above)."""
+    from markdown_it.token import Token
 
-    text = _IMAGE.sub(image, text)
-    text = _LINK.sub(link, text)
-    text = _BOLD.sub(r"<strong>\1</strong>", text)
-    text = _ITALIC.sub(r"<em>\1</em>", text)
-    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
+    def text(content: str) -> Token:
+        tok = Token("text", "", 0)
+        tok.content = content
+        return tok
+
+    def raw(content: str) -> Token:
+        tok = Token("html_inline", "", 0)
+        tok.content = content
+        return tok
+
+    out, i = [], 0
+    while i < len(children):
+        tok = children[i]
+        if tok.type == "image":
+            alt = "".join(c.content for c in tok.children or ())
+            uri = _local_image(str(tok.attrGet("src") or ""), base, embedded)
+            out.append(text(alt) if uri is None else
+                       raw(f'<img class="figure" alt="{_esc(alt)}" src="{uri}">'))
+            i += 1
+            continue
+        if tok.type == "link_open":
+            depth, j = 1, i + 1
+            while depth:  # the matching link_close (links do not nest, but be exact)
+                depth += {"link_open": 1, "link_close": -1}.get(children[j].type, 0)
+                j += 1
+            inner = _stand_alone(children[i + 1:j - 1], base, embedded)
+            href = str(tok.attrGet("href") or "")
+            uri = _local_image(href, base, embedded)
+            if uri is not None:
+                label = "".join(c.content for c in children[i + 1:j - 1])
+                out.append(raw(f'<figure><img class="figure" alt="{_esc(label)}" src="{uri}">'
+                               f"<figcaption>{_esc(label)}</figcaption></figure>"))
+            elif href.startswith("#"):
+                out += [tok, *inner, children[j - 1]]
+            else:
+                out += inner
+            i = j
+            continue
+        out.append(tok)
+        i += 1
+    return out
 
 
 def _local_image(src: str, base: Path | None, embedded: set) -> str | None:
@@ -200,97 +225,6 @@ def _local_image(src: str, base: Path | None, embedded: set) -> str | None:
         embedded.add(path)
     return uri
 
-
-def _split_row(line: str) -> list[str]:
-    line = line.strip()
-    if line.startswith("|"):
-        line = line[1:]
-    if line.endswith("|"):
-        line = line[:-1]
-    return [c.strip() for c in line.split("|")]
-
-
-def markdown_to_html(md: str, *, base: Path | None = None, embedded: set | None = None) -> str:
-    """Convert the Markdown subset of the project's reports to HTML.
-
-    Headings, pipe tables, fenced code, bullet and numbered lists, paragraphs; inline code,
-    bold, italic, links. Links and images to local PNGs under ``base`` are embedded as data URIs
-    (their resolved paths are added to ``embedded``); other links keep only their text.
-    """
-    embedded = set() if embedded is None else embedded
-    lines = md.splitlines()
-    out: list[str] = []
-    i = 0
-    para: list[str] = []
-
-    def flush():
-        if para:
-            out.append("<p>" + _inline(" ".join(para), base, embedded) + "</p>")
-            para.clear()
-
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            flush()
-            j = i + 1
-            while j < len(lines) and not lines[j].strip().startswith("```"):
-                j += 1
-            out.append("<pre><code>" + _esc("\n".join(lines[i + 1 : j])) + "</code></pre>")
-            i = j + 1
-            continue
-        m = re.match(r"^(#{1,6})\s+(.*)$", stripped)
-        if m:
-            flush()
-            level = len(m.group(1))
-            out.append(f"<h{level}>{_inline(m.group(2), base, embedded)}</h{level}>")
-            i += 1
-            continue
-        if (stripped.startswith("|") and i + 1 < len(lines)
-                and re.match(r"^\|?\s*:?-{2,}", lines[i + 1].strip())):
-            flush()
-            header = _split_row(stripped)
-            rows = []
-            j = i + 2
-            while j < len(lines) and lines[j].strip().startswith("|"):
-                rows.append(_split_row(lines[j]))
-                j += 1
-            out.append("<table><thead><tr>"
-                       + "".join(f"<th>{_inline(c, base, embedded)}</th>" for c in header)
-                       + "</tr></thead><tbody>")
-            for r in rows:
-                out.append("<tr>" + "".join(f"<td>{_inline(c, base, embedded)}</td>" for c in r)
-                           + "</tr>")
-            out.append("</tbody></table>")
-            i = j
-            continue
-        lm = re.match(r"^(\s*)([-*]|\d+\.)\s+(.*)$", line)
-        if lm:
-            flush()
-            ordered = lm.group(2)[0].isdigit()
-            tag = "ol" if ordered else "ul"
-            items = []
-            j = i
-            while j < len(lines):
-                mm = re.match(r"^\s*([-*]|\d+\.)\s+(.*)$", lines[j])
-                if mm:
-                    items.append(mm.group(2))
-                elif lines[j].startswith("  ") and lines[j].strip() and items:
-                    items[-1] += " " + lines[j].strip()
-                else:
-                    break
-                j += 1
-            out.append(f"<{tag}>" + "".join(f"<li>{_inline(t, base, embedded)}</li>"
-                                            for t in items) + f"</{tag}>")
-            i = j
-            continue
-        if not stripped:
-            flush()
-        else:
-            para.append(stripped)
-        i += 1
-    flush()
-    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------------------------
