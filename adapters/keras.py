@@ -60,6 +60,7 @@ import keras
 import numpy as np
 
 from cam_core.adapters import _layout
+from cam_core.adapters.models_keras import gap_classifier  # one builder, re-exported here
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
 from cam_core.explain import session_targets
 
@@ -1025,34 +1026,6 @@ def capture(
     """
     with KerasSession(model, inputs, layer=layer, targets=targets, layout=layout) as session:
         return session.capture(gradients=bool(gradients))
-
-
-def gap_classifier(backbone, num_classes: int, *, activation=None) -> keras.Model:
-    """Put global average pooling and a Dense layer on ``backbone``: a model ready for CAM.
-
-    Parameters
-    ----------
-    backbone : keras.Model
-        One input, one 4-D output ``(N, h, w, K)``; kept as a nested model named ``backbone.name``.
-    num_classes : int
-    activation : str or callable, optional
-        The Dense layer's activation (e.g. ``"softmax"``); the adapter explains the pre-activation
-        logits either way.
-
-    Returns
-    -------
-    keras.Model
-        ``backbone`` -> ``"avgpool"`` -> ``"fc"``; the layer found automatically is the
-        backbone's last feature map.
-    """
-    if activation is None:
-        from cam_core.adapters.models_keras import gap_classifier as build
-
-        return build(backbone, num_classes)
-    model = gap_classifier(backbone, num_classes)
-    fc = model.get_layer("fc")
-    out = keras.layers.Activation(activation, name="fc_activation")(fc.output)
-    return keras.Model(model.input, out, name=model.name)
 
 
 def randomized_copy(model, layers, /, *, seed: int = 0):

@@ -88,7 +88,8 @@ def tiny_backbone(*, in_channels: int = 3, width: int = 16, input_shape=None) ->
     return keras.Model(inp, x, name="features")
 
 
-def gap_classifier(backbone: keras.Model, num_classes: int, *, name: str = "gap_classifier") -> keras.Model:
+def gap_classifier(backbone: keras.Model, num_classes: int, *, activation=None,
+                   name: str = "gap_classifier") -> keras.Model:
     """Put a global-average-pooling + linear head on ``backbone`` (kept as a nested model).
 
     Parameters
@@ -96,11 +97,17 @@ def gap_classifier(backbone: keras.Model, num_classes: int, *, name: str = "gap_
     backbone : keras.Model
         One NHWC input, one 4-D output ``(N, h, w, K)``; used as a layer named ``backbone.name``.
     num_classes : int
+    activation : str or callable, optional
+        An activation after the Dense layer (e.g. ``"softmax"``), as a layer ``"fc_activation"``;
+        the adapter explains the pre-activation logits either way.
+    name : str
+        The model's name.
 
     Returns
     -------
     keras.Model
-        ``backbone`` -> ``"avgpool"`` -> ``"fc"`` (logits); explain it at ``backbone.name``.
+        ``backbone`` -> ``"avgpool"`` -> ``"fc"`` (logits) [-> ``"fc_activation"``]; explain it
+        at ``backbone.name``.
     """
     if not isinstance(backbone, keras.Model):
         raise TypeError(f"`backbone` must be a keras.Model; got {type(backbone).__name__}")
@@ -112,6 +119,8 @@ def gap_classifier(backbone: keras.Model, num_classes: int, *, name: str = "gap_
     x = backbone(inp)
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)
+    if activation is not None:
+        x = layers.Activation(activation, name="fc_activation")(x)
     return keras.Model(inp, x, name=name)
 
 

@@ -114,7 +114,8 @@ def _backbone_channels(backbone: nn.Module) -> int:
     return last.out_channels if isinstance(last, nn.Conv2d) else last.num_features
 
 
-def gap_classifier(backbone: nn.Module, num_classes: int, *, channels: int | None = None) -> GapClassifier:
+def gap_classifier(backbone: nn.Module, num_classes: int, *,
+                   in_channels: int | None = None) -> GapClassifier:
     """Put a global-average-pooling + linear head on ``backbone``.
 
     Parameters
@@ -122,7 +123,7 @@ def gap_classifier(backbone: nn.Module, num_classes: int, *, channels: int | Non
     backbone : torch.nn.Module
         Maps ``(N, C_in, H, W)`` to ``(N, K, h, w)``; becomes the submodule ``features``.
     num_classes : int
-    channels : int, optional
+    in_channels : int, optional
         ``K``; by default ``backbone.out_channels``, else the width of its last Conv2d/BatchNorm2d.
 
     Returns
@@ -133,7 +134,7 @@ def gap_classifier(backbone: nn.Module, num_classes: int, *, channels: int | Non
     if not isinstance(backbone, nn.Module):
         raise TypeError(f"`backbone` must be a torch.nn.Module; got {type(backbone).__name__}")
     num_classes = check_classes(num_classes)
-    k = _backbone_channels(backbone) if channels is None else check_classes(channels)
+    k = _backbone_channels(backbone) if in_channels is None else check_classes(in_channels)
     return GapClassifier(backbone, num_classes, k)
 
 

@@ -76,6 +76,7 @@ import torch
 from torch import nn
 
 from cam_core.adapters import _layout
+from cam_core.adapters.models_torch import gap_classifier  # one builder, re-exported here
 from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
 from cam_core.explain import session_targets
 
@@ -1403,28 +1404,6 @@ def capture(
         model, inputs, layer=layer, targets=targets, reshape=reshape, core=core, layout=layout
     ) as session:
         return session.capture(gradients=bool(gradients))
-
-
-def gap_classifier(backbone, num_classes: int, *, in_channels: int | None = None) -> nn.Module:
-    """Put global average pooling and a linear layer on ``backbone``: a model ready for CAM.
-
-    Parameters
-    ----------
-    backbone : torch.nn.Module
-        Maps ``(N, C_in, H, W)`` to ``(N, K, h, w)``; becomes the submodule ``features``.
-    num_classes : int
-    in_channels : int, optional
-        ``K``; by default ``backbone.out_channels``, else the width of its last Conv2d/BatchNorm2d.
-
-    Returns
-    -------
-    torch.nn.Module
-        Submodules ``features``, ``avgpool``, ``fc``; explain it at ``"features"``. The same
-        class as :func:`cam_core.adapters.models_torch.gap_classifier` builds.
-    """
-    from cam_core.adapters.models_torch import gap_classifier as build
-
-    return build(backbone, num_classes, channels=in_channels)
 
 
 def randomized_copy(model, layers, /, *, seed: int = 0) -> nn.Module:
