@@ -32,6 +32,7 @@ import numpy as np
 
 from cam_core._progress import progress_bar
 from cam_core._validate import as_float_array
+from cam_core.boxes import best_iou
 from cam_core.explain import METHODS, explain_session, method_spec, session_targets
 
 __all__ = ["EquivalenceReport", "MethodAgreement", "compare"]
@@ -209,14 +210,6 @@ class _Max:
         return self.diff, (self.diff / self.ref if self.ref > 0 else (0.0 if self.diff == 0 else float("inf")))
 
 
-def _box_iou_pair(a: np.ndarray, b: np.ndarray) -> float:
-    from cam_core.boxes import box_iou
-
-    if len(a) == 0 or len(b) == 0:
-        return 0.0
-    return float(box_iou(a, b).max())
-
-
 def _methods(methods) -> tuple[str, ...]:
     if isinstance(methods, str):
         methods = (methods,)
@@ -348,7 +341,7 @@ def compare(
                         same_boxes[m] += 1
                     else:
                         differ[m][0].append(start + i)
-                        differ[m][1].append(_box_iou_pair(bt, bk))
+                        differ[m][1].append(best_iou(bt, bk))
             if on_batch is not None:
                 on_batch(start, ex_t, ex_k)
     agreements = tuple(

@@ -418,14 +418,11 @@ def linear_probe(model, train_feats, train_labels, val_feats, val_labels, *,
 # ----------------------------------------------------------------------------- evaluation
 def _ground_truth(split: Split):
     """Native (half-open, 224 frame) and WSOL (inclusive, truncated to 224) boxes per image."""
-    from cam_core.boxes import convert_boxes
     from cam_core.data import scale_boxes
-    from cam_core.metrics import scale_boxes_wsol
+    from cam_core.evaluate import wsol_boxes
 
     native = [scale_boxes(b, tuple(s), INPUT_SIZE) for b, s in zip(split.boxes, split.sizes)]
-    wsol = [scale_boxes_wsol(convert_boxes(b, "xyxy", "xyxy_inclusive"),
-                             (int(s[1]), int(s[0])), INPUT_SIZE)
-            for b, s in zip(split.boxes, split.sizes)]
+    wsol = [wsol_boxes(b, tuple(s), INPUT_SIZE) for b, s in zip(split.boxes, split.sizes)]
     return native, wsol
 
 

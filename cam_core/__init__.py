@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from cam_core.boxes import (
     FORMATS,
+    best_iou,
     box_area,
     box_iou,
     boxes_from_map,
@@ -133,6 +134,7 @@ __all__ = [
     "Batch",
     "binarize",
     "box_area",
+    "best_iou",
     "box_iou",
     "BoxAccuracy",
     "BoxAccuracyResult",

@@ -35,10 +35,12 @@ from cam_core._validate import (
     is_numpy_namespace,
     to_numpy,
 )
+from cam_core.threshold import _as_real, binarize
 
 __all__ = [
     "FORMATS",
     "box_area",
+    "best_iou",
     "box_iou",
     "boxes_from_map",
     "boxes_from_mask",
@@ -192,7 +194,6 @@ def boxes_from_map(map, /, *, threshold: float = 0.2, method: str = "fraction", 
     ndarray of int64, shape (K, 4)
         Half-open ``(x0, y0, x1, y1)`` boxes (empty ``(0, 4)`` when nothing passes the threshold).
     """
-    from cam_core.threshold import binarize
 
     arr = as_float_array(map, "map")
     if arr.ndim != 2:
@@ -206,7 +207,6 @@ def boxes_from_map(map, /, *, threshold: float = 0.2, method: str = "fraction", 
 def _threshold_value(threshold, method):
     """``threshold`` checked under its own name: a real number in [0, 1] (fraction) or [0, 100]
     (percentile); anything for ``"otsu"``, which does not use it."""
-    from cam_core.threshold import _as_real
 
     if method == "fraction":
         return _as_real(threshold, "threshold", low=0.0, high=1.0)
@@ -333,6 +333,14 @@ def box_iou(boxes1, boxes2, /):
     a = _xp_boxes(boxes1, "boxes1", xp, None)
     b = _xp_boxes(boxes2, "boxes2", xp, a)
     return _iou(a, b)
+
+
+def best_iou(boxes1, boxes2, /) -> float:
+    """The largest IoU between any box of ``boxes1`` and any of ``boxes2`` (half-open
+    ``xyxy``), 0.0 when either is empty: how well a map's boxes found an image's objects."""
+    if len(boxes1) == 0 or len(boxes2) == 0:
+        return 0.0
+    return float(to_numpy(box_iou(boxes1, boxes2)).max())
 
 
 def _xp_boxes(boxes, name: str, xp, like):

@@ -54,6 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cam_core import data as dsets
+from cam_core import evaluate as engine
+from cam_core import viz
 from cam_core._errors import CliError
 from cam_core._errors import first_line as _first_line
 from cam_core._io import atomic_write_bytes, write_json, write_text
@@ -66,7 +69,13 @@ from cam_core.adapters.loading import (
     load_model,
     place_model,
 )
-from cam_core.evaluate import PRESETS, Preprocess
+from cam_core.boxes import boxes_from_map
+from cam_core.data import iter_batches, to_rgb8
+from cam_core.data import read_class_names as read_table
+from cam_core.evaluate import PRESETS, Preprocess, explain_labels
+from cam_core.explain import ConstantMapWarning, explain, method_spec
+from cam_core.report import build_report
+from cam_core.resize import upsample
 
 __all__ = ["CliError", "main"]
 
@@ -123,7 +132,6 @@ def load_image(path) -> np.ndarray:
     """Read an image file as RGB uint8 ``(H, W, 3)``; a ``CliError`` says why it cannot be read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from cam_core.data import to_rgb8
 
     path = Path(path)
     if not path.exists():
@@ -174,7 +182,6 @@ def imagenet_class_names() -> list[str]:
 
 def read_class_names(path) -> list[str]:
     """Class names from a TSV with ``index`` and ``names`` columns, or one name per line."""
-    from cam_core.data import read_class_names as read_table
 
     path = Path(path)
     try:
@@ -214,7 +221,6 @@ def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, target
 
     ``targets_are`` names the origin of ``targets`` in messages (the option, or the dataset).
     """
-    from cam_core.explain import ConstantMapWarning, explain
 
     inputs = lm.to_inputs(x_nhwc)
     try:
@@ -292,7 +298,6 @@ def _label_image(image: np.ndarray, text: str) -> np.ndarray:
 def render_overlay(image: np.ndarray, heat: np.ndarray, boxes: np.ndarray, text: str,
                    *, gt_boxes: np.ndarray | None = None) -> np.ndarray:
     """The photo with its heatmap blended in, predicted boxes drawn (and GT boxes), and a label."""
-    from cam_core import viz
 
     out = viz.overlay(image, heat)
     width = max(2, min(image.shape[:2]) // 150)
@@ -314,10 +319,6 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def cmd_explain(args) -> int:
-    from cam_core import viz
-    from cam_core.boxes import boxes_from_map
-    from cam_core.explain import method_spec
-    from cam_core.resize import upsample
 
     try:
         method = method_spec(args.method).name
@@ -446,7 +447,6 @@ def _class_index(path) -> dict[str, int]:
     ``index`` column (its ``names`` and ``wnid`` columns both map), or one name per line. A name
     with comma-separated synonyms ("tabby, tabby cat") is found by its whole text and by its first
     synonym."""
-    from cam_core.data import read_class_names as read_table
 
     out: dict[str, int] = {}
     for column in ("names", "wnid"):
@@ -466,7 +466,6 @@ def _class_index(path) -> dict[str, int]:
 def load_dataset(data: str, *, fmt: str | None = None, images: str | None = None,
                  class_names: str | None = None):
     """Read the dataset of ``--data`` (format detected when ``fmt`` is None); ``CliError`` on failure."""
-    from cam_core import data as dsets
 
     root = Path(data)
     if not root.exists():
@@ -575,9 +574,6 @@ GALLERY_SIZE = 192  # gallery images are enlarged to about this many pixels when
 
 def _gallery(lm: LoadedModel, dataset, pre, ev, out_dir: Path, class_names) -> dict:
     """Render the best and worst localised images of each method into ``out_dir/gallery``."""
-    from cam_core import viz
-    from cam_core.data import iter_batches
-    from cam_core.evaluate import explain_labels
 
     settings = ev.settings
     galleries = {}
@@ -675,8 +671,6 @@ def _check_out_dir(out: str) -> Path:
 
 
 def cmd_evaluate(args) -> int:
-    from cam_core import evaluate as engine
-    from cam_core.explain import method_spec
 
     methods = []
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
@@ -770,7 +764,6 @@ def _dataset_class_names(dataset, lm, args):
 
 
 def cmd_merge(args) -> int:
-    from cam_core import evaluate as engine
 
     files = []
     for item in args.shards:
@@ -915,7 +908,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_report(args) -> int:
-    from cam_core.report import build_report
 
     try:
         path = build_report(args.results, out=args.out)

@@ -42,16 +42,16 @@ import csv
 import functools
 import math
 import xml.etree.ElementTree as ET
-from xml.parsers import expat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from xml.parsers import expat
 
 import numpy as np
 from PIL import Image
 
 from cam_core._progress import progress_bar
-from cam_core._validate import as_size
+from cam_core._validate import as_float_array, as_size, check_finite, physical_memory
 
 __all__ = [
     "Batch",
@@ -136,7 +136,6 @@ def scale_boxes(boxes, /, from_size, to_size) -> np.ndarray:
 
 def _scalable_boxes(boxes) -> np.ndarray:
     """``boxes`` as finite float64 ``(G, 4)`` with ``x0 <= x1`` and ``y0 <= y1``."""
-    from cam_core._validate import as_float_array, check_finite
 
     b = as_float_array(boxes, "boxes").astype(np.float64, copy=False)
     if b.ndim != 2 or b.shape[1] != 4:
@@ -991,7 +990,6 @@ def _synthetic_image(rng: np.random.Generator, label: int, size: int, pool) -> t
 def _check_fits_memory(n: int, size: int) -> None:
     """Refuse a synthetic set larger than the machine's memory (images and masks: 4 bytes a
     pixel) instead of running for days; no check where the memory size is unknown."""
-    from cam_core._validate import physical_memory
 
     memory = physical_memory()
     need = n * size * size * 4

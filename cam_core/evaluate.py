@@ -61,8 +61,13 @@ import numpy as np
 
 from cam_core._io import atomic_write_bytes, to_jsonable, write_json
 from cam_core._progress import progress_bar
-from cam_core._validate import to_numpy
+from cam_core._validate import as_size, to_numpy
+from cam_core.boxes import best_iou, boxes_from_map
+from cam_core.data import Dataset, iter_batches, scale_boxes
 from cam_core.explain import adapter_for, explain, framework_of, method_spec, raw_maps
+from cam_core.maps import fuse, normalize
+from cam_core.metrics import BoxAccuracy, Localization, scale_boxes_wsol
+from cam_core.resize import upsample
 
 __all__ = [
     "CheckpointError",
@@ -158,7 +163,6 @@ class Preprocess:
 
 
 def _as_preprocess(preprocess, size) -> Preprocess:
-    from cam_core._validate import as_size
 
     if isinstance(preprocess, Preprocess):
         return preprocess
@@ -229,8 +233,6 @@ def ground_truth(record, size, protocol: str = "native") -> np.ndarray:
     -------
     ndarray, shape (G, 4)
     """
-    from cam_core._validate import as_size
-    from cam_core.data import scale_boxes
 
     size = as_size(size, "size")
     if protocol == "native":
@@ -257,7 +259,6 @@ def wsol_boxes(boxes, original_size, size=(224, 224)) -> np.ndarray:
     ndarray of int64, shape (G, 4)
         Inclusive corners ``int(x * W / width)`` (:func:`cam_core.metrics.scale_boxes_wsol`).
     """
-    from cam_core.metrics import scale_boxes_wsol
 
     inclusive = np.asarray(boxes) - np.array([0, 0, 1, 1])
     width, height = (int(v) for v in original_size)
@@ -272,7 +273,6 @@ def accumulators(settings: EvalSettings) -> dict:
     """Fresh accumulators of one method: ``"sweep"`` (:class:`~cam_core.metrics.BoxAccuracy`)
     and ``"loc20"``, ``"loc15"``, ... (:class:`~cam_core.metrics.Localization` at each fixed
     threshold), all of ``settings.protocol``."""
-    from cam_core.metrics import BoxAccuracy, Localization
 
     accs = {"sweep": BoxAccuracy(taus=settings.n_thresholds, deltas=settings.iou_thresholds,
                                  protocol=settings.protocol)}
@@ -280,14 +280,6 @@ def accumulators(settings: EvalSettings) -> dict:
         accs[f"loc{_fixed_key(tau)}"] = Localization(tau=tau, delta=0.5,
                                                      protocol=settings.protocol)
     return accs
-
-
-def _best_iou(boxes: np.ndarray, gt: np.ndarray) -> float:
-    from cam_core.boxes import box_iou
-
-    if len(boxes) == 0 or len(gt) == 0:
-        return 0.0
-    return float(box_iou(boxes, gt).max())
 
 
 @dataclass(frozen=True)
@@ -308,8 +300,6 @@ class RawMaps:
     upsample: str
 
     def maps(self) -> np.ndarray:
-        from cam_core.maps import fuse, normalize
-        from cam_core.resize import upsample
 
         layer_maps = []
         for raw in self.raws:
@@ -327,7 +317,6 @@ def _score(task) -> tuple[dict[str, np.ndarray], float]:
     truth, native ground truth, correct, settings). Returns the arrays and the seconds spent
     (the display pipeline of raw maps included).
     """
-    from cam_core.boxes import boxes_from_map
 
     t0 = time.perf_counter()
     maps, gts, native, correct, settings = task
@@ -348,7 +337,7 @@ def _score(task) -> tuple[dict[str, np.ndarray], float]:
     ious, first = [], []
     for m, gt in zip(maps, native):
         boxes = boxes_from_map(m, threshold=tau, mode="largest")
-        ious.append(_best_iou(boxes, gt))
+        ious.append(best_iou(boxes, gt))
         first.append(boxes[0] if len(boxes) else np.zeros(4, dtype=np.int64))
     out["gallery.iou"] = np.asarray(ious, dtype=np.float64)
     out["gallery.box"] = np.asarray(first, dtype=np.int64).reshape(-1, 4)
@@ -699,7 +688,6 @@ def capture_raw_maps(model, x_nhwc: np.ndarray, labels, methods, settings: EvalS
 
 def _decode(records, pre: Preprocess, settings: EvalSettings):
     """Read, resize and preprocess one batch (in a decoding thread)."""
-    from cam_core.data import Dataset, iter_batches
 
     t0 = time.perf_counter()
     batch = next(iter_batches(Dataset(tuple(records)), batch_size=len(records), size=pre.size))
@@ -774,7 +762,6 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
     -------
     Evaluation
     """
-    from cam_core.data import Dataset
 
     t_start = time.perf_counter()
     framework = framework_of(model)

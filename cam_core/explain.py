@@ -43,14 +43,22 @@ from typing import Protocol
 
 import numpy as np
 
+from cam_core import methods as m
 from cam_core._validate import (
     array_namespace,
     as_float_array,
     as_int_array,
     as_size,
+    check_finite,
     device_of,
     to_numpy,
 )
+from cam_core.boxes import boxes_from_map
+from cam_core.maps import FUSIONS, normalize
+from cam_core.maps import fuse as fuse_maps
+from cam_core.methods import FinerTarget, input_noise
+from cam_core.resize import INTERPOLATIONS
+from cam_core.resize import upsample as upsample_maps
 
 __all__ = [
     "METHODS",
@@ -232,7 +240,6 @@ class Explanation:
         Returns one ``(K, 4)`` int64 array of half-open ``(x0, y0, x1, y1)`` boxes per image; see
         :func:`cam_core.boxes_from_map` for ``mode`` and ``connectivity``.
         """
-        from cam_core.boxes import boxes_from_map
 
         maps = to_numpy(self.maps)  # device maps cross to the host once
         return [
@@ -249,7 +256,6 @@ def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
     Callables are handled by the adapters (they need the framework's logits) and never reach here.
     """
     logits = as_float_array(logits, "logits", shape=("N", "C"))
-    from cam_core._validate import check_finite
 
     check_finite(logits, "logits")  # argmax would pick a NaN's class
     n, c = logits.shape
@@ -291,7 +297,6 @@ def raw_maps(
     ``score_masked`` and ``input_size`` are needed by Score-CAM, ``score_ablated`` (already bound
     to the layer) by Ablation-CAM.
     """
-    from cam_core import methods as m
 
     spec = method_spec(method)
     a = capture.activations
@@ -359,9 +364,6 @@ def explain_session(
     :func:`cam_core.methods.eigencam`, sign fixed, no display ReLU), for the methods in
     :data:`EIGEN_SMOOTH_METHODS`.
     """
-    from cam_core.maps import fuse as fuse_maps
-    from cam_core.maps import normalize
-    from cam_core.resize import upsample as upsample_maps
 
     spec = method_spec(method)
     _check_choices(fuse=fuse, upsample=upsample)
@@ -424,8 +426,6 @@ def explain_session(
 
 def _check_choices(**options) -> None:
     """``fuse`` and ``upsample`` checked under their own names before the model runs."""
-    from cam_core.maps import FUSIONS
-    from cam_core.resize import INTERPOLATIONS
 
     allowed = {"fuse": FUSIONS, "upsample": INTERPOLATIONS}
     for name, value in options.items():
@@ -481,7 +481,6 @@ def noisy_captures(session, samples: int, std: float, *, seed: int = 0) -> list[
     inputs (its ``x``) are restored afterwards and captured clean again, so its later calls see
     the clean batch. The same noise reaches both frameworks.
     """
-    from cam_core.methods import input_noise
 
     if not hasattr(session, "x"):
         raise TypeError(
@@ -521,7 +520,6 @@ def _array_api(x) -> bool:
 
 def _eigen_smoothed(name: str, cap: Capture):
     """``eigen_smooth``: Eigen-CAM of the method's per-channel terms, in the activations' dtype."""
-    from cam_core import methods as m
 
     if name == "cam" and cap.weights is None:
         raw_maps(name, cap)  # raises the message that explains CAM's head
@@ -542,7 +540,6 @@ def session_targets(method: str, targets, **finer):
     spec = method_spec(method)
     if spec.target != "finer":
         return targets
-    from cam_core.methods import FinerTarget
 
     if callable(targets) and not hasattr(targets, "shape"):
         raise TypeError("Finer-CAM builds its own score from the classes; `targets` must be None, "
@@ -647,7 +644,6 @@ def _aug_smoothed(adapter, model, inputs, spec, layer, targets, options) -> Expl
     """``aug_smooth``: explain flipped and scaled copies, flip the maps back, average."""
     import array_api_compat
 
-    from cam_core.maps import normalize
 
     width_axis = -1 if adapter.__name__.endswith(".torch") else -2
     x = inputs if array_api_compat.is_array_api_obj(inputs) else to_numpy(inputs)

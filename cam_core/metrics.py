@@ -59,7 +59,7 @@ import numpy as np
 
 from cam_core import _sweep
 from cam_core._validate import as_float_array, as_size, check_finite, check_same_batch
-from cam_core.boxes import _checked_boxes, _iou
+from cam_core.boxes import _as_mask, _checked_boxes, _iou
 from cam_core.threshold import _as_fractions
 
 __all__ = [
@@ -646,7 +646,6 @@ class PxAP(_Accumulator):
         ignore : array_like of bool, shape (N, H, W), optional
             Pixels left out of both counts.
         """
-        from cam_core.boxes import _as_mask
 
         arr = _as_maps(maps)
         if arr.min() < 0 or arr.max() > 1:
@@ -734,7 +733,6 @@ class PointingGame(_Accumulator):
         gt_boxes : list of array_like, each shape (G_i, 4), optional
         gt_masks : array_like of bool, shape (N, H, W), optional
         """
-        from cam_core.boxes import _as_mask
 
         arr = _as_maps(maps)
         if (gt_boxes is None) == (gt_masks is None):

@@ -20,6 +20,7 @@ import html
 import json
 from pathlib import Path
 
+from cam_core._io import atomic_write_bytes
 from cam_core._tables import fmt
 
 __all__ = ["build_report", "markdown_to_html", "svg_line_chart"]
@@ -386,6 +387,5 @@ def build_report(results_dir, /, *, out=None) -> Path:
             f"{folder} holds no results: expected results.json from `cam-core evaluate` or a "
             "report.md"
         )
-    from cam_core._io import atomic_write_bytes
 
     return atomic_write_bytes(path, page.encode("utf-8"))

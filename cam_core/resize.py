@@ -145,7 +145,6 @@ def interpolation_matrix(in_size: int, out_size: int, /, *, method: str = "bilin
     """
     in_size = _check_length(in_size, "in_size")
     out_size = _check_length(out_size, "out_size")
-    from cam_core._validate import check_fits_memory
 
     check_fits_memory(in_size * out_size * 8, "in_size" if in_size > out_size else "out_size",
                       f"a ({out_size}, {in_size}) matrix")

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cam_core._io import atomic_write_bytes
 from cam_core._validate import as_float_array, check_finite
+from cam_core.resize import upsample
 
 __all__ = [
     "COLORMAPS",
@@ -166,7 +167,6 @@ def overlay(image, map, /, *, alpha: float = 0.5, cmap: str = "jet") -> np.ndarr
     -------
     ndarray of uint8, shape (H, W, 3)
     """
-    from cam_core.resize import upsample
 
     if not isinstance(cmap, str) or cmap not in _COLORMAP_FUNCS:
         raise ValueError(f"`cmap` must be one of {', '.join(COLORMAPS)}; got {cmap!r}")
