@@ -284,7 +284,6 @@ def compare(
     EquivalenceReport
     """
     import torch
-
     from cam_core.adapters.keras import KerasSession
     from cam_core.adapters.torch import TorchSession
 

@@ -20,8 +20,8 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`KerasSession`:
   imported; the adapter asks ``keras.backend.backend()``.
 - **Compiled on TensorFlow.** The forward pass, the gradient pass and the head run eagerly the
   first time and as ``tf.function``\\ s from the second time on (traced once per model, layer set
-  and input shape, remembered with the model's graph), so a one-off call pays no tracing. Callable targets run eagerly (the callable need not be traceable). Other
-  backends run eagerly.
+  and input shape, remembered with the model's graph), so a one-off call pays no tracing.
+  Callable targets run eagerly (the callable need not be traceable). Other backends run eagerly.
 - **Logits** are always pre-softmax: when the layer producing the model's output is a ``Dense``
   with an activation, the adapter computes ``input @ kernel + bias`` itself; when it is an
   ``Activation``/``Softmax`` layer, its input is taken. The model must return one ``(N, C)``
@@ -58,11 +58,10 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
-
 from cam_core.adapters import _layout
 from cam_core.adapters.models_keras import gap_classifier  # one builder, re-exported here
-from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
-from cam_core.explain import session_targets
+
+from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets, session_targets
 
 __all__ = [
     "KerasSession",
@@ -528,7 +527,8 @@ def _grad_pass(g: _Graph, plan: _Plan, x, score_fn):
         def f(leaves):
             env2 = dict(base)
             env2.update({t: leaves[str(t)] for t in body_targets})
-            hook = (lambda v, t: t + leaves[str(v)] if str(v) in leaves and v in later else t)
+            def hook(v, t):
+                return (t + leaves[str(v)] if str(v) in leaves and v in later else t)
             _run(g, plan.head, env2, plan.out_step, hook)
             return score_fn(env2[g.output]), env2
 

@@ -13,8 +13,6 @@ inputs) unless ``input_shape`` says otherwise.
 from __future__ import annotations
 
 import keras
-from keras import layers
-
 from cam_core.adapters._zoo_common import (
     DEMO_HINT,
     LITE0_HEAD,
@@ -29,6 +27,7 @@ from cam_core.adapters._zoo_common import (
     lite_preprocess,
     tiny_plan,
 )
+from keras import layers
 
 __all__ = [
     "LITE0_FEATURES",

@@ -33,8 +33,6 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from torch import nn
-
 from cam_core.adapters._zoo_common import (
     DEMO_HINT,
     LITE_SIZE,
@@ -44,6 +42,7 @@ from cam_core.adapters._zoo_common import (
     lite_preprocess,
     tiny_plan,
 )
+from torch import nn
 
 __all__ = [
     "GapClassifier",

@@ -19,7 +19,8 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`TorchSession`:
   (``core="auto"``, the default, on CUDA and the like) the layer's activations, gradients and the
   CAM weights stay there as float32 tensors and the core computes on them (methods, upsampling,
   normalisation, Score-CAM's masks, Ablation-CAM's channel indices); only the final maps
-  ``(N, H, W)`` float32 cross to the host, or stay on the device with ``maps_on_device=True``. On the CPU the layer's tensors become NumPy arrays that share their
+  ``(N, H, W)`` float32 cross to the host, or stay on the device with ``maps_on_device=True``.
+  On the CPU the layer's tensors become NumPy arrays that share their
   memory (no copy) and the NumPy core, the reference, runs as before; ``core="device"`` hands the
   CPU tensors to the core instead, ``core="numpy"`` copies a GPU's tensors to the host first.
   The logits and the scores are small and always cross to the host.
@@ -73,12 +74,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
-
 from cam_core.adapters import _layout
 from cam_core.adapters.models_torch import gap_classifier  # one builder, re-exported here
-from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets
-from cam_core.explain import session_targets
+from torch import nn
+
+from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets, session_targets
 
 __all__ = [
     "DistributedGroup",

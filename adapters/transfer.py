@@ -43,7 +43,7 @@ def keras_name(torch_path: str, /) -> str:
     return ".".join(part.lstrip("_") or part for part in torch_path.split("."))
 
 
-def keras_weight_layers(keras_model, /) -> dict[str, "keras.layers.Layer"]:
+def keras_weight_layers(keras_model, /) -> dict[str, keras.layers.Layer]:
     """Every layer of ``keras_model`` that holds weights, by path (nested models joined with ".")."""
     if not isinstance(keras_model, keras.Model):
         raise TypeError(f"`keras_model` must be a keras.Model; got {type(keras_model).__name__}")
@@ -70,7 +70,8 @@ def _pair(v) -> tuple[int, int]:
 
 def _plan_conv(path, mod, layer):
     if not isinstance(mod, nn.Conv2d):
-        raise ValueError(f"layer {path!r}: Keras {type(layer).__name__} mirrors a torch Conv2d; got {type(mod).__name__}")
+        raise ValueError(f"layer {path!r}: Keras {type(layer).__name__} mirrors a torch Conv2d; "
+                         f"got {type(mod).__name__}")
     if _pair(mod.stride) != _pair(layer.strides):
         raise ValueError(f"layer {path!r}: torch stride {tuple(mod.stride)} != Keras strides {tuple(layer.strides)}")
     if _pair(mod.dilation) != _pair(layer.dilation_rate):
@@ -89,7 +90,8 @@ def _plan_conv(path, mod, layer):
         value = w.reshape(mod.in_channels, m, kh, kw).transpose(2, 3, 0, 1)
     else:
         if mod.groups != 1:
-            raise ValueError(f"layer {path!r}: Keras Conv2D mirrors a torch Conv2d with groups=1; got groups={mod.groups}")
+            raise ValueError(f"layer {path!r}: Keras Conv2D mirrors a torch Conv2d with groups=1; "
+                             f"got groups={mod.groups}")
         value = w.transpose(2, 3, 1, 0)
     return value
 
@@ -108,7 +110,8 @@ def _plan(path, mod, layer):
         items += _bias(path, mod, layer)
     elif isinstance(layer, keras.layers.BatchNormalization):
         if not isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            raise ValueError(f"layer {path!r}: Keras BatchNormalization mirrors a torch BatchNorm; got {type(mod).__name__}")
+            raise ValueError(f"layer {path!r}: Keras BatchNormalization mirrors a torch BatchNorm; "
+                             f"got {type(mod).__name__}")
         if not np.isclose(float(mod.eps), float(layer.epsilon), rtol=1e-6, atol=0.0):
             raise ValueError(
                 f"layer {path!r}: BatchNorm epsilon differs: torch eps={mod.eps}, Keras epsilon={layer.epsilon}"

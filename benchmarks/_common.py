@@ -249,7 +249,7 @@ def set_seeds(seed: int) -> None:
     import numpy as np
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - the legacy global generator, for code that still uses it
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.manual_seed(seed)

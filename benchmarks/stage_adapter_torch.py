@@ -74,9 +74,8 @@ def _models(torch):
 def _inputs(torch, n: int, real: bool, seed: int):
     """A batch of ``n`` images: ImageNet subset pixels for the pretrained model when available."""
     if real and (IMAGENET / "metadata" / "image_ids.txt").is_file():
-        from PIL import Image
-
         from cam_core.adapters.models_torch import preprocess_imagenet_lite
+        from PIL import Image
 
         ids = (IMAGENET / "metadata" / "image_ids.txt").read_text().split()[:n]
         pixels = np.stack([np.asarray(Image.open(IMAGENET / i).convert("RGB")) for i in ids])
@@ -105,7 +104,6 @@ def _other_libraries():
 
 def _contenders(torch, model, layer: str, x, targets: list[int], libs: dict) -> dict:
     import torch.nn.functional as F
-
     from cam_core.adapters.torch import explain
 
     size = tuple(x.shape[2:])
@@ -360,7 +358,6 @@ def _peer_factories() -> dict:
 
 def _accel_contenders(torch, model, layer: str, x, targets: list[int], peers: dict) -> dict:
     import torch.nn.functional as F
-
     from cam_core.adapters.torch import explain
 
     size = tuple(x.shape[2:])

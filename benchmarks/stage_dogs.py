@@ -183,7 +183,6 @@ def build_models(*, seed: int = SEED, keras_model: bool = True):
     so: frozen BatchNorm, no drop-connect).
     """
     import torch
-
     from cam_core.adapters import models_torch as zoo
 
     model = zoo.gap_classifier(zoo.efficientnet_lite0_features(pretrained=True), CLASSES)
@@ -213,7 +212,7 @@ def _trainable_torch(name: str) -> bool:
     """Is the torch parameter ``name`` trained (BatchNorm never is)?"""
     if "_bn" in name:
         return False
-    if name.startswith("fc.") or name.startswith("features._conv_head."):
+    if name.startswith(("fc.", "features._conv_head.")):
         return True
     if name.startswith("features._blocks."):
         return int(name.split(".")[2]) >= TRAIN_FROM
@@ -483,6 +482,7 @@ class _Once:
 
 def _explain_keras(model, x_nchw, labels, methods, scores: _Scores, *, batch, progress):
     from cam_core.adapters.keras import KerasSession
+
     from cam_core.explain import explain_session
 
     bar = progress_bar(range(0, len(x_nchw), batch), enabled=progress, desc="explain keras",
@@ -704,7 +704,6 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, dogs=None,
         return {"name": "dogs", "skipped": str(exc).splitlines()[0]}
     import keras
     import torch
-
     from cam_core.adapters.equivalence import compare
 
     if _device(device).type == "cuda":  # full float32 on the GPU, as on the CPU and in Keras
@@ -878,8 +877,9 @@ def _first_loss_torch(trainer, h, y) -> float:
 
 
 def _scorecam(model, x_val, labels, gt_native, gt_wsol, n) -> dict:
-    from benchmarks.stage_localise import BoxStats, wsol_maps
     from cam_core.adapters import torch as adapter
+
+    from benchmarks.stage_localise import BoxStats, wsol_maps
 
     stats = BoxStats()
     for i in range(0, n, 4):

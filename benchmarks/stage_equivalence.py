@@ -46,6 +46,7 @@ def _pairs(quick: bool):
     from cam_core.adapters import models_keras as mk
     from cam_core.adapters import models_torch as mt
     from cam_core.adapters.transfer import torch_to_keras
+
     from cam_core.data import sample_photos
 
     rng = np.random.default_rng(0)
@@ -115,12 +116,12 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     from cam_core.adapters import models_torch as mt
     from cam_core.adapters.equivalence import compare
     from cam_core.adapters.transfer import torch_to_keras
-    from cam_core.data import iter_batches, read_wsol
-    from cam_core.explain import METHODS
-    from cam_core.evaluate import ground_truth
-    from cam_core.metrics import BoxAccuracy
 
     from benchmarks.stage_localise import wsol_maps
+    from cam_core.data import iter_batches, read_wsol
+    from cam_core.evaluate import ground_truth
+    from cam_core.explain import METHODS
+    from cam_core.metrics import BoxAccuracy
 
     ds = read_wsol(data)
     tm = mt.efficientnet_lite0(pretrained=True)
@@ -171,7 +172,8 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     }
     rows = [["top-1 class identical", f"{100 * fig['top1_agreement']:.2f}%", ">= 99.9%"]]
     for m in DATA_METHODS:
-        rows.append([f"{m}: identical boxes at 20% (true class)", f"{100 * fig['identical_boxes'][m]:.2f}%", ">= 99.5%"])
+        rows.append([f"{m}: identical boxes at 20% (true class)",
+                     f"{100 * fig['identical_boxes'][m]:.2f}%", ">= 99.5%"])
         rows.append([f"{m}: max abs diff of maps", f"{fig['maps_max_abs'][m]:.2e}", ""])
     rows.append(["max abs diff of logits", f"{fig['logits_max_abs']:.2e}", ""])
     for k in ("torch", "keras"):

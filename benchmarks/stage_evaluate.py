@@ -108,6 +108,7 @@ def sweep_bound(n_maps: int = 128, batch: int = 16, rounds: int = 3, workers: in
 
 def pipeline(data: Path, limit: int | None, workers_all: int, progress: bool) -> dict:
     from cam_core.adapters.models_torch import efficientnet_lite0
+
     from cam_core.data import read_wsol
     from cam_core.evaluate import evaluate
 

@@ -200,8 +200,7 @@ def _box_figures(maps, raw, relu, boxes, correct, size) -> dict:
 
 
 def _faithfulness(model: _Model, images, labels, maps, *, steps, batch) -> dict:
-    from cam_core.faithfulness import average_drop, deletion_insertion, increase_in_confidence
-    from cam_core.faithfulness import road
+    from cam_core.faithfulness import average_drop, deletion_insertion, increase_in_confidence, road
 
     x = model.t.prepare(images)
     base = model.probs(x)[np.arange(len(labels)), labels]
@@ -315,10 +314,11 @@ def _photos(out_dir: Path, progress: bool) -> dict:
     """The sample photographs through the pretrained EfficientNet-Lite0 (torch): CAM, Grad-CAM."""
     from cam_core.adapters import models_torch as zoo
     from cam_core.adapters import torch as adapter
-    from cam_core.boxes import boxes_from_map, box_iou
+    from PIL import Image
+
+    from cam_core.boxes import box_iou, boxes_from_map
     from cam_core.data import sample_photos, scale_boxes
     from cam_core.viz import image_grid, save_png
-    from PIL import Image
 
     model = zoo.efficientnet_lite0(pretrained=True)
     photos = sample_photos()

@@ -73,8 +73,9 @@ def _up(torch, maps, size):
 
 
 def _lite0_inputs(torch, n):
-    from benchmarks.stage_adapter_torch import _inputs
     from cam_core.adapters import models_torch as mt
+
+    from benchmarks.stage_adapter_torch import _inputs
 
     try:
         model = mt.efficientnet_lite0(pretrained=True).eval()
@@ -130,9 +131,10 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
     if tc is None and pgc is None:
         return {"name": "peers", "skipped": f"neither torch-cam ({tc_why}) nor pytorch-grad-cam "
                                             f"({pgc_why}) imports"}
-    from cam_core import methods as m
     from cam_core.adapters import models_torch as mt
     from cam_core.adapters import torch as ta
+
+    from cam_core import methods as m
 
     threads = set_threads()
     set_seeds(0)

@@ -92,6 +92,7 @@ def _fast_pass(model, dataset, sizes, progress) -> dict:
     """One streamed pass: top-1 and every fast method's box figures; RSS marks; timing."""
     from cam_core.adapters import torch as adapter
     from cam_core.adapters.models_torch import preprocess_imagenet_lite
+
     from cam_core.explain import METHODS, raw_maps, session_targets
     from cam_core.maps import normalize
     from cam_core.resize import upsample

@@ -152,7 +152,6 @@ def _num_classes(train) -> int:
 
 def _train_torch(cfg, train, test, progress):
     import torch
-
     from cam_core.adapters import models_torch as zoo
 
     set_seeds(cfg["seed"])
@@ -195,7 +194,6 @@ def _torch_step(model, opt, prepare):
 
 def _train_keras(cfg, train, test, progress):
     import keras
-
     from cam_core.adapters import models_keras as zoo
 
     set_seeds(cfg["seed"])

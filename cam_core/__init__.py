@@ -21,11 +21,11 @@ from cam_core.boxes import (
     mask_iou,
 )
 from cam_core.data import (
+    SHAPES,
     Batch,
     Dataset,
     Photo,
     Record,
-    SHAPES,
     SyntheticData,
     iter_batches,
     make_synthetic,
@@ -37,10 +37,10 @@ from cam_core.data import (
     scale_boxes,
 )
 from cam_core.explain import (
+    METHODS,
     Capture,
     ConstantMapWarning,
     Explanation,
-    METHODS,
     MethodSpec,
     explain,
     explain_session,
@@ -48,16 +48,14 @@ from cam_core.explain import (
     raw_maps,
     resolve_targets,
 )
-from cam_core.faithfulness import (
+from cam_core.faithfulness import (  # issue 15
     PerturbationCurves,
+    RoadCurves,
     average_drop,
     deletion_insertion,
     increase_in_confidence,
-    pixel_ranks,
-)
-from cam_core.faithfulness import (  # issue 15
-    RoadCurves,
     noisy_linear_impute,
+    pixel_ranks,
     rank_correlation,
     road,
 )
@@ -66,30 +64,28 @@ from cam_core.maps import (
     fuse,
     normalize,
 )
-from cam_core.methods import (
+from cam_core.methods import (  # issue 15
+    FinerTarget,
     ablationcam,
     ablationcam_combine,
     cam,
     eigencam,
-    gradcam,
-    gradcam_pp,
-    hirescam,
-    layercam,
-    scorecam,
-    scorecam_combine,
-    xgradcam,
-)
-from cam_core.methods import (  # issue 15
-    FinerTarget,
     eigengradcam,
     fem,
     finer_weights,
+    gradcam,
     gradcam_elementwise,
+    gradcam_pp,
+    hirescam,
     iscam,
     kpcacam,
+    layercam,
     randomcam,
+    scorecam,
+    scorecam_combine,
     sscam,
     weighted_activations,
+    xgradcam,
 )
 from cam_core.metrics import (
     BoxAccuracy,

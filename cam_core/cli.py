@@ -94,7 +94,8 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise CliError(f"{flag} must be a number or three comma-separated numbers; got {text!r}")
+        raise CliError(
+            f"{flag} must be a number or three comma-separated numbers; got {text!r}") from None
     if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
         raise CliError(f"{flag} must be a number or three comma-separated numbers; got {text!r}")
     return values

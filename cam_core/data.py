@@ -381,11 +381,11 @@ def read_wsol(root, *, split: str | None = None) -> Dataset:
         classes_path = meta.parent / "classes.tsv"
     class_names = read_class_names(classes_path) if classes_path.is_file() else None
 
-    for image_id, ((label,), line) in labels.items():
+    for _image_id, ((label,), line) in labels.items():
         if label < 0 or (class_names is not None and label >= len(class_names)):
             limit = f"0..{len(class_names) - 1}" if class_names is not None else ">= 0"
             raise _err(meta / "class_labels.txt", line, f"label {label} is not in {limit}")
-    for image_id, ((w, h), line) in sizes.items():
+    for _image_id, ((w, h), line) in sizes.items():
         if w < 1 or h < 1:
             raise _err(meta / "image_sizes.txt", line, f"size {w}x{h} must be positive")
 
@@ -461,7 +461,7 @@ def read_voc(annotations_dir, images_dir, *, class_index: Mapping[str, int] | No
     for path in files:
         root_node, lines = _parse_xml(path)
 
-        def text_of(node, tag: str) -> tuple[str, int]:
+        def text_of(node, tag: str, path=path, lines=lines) -> tuple[str, int]:
             child = node.find(tag)
             if child is None or child.text is None or not child.text.strip():
                 raise _err(path, lines[id(node)], f"<{tag}> is missing or empty in <{node.tag}>")

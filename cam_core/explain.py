@@ -10,7 +10,8 @@ weights ``(C, K)`` when the model ends in global average pooling + a linear laye
 NumPy arrays or the framework's own tensors where the model left them (a GPU's included): the
 core's array functions run on whatever they are given (:mod:`cam_core._validate`), so on a GPU
 the method, the upsampling and the normalisation run there and only the final maps
-``(N, H, W)`` float32 cross to the host, through the session's ``to_host`` when it has one. With ``maps_on_device=True`` they stay on the device:
+``(N, H, W)`` float32 cross to the host, through the session's ``to_host`` when it has one.
+With ``maps_on_device=True`` they stay on the device:
 :attr:`Explanation.maps` and ``raw`` are then the framework's arrays, and
 :meth:`Explanation.boxes`, the metrics and the sweep copy them to the host themselves. The
 logits, targets and scores are small and always NumPy.

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 import array_api_compat
+import numpy as np
 
 from cam_core._validate import (
     accumulation_dtype,

@@ -13,9 +13,9 @@ that is part of a method's *weights* (LayerCAM's ``ReLU(g)``, Grad-CAM++'s ``ReL
 
 Dtypes: float32 in, float32 out. The result has the dtype of ``activations`` promoted with that
 of ``gradients`` (or ``weights`` for CAM); per-channel scores do not change it. Sums are
-accumulated in float64 and the result is cast once. Inputs are only read. NaN or Inf in an input is a ``ValueError`` saying
-where; an empty batch, mismatched batch sizes or shapes are ``ValueError``; non-numeric arrays
-are ``TypeError``.
+accumulated in float64 and the result is cast once. Inputs are only read. NaN or Inf in an
+input is a ``ValueError`` saying where; an empty batch, mismatched batch sizes or shapes are
+``ValueError``; non-numeric arrays are ``TypeError``.
 
 **Arrays of any library.** Every method runs on the arrays it is given, through the array API
 standard (:mod:`cam_core._validate`): NumPy arrays give NumPy maps (the reference), torch tensors
@@ -48,6 +48,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cam_core._progress import progress_bar
 from cam_core._validate import (
     accumulation_dtype,
     array_namespace,
@@ -55,13 +56,13 @@ from cam_core._validate import (
     as_int_array,
     as_size,
     check_finite,
+    check_nonempty_axes,
     check_same_batch,
     device_of,
+    finite_result,
     is_numpy_namespace,
     to_numpy,
 )
-from cam_core._progress import progress_bar
-from cam_core._validate import check_nonempty_axes, finite_result
 
 __all__ = [
     "ablationcam",
@@ -783,7 +784,8 @@ def kpcacam(
     eigenpair ``(lambda, u)`` gives the map ``sqrt(lambda) u`` (scikit-learn's
     ``KernelPCA(n_components=1).fit_transform``, which pytorch-grad-cam's ``KPCA_CAM`` calls).
     The kernels are scikit-learn's: ``linear`` ``<x, y>``,
-    ``poly`` ``(gamma <x, y> + coef0)^degree``, ``rbf`` ``exp(-gamma |x - y|^2)``, ``sigmoid`` ``tanh(gamma <x, y> + coef0)``, with
+    ``poly`` ``(gamma <x, y> + coef0)^degree``, ``rbf`` ``exp(-gamma |x - y|^2)``,
+    ``sigmoid`` ``tanh(gamma <x, y> + coef0)``, with
     ``gamma = 1 / K`` by default. With ``kernel="linear"`` this is exactly :func:`eigencam`.
     The sign is fixed as in :func:`eigencam` (scikit-learn makes the largest entry of ``u``
     positive instead; the two agree up to one sign per image).

@@ -81,7 +81,7 @@ COLORMAPS: tuple[str, ...] = tuple(sorted(_COLORMAP_FUNCS))
 """The names :func:`colormap` accepts."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table(name: str) -> np.ndarray:
     rgb = _COLORMAP_FUNCS[name](np.arange(256) / 255.0)
     table = np.floor(rgb * 255.0 + 0.5).astype(np.uint8)

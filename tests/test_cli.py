@@ -371,7 +371,7 @@ def test_evaluate_writes_results_table_curves_and_gallery(full_run):
     assert res["kind"] == "cam-core evaluate"
     assert res["dataset"]["images"] == 10 and res["dataset"]["format"] == "wsol"
     assert set(res["methods"]) == {"cam", "gradcam"}
-    for m, r in res["methods"].items():
+    for _m, r in res["methods"].items():
         metrics = r["metrics"]
         for key in ("MaxBoxAcc", "MaxBoxAccV2"):
             assert 0 <= metrics[key] <= 100

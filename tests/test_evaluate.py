@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_cli import EVAL, ENV, assert_one_line_error, call_main, run_cli, wsol_dataset
+from tests.test_cli import ENV, EVAL, assert_one_line_error, call_main, run_cli, wsol_dataset
 
 torch = pytest.importorskip("torch")
 
@@ -62,8 +62,7 @@ def test_figures_identical_for_one_and_several_workers(data, protocol):
     assert one.images == 13 and one.complete
     # the figures are the accumulators' own over the whole dataset in one pass
     from cam_core.data import iter_batches, read_wsol
-    from cam_core.evaluate import EvalSettings, accumulators, explain_labels, ground_truth
-    from cam_core.evaluate import PRESETS, Preprocess
+    from cam_core.evaluate import PRESETS, EvalSettings, Preprocess, accumulators, explain_labels, ground_truth
 
     ds = read_wsol(data)
     pre = Preprocess("unit", *PRESETS["unit"], (32, 32))

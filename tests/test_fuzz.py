@@ -135,6 +135,7 @@ TABLE = [
     Row("boxes_from_mask", cc.boxes_from_mask, {"mask": MASKS[0]}, {"mask": (2,)}, finite=()),
     Row("box_area", cc.box_area, {"boxes": BOXES}, {"boxes": (2,)}),
     Row("box_iou", cc.box_iou, {"boxes1": BOXES, "boxes2": BOXES[:2]}, {"boxes1": (2,), "boxes2": (2,)}),
+    Row("best_iou", cc.best_iou, {"boxes1": BOXES, "boxes2": BOXES[:2]}, {"boxes1": (2,), "boxes2": (2,)}),
     Row("mask_iou", cc.mask_iou, {"masks1": MASKS, "masks2": MASKS[:1]}, {"masks1": (2, 3), "masks2": (2, 3)},
         finite=()),
     Row("convert_boxes", mixed(cc.convert_boxes, ["boxes"]), {"boxes": BOXES, "src": "xyxy", "dst": "xywh"},
@@ -233,7 +234,7 @@ def _cases():
         for name in row.scalars:
             for label, bad in _SCALAR_FAULTS:
                 yield pytest.param(row, name, label, bad, id=f"{row.name}-{name}-{label}")
-        for name, value in row.args.items():  # arguments of the wrong kind altogether
+        for name in row.args:  # arguments of the wrong kind altogether
             if name in row.ranks or name in row.scalars:
                 continue
             yield pytest.param(row, name, "kind", object(), id=f"{row.name}-{name}-kind")
@@ -380,7 +381,7 @@ def test_torch_adapter_input_faults(label, fault):
                                 torch.nn.Linear(4, 3))
     x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
     for method in ("gradcam", "scorecam"):
-        out = _adapter_check(lambda: ta.explain(model, fault(x), method=method, layer="1"),
+        out = _adapter_check(lambda method=method: ta.explain(model, fault(x), method=method, layer="1"),
                              "inputs", label)
         if out is not None:
             assert _same(out.maps, ta.explain(model, x, method=method, layer="1").maps)

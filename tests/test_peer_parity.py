@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cam_core import eigencam, gradcam, gradcam_pp, hirescam, layercam, normalize, xgradcam
 from cam_core import cam as cam_method
+from cam_core import eigencam, gradcam, gradcam_pp, hirescam, layercam, normalize, xgradcam
 
 PGC_EPS = 1e-6  # pytorch-grad-cam's GradCAMPlusPlus.get_cam_weights
 

@@ -104,7 +104,6 @@ def test_weight_differences_are_zero_after_a_transfer_and_find_a_changed_tensor(
 def test_lite0_features_are_the_package_features_and_its_head_gives_its_logits():
     _need_lite()
     import torch
-
     from cam_core.adapters import models_torch as zoo
 
     net = zoo.efficientnet_lite0(pretrained=True)
@@ -126,8 +125,9 @@ def test_lite0_features_are_the_package_features_and_its_head_gives_its_logits()
 # ----------------------------------------------------------------------------- with the photographs
 def test_both_frameworks_start_identical_and_take_the_same_first_step(dogs_dir):
     _need_lite()
-    from benchmarks import stage_dogs as sd
     from cam_core.adapters.transfer import weight_differences
+
+    from benchmarks import stage_dogs as sd
 
     train = sd.load_split(dogs_dir, "train", 8)
     assert sorted(set(train.labels.tolist())) == list(range(6))  # classes interleaved

@@ -12,6 +12,7 @@ from cam_core.adapters import models_keras as mk  # noqa: E402
 from cam_core.adapters import models_torch as mt  # noqa: E402
 from cam_core.adapters.equivalence import EquivalenceReport, MethodAgreement, compare  # noqa: E402
 from cam_core.adapters.transfer import torch_to_keras  # noqa: E402
+
 from cam_core.explain import METHODS  # noqa: E402
 from tests.adapters.test_models import load_imagenet, randomize_bn  # noqa: E402
 from tests.conftest import readonly  # noqa: E402

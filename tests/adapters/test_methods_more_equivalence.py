@@ -11,14 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
-import cam_core  # noqa: E402
-from cam_core import methods as m  # noqa: E402
 from cam_core.adapters import keras as ka  # noqa: E402
 from cam_core.adapters import models_keras as mk  # noqa: E402
 from cam_core.adapters import models_torch as mt  # noqa: E402
 from cam_core.adapters import torch as ta  # noqa: E402
 from cam_core.adapters.equivalence import compare  # noqa: E402
 from cam_core.adapters.transfer import torch_to_keras  # noqa: E402
+
+import cam_core  # noqa: E402
+from cam_core import methods as m  # noqa: E402
 from cam_core.explain import AUG_SMOOTH_FACTORS, EIGEN_SMOOTH_METHODS  # noqa: E402
 from tests.adapters.test_models import randomize_bn  # noqa: E402
 from tests.conftest import readonly  # noqa: E402

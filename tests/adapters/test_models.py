@@ -19,6 +19,7 @@ from cam_core.adapters import models_keras as mk  # noqa: E402
 from cam_core.adapters import models_torch as mt  # noqa: E402
 from cam_core.adapters._zoo_common import lite0_layout, same_pad  # noqa: E402
 from cam_core.adapters.transfer import keras_weight_layers, torch_to_keras  # noqa: E402
+
 from tests.conftest import readonly  # noqa: E402
 
 
@@ -123,7 +124,7 @@ def test_tiny_block_outputs_share_names(tiny_pair):
     for name in ("stem", "pool", "block2", "block4"):
         store = {}
         h = dict(tm.named_modules())[f"features.{name}"].register_forward_hook(
-            lambda m, i, o: store.__setitem__("a", o.detach().numpy())
+            lambda m, i, o, store=store: store.__setitem__("a", o.detach().numpy())
         )
         try:
             with torch.no_grad():

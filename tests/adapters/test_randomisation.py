@@ -13,6 +13,7 @@ from cam_core.adapters import models_keras as mk  # noqa: E402
 from cam_core.adapters import models_torch as mt  # noqa: E402
 from cam_core.adapters import torch as ta  # noqa: E402
 from cam_core.adapters.transfer import torch_to_keras  # noqa: E402
+
 from cam_core.faithfulness import rank_correlation  # noqa: E402
 from tests.adapters.test_models import randomize_bn  # noqa: E402
 

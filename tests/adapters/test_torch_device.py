@@ -13,8 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import cam_core as ex  # noqa: E402
 from cam_core.adapters import torch as ta  # noqa: E402
+
+import cam_core as ex  # noqa: E402
 from cam_core.metrics import BoxAccuracy  # noqa: E402
 from tests.adapters import torch_models as tm  # noqa: E402
 

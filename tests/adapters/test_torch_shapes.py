@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from cam_core.adapters import torch as ta
 from torch import nn
 
 import cam_core
-from cam_core.adapters import torch as ta
 from tests.adapters import shape_models as sm
 
 
