@@ -140,10 +140,10 @@ class _Model:
 def wsol_maps(raw: np.ndarray, relu: bool) -> np.ndarray:
     """Raw maps ``(N, h, w)`` as the WSOL reference feeds them: ReLU'd where the method's paper
     does, resized bicubically to 224x224 (its evaluator normalises them again)."""
-    from cam_core.resize import upsample
+    from cam_core.explain import display_maps
 
-    r = np.maximum(raw, 0) if relu else raw
-    return upsample(r.astype(np.float32), WSOL_SIZE, method="bicubic")
+    return display_maps(np.asarray(raw, dtype=np.float32), relu=relu, size=WSOL_SIZE,
+                        upsample="bicubic", normalise=False)
 
 
 class BoxStats:

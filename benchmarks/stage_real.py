@@ -93,9 +93,7 @@ def _fast_pass(model, dataset, sizes, progress) -> dict:
     from cam_core.adapters import torch as adapter
     from cam_core.adapters.models_torch import preprocess_imagenet_lite
 
-    from cam_core.explain import METHODS, raw_maps, session_targets
-    from cam_core.maps import normalize
-    from cam_core.resize import upsample
+    from cam_core.explain import METHODS, display_maps, raw_maps, session_targets
 
     methods = FAST_METHODS + NEW_FAST_METHODS
     stats = {m: BoxStats() for m in methods}
@@ -118,8 +116,7 @@ def _fast_pass(model, dataset, sizes, progress) -> dict:
             for method in methods:
                 raw = raw_maps(method, cap_finer if method == "finercam" else cap)
                 relu = METHODS[method].relu
-                display = np.maximum(raw, 0) if relu else raw
-                maps = normalize(upsample(display, WSOL_SIZE, method="bilinear"))
+                maps = display_maps(raw, relu=relu, size=WSOL_SIZE)
                 stats[method].update(maps, batch.boxes, wsol_maps(raw, relu), wsol_gt, correct)
             before = seen
             seen += len(batch.labels)

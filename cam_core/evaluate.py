@@ -64,10 +64,8 @@ from cam_core._progress import progress_bar
 from cam_core._validate import as_size, to_numpy
 from cam_core.boxes import best_iou, boxes_from_map
 from cam_core.data import Dataset, iter_batches, scale_boxes
-from cam_core.explain import adapter_for, explain, framework_of, method_spec, raw_maps
-from cam_core.maps import fuse, normalize
+from cam_core.explain import adapter_for, display_maps, explain, framework_of, method_spec, raw_maps
 from cam_core.metrics import BoxAccuracy, Localization, scale_boxes_wsol
-from cam_core.resize import upsample
 
 __all__ = [
     "CheckpointError",
@@ -300,14 +298,7 @@ class RawMaps:
     upsample: str
 
     def maps(self) -> np.ndarray:
-
-        layer_maps = []
-        for raw in self.raws:
-            display = np.maximum(raw, np.zeros((), dtype=raw.dtype)) if self.relu else raw
-            layer_maps.append(normalize(upsample(display, self.size, method=self.upsample),
-                                        relu=False))
-        maps = layer_maps[0] if len(layer_maps) == 1 else fuse(layer_maps, how="mean")
-        return maps.astype(np.float32, copy=False)
+        return display_maps(self.raws, relu=self.relu, size=self.size, upsample=self.upsample)
 
 
 def _score(task) -> tuple[dict[str, np.ndarray], float]:

@@ -67,6 +67,7 @@ __all__ = [
     "ConstantMapWarning",
     "Explanation",
     "MethodSpec",
+    "display_maps",
     "explain",
     "explain_session",
     "method_spec",
@@ -283,6 +284,45 @@ def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
     return out
 
 
+def display_maps(raws, /, *, relu: bool, size, upsample: str = "bilinear", fuse: str = "mean",
+                 normalise: bool = True):
+    """Raw maps -> the maps people look at and score: the one display pipeline of the package.
+
+    Per layer: ReLU where the method's paper applies it (``relu``, a
+    :class:`MethodSpec`'s), upsampling to ``size`` by ``upsample``, min-max normalisation
+    (:func:`cam_core.maps.normalize`); then the layers fused by ``fuse`` and the result cast to
+    float32. Any array library (the arrays stay where they are).
+
+    Parameters
+    ----------
+    raws : array or sequence of arrays, each (N, h, w)
+        One layer's raw maps, or one array per layer.
+    relu : bool
+    size : int or (H, W)
+    upsample : str
+        One of :data:`cam_core.resize.INTERPOLATIONS`.
+    fuse : str
+        How layers combine (:func:`cam_core.maps.fuse`); unused for one layer.
+    normalise : bool
+        False keeps the upsampled values (what the WSOL reference is fed: it normalises itself).
+
+    Returns
+    -------
+    array (N, H, W) float32
+    """
+    layers = list(raws) if isinstance(raws, (list, tuple)) else [raws]
+    out = []
+    for raw in layers:
+        xp = array_namespace(raw)
+        if relu:
+            raw = xp.maximum(raw, xp.zeros((), dtype=raw.dtype, device=device_of(raw)))
+        up = upsample_maps(raw, size, method=upsample)
+        out.append(normalize(up, relu=False) if normalise else up)
+    maps = out[0] if len(out) == 1 else fuse_maps(out, how=fuse)
+    xp = array_namespace(maps)
+    return xp.astype(maps, xp.float32, copy=False)
+
+
 def raw_maps(
     method: str,
     capture: Capture,
@@ -375,22 +415,17 @@ def explain_session(
     size = as_size(session.input_size, "input_size")
     captures = session.capture(gradients=spec.needs_gradients)
     noisy = noisy_captures(session, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_STD) if spec.noise else None
-    raws, layer_maps = [], []
+    raws = []
     for li, cap in enumerate(captures):
         if spec.noise:
             from cam_core.methods import smoothgradcam_pp
 
             xp = array_namespace(cap.activations)
             samples = xp.stack([c[li].gradients for c in noisy])
-            raw = smoothgradcam_pp(cap.activations, samples)
-            raws.append(raw)
-            display = xp.maximum(raw, xp.zeros((), dtype=raw.dtype, device=device_of(raw)))
-            layer_maps.append(normalize(upsample_maps(display, size, method=upsample), relu=False))
+            raws.append(smoothgradcam_pp(cap.activations, samples))
             continue
         if eigen_smooth:
-            raw = _eigen_smoothed(spec.name, cap)
-            raws.append(raw)
-            layer_maps.append(normalize(upsample_maps(raw, size, method=upsample), relu=False))
+            raws.append(_eigen_smoothed(spec.name, cap))
             continue
         raw = raw_maps(
             spec.name,
@@ -402,13 +437,9 @@ def explain_session(
             progress=progress,
         )
         raws.append(raw)
-        xp = array_namespace(raw)
-        zero = xp.zeros((), dtype=raw.dtype, device=device_of(raw))
-        display = xp.maximum(raw, zero) if spec.relu else raw
-        layer_maps.append(normalize(upsample_maps(display, size, method=upsample), relu=False))
-    maps = layer_maps[0] if len(layer_maps) == 1 else fuse_maps(layer_maps, how=fuse)
-    xp = array_namespace(maps)
-    maps = xp.astype(maps, xp.float32, copy=False)
+    # an eigen-smoothed map is a signed projection, displayed as it is (as Eigen-CAM)
+    relu = spec.relu and not eigen_smooth
+    maps = display_maps(raws, relu=relu, size=size, upsample=upsample, fuse=fuse)
     if not maps_on_device:
         to_host = getattr(session, "to_host", None) or to_numpy
         maps = to_host(maps)
