@@ -1,6 +1,9 @@
-"""Connected components of ``q > t`` for many levels ``t`` of one integer map (private).
+"""The threshold sweep of the box metrics, both protocols, in one module (private).
 
-This is the engine behind the threshold sweeps of :mod:`cam_core.metrics`. For an integer map
+:mod:`cam_core.metrics` holds the accumulators; everything they sweep is here: the WSOL
+reference's 8-bit quantisation and threshold levels (:func:`wsol_quantise`), the box chosen per
+level and its IoU with the ground truth (:func:`batch_ious`, at the end of the module), and below
+them the connected components of ``q > t`` for many levels ``t`` of an integer map. For an integer map
 ``q`` of shape (H, W) and a list of levels, it lists, level by level, every 8-connected component
 of the mask ``q > t`` and, on request, every hole (a 4-connected background component that does
 not reach the image border), with what the metrics need:
@@ -505,3 +508,124 @@ def sweep_batch(qs: np.ndarray, levels: list[np.ndarray], *, holes: bool, area: 
         candidate=np.concatenate([p.candidate for p in parts]),
         fast=~slow,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the two protocols on top of the components: the WSOL reference's 8-bit quantisation and
+# threshold levels, the box chosen per level (largest contour, or every box), the IoU with the
+# ground truth. cam_core.metrics keeps only the accumulators.
+
+
+def wsol_quantise(m: np.ndarray) -> np.ndarray:
+    """Steps 1-2 of the reference: min-max normalise in float64, then floor(255 * map).
+
+    The reference converts every map to float64 (its ``t2n``) before normalising; doing the
+    subtraction and division in a float32 or float16 map's own dtype puts some pixels on the
+    neighbouring 8-bit level, so the map is promoted first, whatever its dtype.
+    """
+    m = np.asarray(m, dtype=np.float64)
+    lo, hi = m.min(), m.max()
+    if lo == hi:
+        return np.zeros(m.shape, dtype=np.uint8)
+    m = m - lo
+    m = m / m.max()
+    return (m * 255).astype(np.uint8)
+
+
+def _select_first(level: np.ndarray, keys: list[np.ndarray], n_levels: int) -> np.ndarray:
+    """Index of the first item of each level after sorting by ``keys`` (last key = primary).
+
+    ``keys`` as in :func:`numpy.lexsort` without the level; levels without items get -1.
+    """
+    out = np.full(n_levels, -1, dtype=np.int64)
+    if level.size == 0:
+        return out
+    idx = np.lexsort(tuple(keys) + (level,))
+    lv = level[idx]
+    first = np.ones(lv.size, dtype=bool)
+    first[1:] = lv[1:] != lv[:-1]
+    out[lv[first]] = idx[first]
+    return out
+
+
+_CHUNK = 4  # maps swept together: amortises call overhead, keeps the run lists in cache
+
+
+def batch_ious(maps: np.ndarray, gts: list[np.ndarray], taus: np.ndarray, protocol: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best IoU per (map, tau) with the largest box and with all boxes, and whether the mask had
+    no hole (solved from the row runs alone; always True for "native").
+
+    ``gts[i]`` is float64 (G, 4): half-open for "native", inclusive for "wsol". Returns three
+    (N, T) arrays.
+    """
+    outs = [_chunk_ious(maps[i:i + _CHUNK], gts[i:i + _CHUNK], taus, protocol)
+            for i in range(0, len(maps), _CHUNK)]
+    return tuple(np.concatenate([o[j] for o in outs]) for j in range(3))
+
+
+def _chunk_ious(maps: np.ndarray, gts: list[np.ndarray], taus: np.ndarray, protocol: str):
+    n, height, width = maps.shape
+    levels, inverse = [], []
+    if protocol == "wsol":
+        qs = np.empty(maps.shape, dtype=np.uint8)
+        for i, m in enumerate(maps):
+            qs[i] = wsol_quantise(m)
+            t = (taus * float(qs[i].max())).astype(np.int64)  # int(tau * max(u)): truncation
+            lv, inv = np.unique(t, return_inverse=True)
+            levels.append(lv)
+            inverse.append(inv)
+    else:
+        qs = np.empty(maps.shape, dtype=np.int64)
+        for i, m in enumerate(maps):
+            thr = taus.astype(m.dtype) * m.max()  # as threshold_fraction computes it
+            lv, inv = np.unique(thr, return_inverse=True)
+            qs[i] = np.searchsorted(lv, m, side="right")  # m >= lv[j]  <=>  q > j
+            levels.append(np.arange(len(lv)))
+            inverse.append(inv)
+    wsol = protocol == "wsol"
+    comps = sweep_batch(qs, levels, holes=wsol, area=wsol)
+    counts = np.array([len(lv) for lv in levels])
+    offsets = np.cumsum(counts) - counts
+    n_levels = int(counts.sum())
+    image = np.searchsorted(offsets, comps.level, side="right") - 1
+    # ground truth padded to (N, G, 4) half-open boxes; padding far outside gives IoU 0
+    g_max = max(len(g) for g in gts)
+    gt = np.full((n, g_max, 4), -10.0)
+    gt[:, :, 2:] = -9.0
+    for i, g in enumerate(gts):
+        gt[i, :len(g)] = g + ((0, 0, 1, 1) if wsol else (0, 0, 0, 0))
+    if wsol:  # the reference's boxes: x1 = min(x + w, W - 1), inclusive, so + 1 half-open
+        pred = np.stack([comps.box[:, 0], comps.box[:, 1],
+                         np.minimum(comps.box[:, 2] + 1, width - 1) + 1,
+                         np.minimum(comps.box[:, 3] + 1, height - 1) + 1], axis=1)
+        size = comps.area2
+        empty = np.array([[0.0, 0.0, 1.0, 1.0]])  # the reference's box (0, 0, 0, 0)
+        empty_iou = np.array([_pair_iou(empty, gt[i:i + 1]).max() for i in range(n)])
+    else:
+        pred = comps.box + (0, 0, 1, 1)
+        size = comps.pixels
+        empty_iou = np.zeros(n)
+    best = _pair_iou(pred.astype(np.float64), gt[image]).max(axis=1)
+    cand = np.flatnonzero(comps.candidate)
+    chosen = _select_first(comps.level[cand], [comps.order[cand], -size[cand]], n_levels)
+    has = chosen >= 0
+    level_image = np.repeat(np.arange(n), counts)
+    one = empty_iou[level_image]
+    one[has] = best[cand[chosen[has]]]
+    every = np.full(n_levels, -np.inf)
+    np.maximum.at(every, comps.level, best)
+    every[~has] = empty_iou[level_image[~has]]
+    idx = np.stack([offsets[i] + inverse[i] for i in range(n)])  # (n, T) global levels
+    return one[idx], every[idx], comps.fast[idx]
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of half-open boxes a (K, 4) with each of b (K, G, 4) -> (K, G)."""
+    w = np.minimum(a[:, None, 2], b[:, :, 2]) - np.maximum(a[:, None, 0], b[:, :, 0])
+    h = np.minimum(a[:, None, 3], b[:, :, 3]) - np.maximum(a[:, None, 1], b[:, :, 1])
+    inter = np.maximum(w, 0) * np.maximum(h, 0)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, :, 2] - b[:, :, 0]) * (b[:, :, 3] - b[:, :, 1])
+    union = area_a[:, None] + area_b - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

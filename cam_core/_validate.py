@@ -35,6 +35,7 @@ Where the standard lacks something:
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -42,6 +43,12 @@ import array_api_compat
 import numpy as np
 
 __all__ = [
+    "as_mask",
+    "as_boxes",
+    "check_box_order",
+    "checked_boxes",
+    "as_real",
+    "as_fractions",
     "accumulation_dtype",
     "array_namespace",
     "as_float",
@@ -393,3 +400,86 @@ def finite_result(*names: str):
         return checked
 
     return wrap
+
+
+# ----------------------------------------------------------------- boxes, masks, scalars
+
+
+def as_mask(mask, name: str, ndim: int | tuple[int, ...] = 2) -> np.ndarray:
+    """A bool array; bools as they are, integers must hold only 0 and 1."""
+    if isinstance(mask, (str, bytes)):
+        raise TypeError(f"`{name}` must be a boolean array; got {type(mask).__name__}")
+    arr = np.asarray(mask)
+    if arr.dtype.kind in "iu":
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise ValueError(f"`{name}` must hold only 0 and 1 (or bools); got values "
+                             f"from {arr.min()} to {arr.max()}")
+        arr = arr.astype(bool)
+    elif arr.dtype.kind != "b":
+        raise TypeError(f"`{name}` must be a boolean array; got dtype {arr.dtype}")
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if arr.ndim not in dims:
+        want = " or ".join({2: "(H, W)", 3: "(N, H, W)"}[d] for d in dims)
+        raise ValueError(f"`{name}` must have shape {want}; got {tuple(arr.shape)}")
+    return arr
+
+
+def as_boxes(boxes, name: str) -> np.ndarray:
+    """Boxes as an (N, 4) int64 or float array, checked (finite, x1 >= x0, y1 >= y0)."""
+    if isinstance(boxes, (str, bytes)):
+        raise TypeError(f"`{name}` must be a numeric array; got {type(boxes).__name__}")
+    arr = np.asarray(boxes)
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.int64, copy=False)
+    elif arr.dtype.kind == "f":
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
+        check_finite(arr, name)
+    elif arr.dtype.kind == "b":
+        raise TypeError(f"`{name}` must have a numeric dtype; got dtype bool")
+    else:
+        raise TypeError(f"`{name}` must have a numeric dtype; got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"`{name}` must have shape (N, 4); got {tuple(arr.shape)}")
+    return arr
+
+
+def check_box_order(arr: np.ndarray, name: str, *, echo: np.ndarray | None = None) -> None:
+    """``x1 >= x0`` and ``y1 >= y0`` in half-open xyxy; ``echo`` is what the caller gave."""
+    echo = arr if echo is None else echo
+    for lo, hi, axis in ((0, 2, "x"), (1, 3, "y")):
+        bad = np.flatnonzero(arr[:, hi] < arr[:, lo])
+        if bad.size:
+            row = int(bad[0])
+            raise ValueError(
+                f"`{name}` row {row}: {axis}1 < {axis}0 (got {echo[row].tolist()}); boxes are "
+                f"(x0, y0, x1, y1) with x1 >= x0 and y1 >= y0"
+            )
+
+
+def checked_boxes(boxes, name: str) -> np.ndarray:
+    arr = as_boxes(boxes, name)
+    check_box_order(arr, name)
+    return arr
+
+
+def as_real(value, name: str, *, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"`{name}` must be finite; got {value}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"`{name}` must lie in [{low}, {high}]; got {value}")
+    return value
+
+
+def as_fractions(values, name: str) -> np.ndarray:
+    """A non-empty float64 1-D array of finite fractions in [0, 1] (threshold grids)."""
+    arr = as_float_array(values, name, shape=("T",)).astype(np.float64)
+    check_finite(arr, name)
+    if arr.size == 0:
+        raise ValueError(f"`{name}` must hold at least one value; got an empty array")
+    if arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"`{name}` must lie in [0, 1]; got values from {arr.min()} to {arr.max()}")
+    return arr

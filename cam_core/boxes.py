@@ -28,14 +28,19 @@ from scipy import ndimage as ndi
 from cam_core._validate import (
     accumulation_dtype,
     array_namespace,
+    as_boxes,
     as_float_array,
+    as_mask,
+    as_real,
     as_size,
+    check_box_order,
     check_finite,
+    checked_boxes,
     device_of,
     is_numpy_namespace,
     to_numpy,
 )
-from cam_core.threshold import _as_real, binarize
+from cam_core.threshold import binarize
 
 __all__ = [
     "FORMATS",
@@ -58,64 +63,6 @@ def _structure(connectivity) -> np.ndarray:
     if isinstance(connectivity, bool) or connectivity not in (4, 8):
         raise ValueError(f"`connectivity` must be 4 or 8; got {connectivity!r}")
     return ndi.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-
-
-def _as_mask(mask, name: str, ndim: int | tuple[int, ...] = 2) -> np.ndarray:
-    """A bool array; bools as they are, integers must hold only 0 and 1."""
-    if isinstance(mask, (str, bytes)):
-        raise TypeError(f"`{name}` must be a boolean array; got {type(mask).__name__}")
-    arr = np.asarray(mask)
-    if arr.dtype.kind in "iu":
-        if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise ValueError(f"`{name}` must hold only 0 and 1 (or bools); got values "
-                             f"from {arr.min()} to {arr.max()}")
-        arr = arr.astype(bool)
-    elif arr.dtype.kind != "b":
-        raise TypeError(f"`{name}` must be a boolean array; got dtype {arr.dtype}")
-    dims = (ndim,) if isinstance(ndim, int) else ndim
-    if arr.ndim not in dims:
-        want = " or ".join({2: "(H, W)", 3: "(N, H, W)"}[d] for d in dims)
-        raise ValueError(f"`{name}` must have shape {want}; got {tuple(arr.shape)}")
-    return arr
-
-
-def _as_boxes(boxes, name: str) -> np.ndarray:
-    """Boxes as an (N, 4) int64 or float array, checked (finite, x1 >= x0, y1 >= y0)."""
-    if isinstance(boxes, (str, bytes)):
-        raise TypeError(f"`{name}` must be a numeric array; got {type(boxes).__name__}")
-    arr = np.asarray(boxes)
-    if arr.dtype.kind in "iu":
-        arr = arr.astype(np.int64, copy=False)
-    elif arr.dtype.kind == "f":
-        if arr.dtype not in (np.float32, np.float64):
-            arr = arr.astype(np.float64)
-        check_finite(arr, name)
-    elif arr.dtype.kind == "b":
-        raise TypeError(f"`{name}` must have a numeric dtype; got dtype bool")
-    else:
-        raise TypeError(f"`{name}` must have a numeric dtype; got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"`{name}` must have shape (N, 4); got {tuple(arr.shape)}")
-    return arr
-
-
-def _check_order(arr: np.ndarray, name: str, *, echo: np.ndarray | None = None) -> None:
-    """``x1 >= x0`` and ``y1 >= y0`` in half-open xyxy; ``echo`` is what the caller gave."""
-    echo = arr if echo is None else echo
-    for lo, hi, axis in ((0, 2, "x"), (1, 3, "y")):
-        bad = np.flatnonzero(arr[:, hi] < arr[:, lo])
-        if bad.size:
-            row = int(bad[0])
-            raise ValueError(
-                f"`{name}` row {row}: {axis}1 < {axis}0 (got {echo[row].tolist()}); boxes are "
-                f"(x0, y0, x1, y1) with x1 >= x0 and y1 >= y0"
-            )
-
-
-def _checked_boxes(boxes, name: str) -> np.ndarray:
-    arr = _as_boxes(boxes, name)
-    _check_order(arr, name)
-    return arr
 
 
 def boxes_from_mask(mask, /, *, mode: str = "largest", connectivity: int = 8,
@@ -142,7 +89,7 @@ def boxes_from_mask(mask, /, *, mode: str = "largest", connectivity: int = 8,
         Half-open ``(x0, y0, x1, y1)`` boxes; ``K`` is 0 for an empty mask, else 1 (``"largest"``,
         ``"peak"``) or the number of components (``"all"``).
     """
-    mask = _as_mask(mask, "mask")
+    mask = as_mask(mask, "mask")
     if mode not in _MODES:
         raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}")
     structure = _structure(connectivity)
@@ -209,9 +156,9 @@ def _threshold_value(threshold, method):
     (percentile); anything for ``"otsu"``, which does not use it."""
 
     if method == "fraction":
-        return _as_real(threshold, "threshold", low=0.0, high=1.0)
+        return as_real(threshold, "threshold", low=0.0, high=1.0)
     if method == "percentile":
-        return _as_real(threshold, "threshold", low=0.0, high=100.0)
+        return as_real(threshold, "threshold", low=0.0, high=100.0)
     return threshold
 
 
@@ -248,7 +195,7 @@ def convert_boxes(boxes, /, src: str, dst: str, *, size=None) -> np.ndarray:
     for name, value in (("src", src), ("dst", dst)):
         if value not in FORMATS:
             raise ValueError(f"`{name}` must be one of {FORMATS}; got {value!r}")
-    arr = _as_boxes(boxes, "boxes")
+    arr = as_boxes(boxes, "boxes")
     if "yxyx_normalized" in (src, dst):
         if size is None:
             raise ValueError("`size` (H, W) is required with 'yxyx_normalized'; got None")
@@ -276,7 +223,7 @@ def convert_boxes(boxes, /, src: str, dst: str, *, size=None) -> np.ndarray:
         ymin, xmin, ymax, xmax = a.T
         xyxy = np.stack([_snap(xmin * width, width), _snap(ymin * height, height),
                          _snap(xmax * width, width), _snap(ymax * height, height)], axis=1)
-    _check_order(xyxy, "boxes", echo=a)
+    check_box_order(xyxy, "boxes", echo=a)
     # from half-open xyxy
     if dst == "xyxy":
         out = xyxy
@@ -304,7 +251,7 @@ def box_area(boxes, /) -> np.ndarray:
     ndarray, shape (N,)
         int64 for integer boxes, float otherwise.
     """
-    arr = _checked_boxes(boxes, "boxes")
+    arr = checked_boxes(boxes, "boxes")
     return (arr[:, 2] - arr[:, 0]) * (arr[:, 3] - arr[:, 1])
 
 
@@ -327,8 +274,8 @@ def box_iou(boxes1, boxes2, /):
     """
     xp = array_namespace(boxes1)
     if is_numpy_namespace(xp):
-        a = _checked_boxes(boxes1, "boxes1").astype(np.float64)
-        b = _checked_boxes(boxes2, "boxes2").astype(np.float64)
+        a = checked_boxes(boxes1, "boxes1").astype(np.float64)
+        b = checked_boxes(boxes2, "boxes2").astype(np.float64)
         return _iou(*_rescaled(a, b))
     a = _xp_boxes(boxes1, "boxes1", xp, None)
     b = _xp_boxes(boxes2, "boxes2", xp, a)
@@ -344,11 +291,11 @@ def best_iou(boxes1, boxes2, /) -> float:
 
 
 def _xp_boxes(boxes, name: str, xp, like):
-    """Boxes of a non-NumPy library, checked as :func:`_checked_boxes` does, in float64."""
+    """Boxes of a non-NumPy library, checked as :func:`cam_core._validate.checked_boxes` does, in float64."""
     device = device_of(boxes if like is None else like)
     f64 = accumulation_dtype(xp, device)
     if like is not None and array_namespace(boxes) is not xp:  # NumPy (or lists) to the device
-        return xp.asarray(_checked_boxes(boxes, name).astype(np.float64), dtype=f64,
+        return xp.asarray(checked_boxes(boxes, name).astype(np.float64), dtype=f64,
                           device=device)
     dt = boxes.dtype
     if xp.isdtype(dt, "bool") or not xp.isdtype(dt, "numeric") or xp.isdtype(
@@ -361,7 +308,7 @@ def _xp_boxes(boxes, name: str, xp, like):
         check_finite(boxes, name)
     bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bool(xp.any(bad)):
-        _check_order(to_numpy(boxes), name)  # raises, naming the first offending row
+        check_box_order(to_numpy(boxes), name)  # raises, naming the first offending row
     return xp.astype(boxes, f64)
 
 
@@ -404,8 +351,8 @@ def mask_iou(masks1, masks2, /) -> np.ndarray:
     ndarray of float64, shape (N, M)
         0 where both masks are empty.
     """
-    m1 = _as_mask(masks1, "masks1", (2, 3))
-    m2 = _as_mask(masks2, "masks2", (2, 3))
+    m1 = as_mask(masks1, "masks1", (2, 3))
+    m2 = as_mask(masks2, "masks2", (2, 3))
     m1 = m1[None] if m1.ndim == 2 else m1
     m2 = m2[None] if m2.ndim == 2 else m2
     if m1.shape[1:] != m2.shape[1:]:

@@ -58,9 +58,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from cam_core import _sweep
-from cam_core._validate import as_float_array, as_size, check_finite, check_same_batch
-from cam_core.boxes import _as_mask, _checked_boxes, _iou
-from cam_core.threshold import _as_fractions
+from cam_core._validate import (
+    as_float_array,
+    as_fractions,
+    as_mask,
+    as_size,
+    check_finite,
+    check_same_batch,
+    checked_boxes,
+)
 
 __all__ = [
     "BoxAccuracy",
@@ -100,7 +106,7 @@ def scale_boxes_wsol(boxes_inclusive_original, /, original_size, target_size=(22
     ndarray of int64, shape (G, 4)
         Inclusive-corner boxes in the map's frame, for ``BoxAccuracy(protocol="wsol")``.
     """
-    boxes = _checked_boxes(boxes_inclusive_original, "boxes_inclusive_original")
+    boxes = checked_boxes(boxes_inclusive_original, "boxes_inclusive_original")
     oh, ow = as_size(original_size, "original_size")
     th, tw = as_size(target_size, "target_size")
     b = boxes.astype(np.float64)
@@ -122,11 +128,11 @@ def _as_taus(taus) -> np.ndarray:
         if taus < 1:
             raise ValueError(f"`taus` as a count must be >= 1; got {taus}")
         return np.arange(0, 1, 1 / int(taus))
-    return _as_fractions(taus, "taus")
+    return as_fractions(taus, "taus")
 
 
 def _as_deltas(deltas) -> np.ndarray:
-    return _as_fractions(deltas, "deltas")
+    return as_fractions(deltas, "deltas")
 
 
 def _as_protocol(protocol) -> str:
@@ -155,7 +161,7 @@ def _as_gt_list(gt_boxes, n_maps: int, maps) -> list[np.ndarray]:
     check_same_batch(maps=maps, gt_boxes=items)
     out = []
     for i, g in enumerate(items):
-        arr = _checked_boxes(g, f"gt_boxes[{i}]")
+        arr = checked_boxes(g, f"gt_boxes[{i}]")
         if arr.shape[0] == 0:
             raise ValueError(f"`gt_boxes[{i}]` must hold at least one box; got shape (0, 4)")
         out.append(arr.astype(np.float64))
@@ -234,120 +240,6 @@ class _Accumulator:
 
 
 # ------------------------------------------------------------------ per-image sweep
-
-def _wsol_quantise(m: np.ndarray) -> np.ndarray:
-    """Steps 1-2 of the reference: min-max normalise in float64, then floor(255 * map).
-
-    The reference converts every map to float64 (its ``t2n``) before normalising; doing the
-    subtraction and division in a float32 or float16 map's own dtype puts some pixels on the
-    neighbouring 8-bit level, so the map is promoted first, whatever its dtype.
-    """
-    m = np.asarray(m, dtype=np.float64)
-    lo, hi = m.min(), m.max()
-    if lo == hi:
-        return np.zeros(m.shape, dtype=np.uint8)
-    m = m - lo
-    m = m / m.max()
-    return (m * 255).astype(np.uint8)
-
-
-def _select_first(level: np.ndarray, keys: list[np.ndarray], n_levels: int) -> np.ndarray:
-    """Index of the first item of each level after sorting by ``keys`` (last key = primary).
-
-    ``keys`` as in :func:`numpy.lexsort` without the level; levels without items get -1.
-    """
-    out = np.full(n_levels, -1, dtype=np.int64)
-    if level.size == 0:
-        return out
-    idx = np.lexsort(tuple(keys) + (level,))
-    lv = level[idx]
-    first = np.ones(lv.size, dtype=bool)
-    first[1:] = lv[1:] != lv[:-1]
-    out[lv[first]] = idx[first]
-    return out
-
-
-_CHUNK = 4  # maps swept together: amortises call overhead, keeps the run lists in cache
-
-
-def _batch_ious(maps: np.ndarray, gts: list[np.ndarray], taus: np.ndarray, protocol: str
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best IoU per (map, tau) with the largest box and with all boxes, and whether the mask had
-    no hole (solved from the row runs alone; always True for "native").
-
-    ``gts[i]`` is float64 (G, 4): half-open for "native", inclusive for "wsol". Returns three
-    (N, T) arrays.
-    """
-    outs = [_chunk_ious(maps[i:i + _CHUNK], gts[i:i + _CHUNK], taus, protocol)
-            for i in range(0, len(maps), _CHUNK)]
-    return tuple(np.concatenate([o[j] for o in outs]) for j in range(3))
-
-
-def _chunk_ious(maps: np.ndarray, gts: list[np.ndarray], taus: np.ndarray, protocol: str):
-    n, height, width = maps.shape
-    levels, inverse = [], []
-    if protocol == "wsol":
-        qs = np.empty(maps.shape, dtype=np.uint8)
-        for i, m in enumerate(maps):
-            qs[i] = _wsol_quantise(m)
-            t = (taus * float(qs[i].max())).astype(np.int64)  # int(tau * max(u)): truncation
-            lv, inv = np.unique(t, return_inverse=True)
-            levels.append(lv)
-            inverse.append(inv)
-    else:
-        qs = np.empty(maps.shape, dtype=np.int64)
-        for i, m in enumerate(maps):
-            thr = taus.astype(m.dtype) * m.max()  # as threshold_fraction computes it
-            lv, inv = np.unique(thr, return_inverse=True)
-            qs[i] = np.searchsorted(lv, m, side="right")  # m >= lv[j]  <=>  q > j
-            levels.append(np.arange(len(lv)))
-            inverse.append(inv)
-    wsol = protocol == "wsol"
-    comps = _sweep.sweep_batch(qs, levels, holes=wsol, area=wsol)
-    counts = np.array([len(lv) for lv in levels])
-    offsets = np.cumsum(counts) - counts
-    n_levels = int(counts.sum())
-    image = np.searchsorted(offsets, comps.level, side="right") - 1
-    # ground truth padded to (N, G, 4) half-open boxes; padding far outside gives IoU 0
-    g_max = max(len(g) for g in gts)
-    gt = np.full((n, g_max, 4), -10.0)
-    gt[:, :, 2:] = -9.0
-    for i, g in enumerate(gts):
-        gt[i, :len(g)] = g + ((0, 0, 1, 1) if wsol else (0, 0, 0, 0))
-    if wsol:  # the reference's boxes: x1 = min(x + w, W - 1), inclusive, so + 1 half-open
-        pred = np.stack([comps.box[:, 0], comps.box[:, 1],
-                         np.minimum(comps.box[:, 2] + 1, width - 1) + 1,
-                         np.minimum(comps.box[:, 3] + 1, height - 1) + 1], axis=1)
-        size = comps.area2
-        empty = np.array([[0.0, 0.0, 1.0, 1.0]])  # the reference's box (0, 0, 0, 0)
-        empty_iou = np.array([_iou(empty, gt[i]).max() for i in range(n)])
-    else:
-        pred = comps.box + (0, 0, 1, 1)
-        size = comps.pixels
-        empty_iou = np.zeros(n)
-    best = _pair_iou(pred.astype(np.float64), gt[image]).max(axis=1)
-    cand = np.flatnonzero(comps.candidate)
-    chosen = _select_first(comps.level[cand], [comps.order[cand], -size[cand]], n_levels)
-    has = chosen >= 0
-    level_image = np.repeat(np.arange(n), counts)
-    one = empty_iou[level_image]
-    one[has] = best[cand[chosen[has]]]
-    every = np.full(n_levels, -np.inf)
-    np.maximum.at(every, comps.level, best)
-    every[~has] = empty_iou[level_image[~has]]
-    idx = np.stack([offsets[i] + inverse[i] for i in range(n)])  # (n, T) global levels
-    return one[idx], every[idx], comps.fast[idx]
-
-
-def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of half-open boxes a (K, 4) with each of b (K, G, 4) -> (K, G)."""
-    w = np.minimum(a[:, None, 2], b[:, :, 2]) - np.maximum(a[:, None, 0], b[:, :, 0])
-    h = np.minimum(a[:, None, 3], b[:, :, 3]) - np.maximum(a[:, None, 1], b[:, :, 1])
-    inter = np.maximum(w, 0) * np.maximum(h, 0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, :, 2] - b[:, :, 0]) * (b[:, :, 3] - b[:, :, 1])
-    union = area_a[:, None] + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 # ------------------------------------------------------------------------ BoxAccuracy
@@ -443,7 +335,7 @@ class BoxAccuracy(_Accumulator):
         """
         arr = _as_maps(maps)
         gts = _as_gt_list(gt_boxes, len(arr), arr)
-        one, every, fast = _batch_ious(arr, gts, self._taus, self._protocol)
+        one, every, fast = _sweep.batch_ious(arr, gts, self._taus, self._protocol)
         self._correct += (one[:, :, None] >= self._deltas).sum(axis=0)
         self._correct_all += (every[:, :, None] >= self._deltas).sum(axis=0)
         self._iou_sum += one.sum(axis=0)
@@ -559,7 +451,7 @@ class Localization(_Accumulator):
         if ok.shape != (len(arr),):
             raise ValueError(f"`correct` must have shape ({len(arr)},) like `maps`; got "
                              f"{tuple(ok.shape)}")
-        iou = _batch_ious(arr, gts, np.array([self._tau]), self._protocol)[0][:, 0]
+        iou = _sweep.batch_ious(arr, gts, np.array([self._tau]), self._protocol)[0][:, 0]
         hit = iou >= self._delta
         self._known += int(hit.sum())
         self._top1 += int((hit & ok).sum())
@@ -651,13 +543,13 @@ class PxAP(_Accumulator):
         if arr.min() < 0 or arr.max() > 1:
             raise ValueError(f"`maps` must lie in [0, 1] for PxAP; got values from {arr.min()} "
                              f"to {arr.max()}")
-        fg = _as_mask(masks, "masks", 3)
+        fg = as_mask(masks, "masks", 3)
         if fg.shape != arr.shape:
             raise ValueError(f"`masks` must have the shape of `maps` {tuple(arr.shape)}; got "
                              f"{tuple(fg.shape)}")
         keep = np.ones(arr.shape, dtype=bool)
         if ignore is not None:
-            ign = _as_mask(ignore, "ignore", 3)
+            ign = as_mask(ignore, "ignore", 3)
             if ign.shape != arr.shape:
                 raise ValueError(f"`ignore` must have the shape of `maps` {tuple(arr.shape)}; "
                                  f"got {tuple(ign.shape)}")
@@ -752,7 +644,7 @@ class PointingGame(_Accumulator):
                 self._hits += int(hit)
                 self._count += 1
         else:
-            fg = _as_mask(gt_masks, "gt_masks", 3)
+            fg = as_mask(gt_masks, "gt_masks", 3)
             if fg.shape != arr.shape:
                 raise ValueError(f"`gt_masks` must have the shape of `maps` {tuple(arr.shape)}; "
                                  f"got {tuple(fg.shape)}")

@@ -27,15 +27,14 @@ their ``(N,)`` thresholds in the maps' library (a single map still gives a float
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from skimage.filters import threshold_otsu as _skimage_otsu
 
 from cam_core._validate import (
     array_namespace,
     as_float,
-    as_float_array,
+    as_fractions,
+    as_real,
     check_finite,
     device_of,
     is_numpy_namespace,
@@ -79,28 +78,6 @@ def _like(values: np.ndarray, arr):
     return xp.asarray(values, device=device_of(arr))
 
 
-def _as_real(value, name: str, *, low: float | None = None, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number; got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"`{name}` must be finite; got {value}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"`{name}` must lie in [{low}, {high}]; got {value}")
-    return value
-
-
-def _as_fractions(values, name: str) -> np.ndarray:
-    """A non-empty float64 1-D array of finite fractions in [0, 1] (threshold grids)."""
-    arr = as_float_array(values, name, shape=("T",)).astype(np.float64)
-    check_finite(arr, name)
-    if arr.size == 0:
-        raise ValueError(f"`{name}` must hold at least one value; got an empty array")
-    if arr.min() < 0 or arr.max() > 1:
-        raise ValueError(f"`{name}` must lie in [0, 1]; got values from {arr.min()} to {arr.max()}")
-    return arr
-
-
 def _per_map_max(arr):
     xp = array_namespace(arr)
     return xp.max(xp.reshape(arr, (arr.shape[0], -1)), axis=1)
@@ -121,7 +98,7 @@ def threshold_fraction(maps, /, fraction: float) -> np.ndarray:
     ndarray of bool, shape (H, W) or (N, H, W)
         ``map >= fraction * max(map)``, the maximum taken per map.
     """
-    fraction = _as_real(fraction, "fraction", low=0.0, high=1.0)
+    fraction = as_real(fraction, "fraction", low=0.0, high=1.0)
     arr, single = _as_maps(maps)
     xp = array_namespace(arr)
     cut = xp.astype(fraction * _per_map_max(arr), arr.dtype)
@@ -162,7 +139,7 @@ def threshold_percentile(maps, /, q: float) -> np.ndarray | float:
     float or ndarray, shape (N,)
         One threshold per map, in the maps' float dtype.
     """
-    q = _as_real(q, "q", low=0.0, high=100.0)
+    q = as_real(q, "q", low=0.0, high=100.0)
     arr, single = _as_maps(maps)
     host = to_numpy(arr)
     out = np.percentile(host.reshape(host.shape[0], -1), q, axis=1).astype(host.dtype)
@@ -188,10 +165,10 @@ def binarize(maps, /, *, method: str = "fraction", value: float | None = None) -
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {_METHODS}; got {method!r}")
     if method == "fraction":  # `value` checked under its own name
-        value = 0.2 if value is None else _as_real(value, "value", low=0.0, high=1.0)
+        value = 0.2 if value is None else as_real(value, "value", low=0.0, high=1.0)
         return threshold_fraction(maps, value)
     if method == "percentile":
-        q = _as_real(80.0 if value is None else value, "value", low=0.0, high=100.0)
+        q = as_real(80.0 if value is None else value, "value", low=0.0, high=100.0)
         arr, single = _as_maps(maps)
         cut = threshold_percentile(arr, q)  # (N,): arr is a batch
         masks = arr >= cut[:, None, None]
@@ -202,7 +179,6 @@ def binarize(maps, /, *, method: str = "fraction", value: float | None = None) -
     cut = threshold_otsu(arr)  # (N,): arr is a batch
     masks = arr > cut[:, None, None]
     return masks[0, ...] if single else masks
-
 
 
 def threshold_sweep(maps, /, taus) -> np.ndarray:
@@ -221,7 +197,7 @@ def threshold_sweep(maps, /, taus) -> np.ndarray:
         the metrics in :mod:`cam_core.metrics` sweep without building it.
     """
     arr, single = _as_maps(maps)
-    taus = _as_fractions(taus, "taus")
+    taus = as_fractions(taus, "taus")
     xp = array_namespace(arr)
     # the same float arithmetic as threshold_fraction: the fraction in the maps' dtype, times max
     taus = _like(taus.astype(np.float32 if arr.dtype == xp.float32 else np.float64), arr)

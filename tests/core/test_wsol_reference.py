@@ -269,7 +269,7 @@ def test_raw_low_precision_maps_equal_opencv_reference(dtype, taus):
 def test_quantisation_levels_equal_the_references(dtype):
     # the 8-bit levels themselves, pixel by pixel, on 400 raw maps: the reference casts to
     # float64, min-max normalises, then truncates 255 * map
-    from cam_core.metrics import _wsol_quantise
+    from cam_core._sweep import wsol_quantise as _wsol_quantise
 
     rng = np.random.default_rng(11)
     maps = (rng.standard_normal((400, 16, 16)) * rng.uniform(0.01, 50.0, (400, 1, 1))
