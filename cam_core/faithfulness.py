@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cam_core._chunks import check_batch_size, check_callable, chunked_scores
 from cam_core._validate import as_float_array, check_finite, check_fits_memory, check_same_batch
-from cam_core.methods import _check_batch_size, _check_callable, _chunked_scores
 
 __all__ = [
     "ROAD_PERCENTAGES",
@@ -180,10 +180,10 @@ def deletion_insertion(
     PerturbationCurves
     """
     ranks = pixel_ranks(maps)
-    _check_callable(score_masked, "score_masked")
+    check_callable(score_masked, "score_masked")
     steps = _check_steps(steps)
     check_fits_memory(16 * (steps + 1), "steps", f"{steps} steps")
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     n, height, width = ranks.shape
     pixels = height * width
     s = np.arange(steps + 1, dtype=np.int64)
@@ -196,7 +196,7 @@ def deletion_insertion(
         below = ranks[i][None] < kept_if_below[start:stop, None, None]  # (B, H, W)
         return (below == insertion[start:stop, None, None]).astype(np.float32)
 
-    scores = _chunked_scores(
+    scores = chunked_scores(
         score_masked, masks, (n, 2 * (steps + 1)), batch_size, progress, "score_masked",
         "deletion/insertion",
     )
@@ -371,8 +371,8 @@ def road(
             f"`maps` must have the images' size {x.shape[2:]}; got {ranks.shape[1:]}"
         )
     check_finite(x, "images")
-    _check_callable(score_images, "score_images")
-    batch_size = _check_batch_size(batch_size)
+    check_callable(score_images, "score_images")
+    batch_size = check_batch_size(batch_size)
     pct = np.asarray(percentages, dtype=np.float64)
     if pct.ndim != 1 or pct.size == 0 or np.any((pct <= 0) | (pct >= 100)):
         raise ValueError(
@@ -392,7 +392,7 @@ def road(
             out.append(noisy_linear_impute(x[i], removed, noise=noise, seed=int(state)))
         return np.stack(out).astype(np.float32)
 
-    scores = _chunked_scores(score_images, batch, (n, 2 * n_p), batch_size, progress,
+    scores = chunked_scores(score_images, batch, (n, 2 * n_p), batch_size, progress,
                              "score_images", "ROAD")
     return RoadCurves(percentages=pct, morf=scores[:, :n_p], lerf=scores[:, n_p:])
 

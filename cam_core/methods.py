@@ -48,7 +48,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cam_core._progress import progress_bar
+from cam_core._chunks import check_batch_size, check_callable, chunked_scores
 from cam_core._validate import (
     accumulation_dtype,
     array_namespace,
@@ -82,7 +82,6 @@ _LAYER_SHAPE = ("N", "K", "h", "w")
 EIGENCAM_SIGNS = ("correlation", "svd")
 
 # A progress bar is shown by default (progress=None) from this many chunks on, on a terminal.
-_PROGRESS_MIN_CHUNKS = 8
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -507,64 +506,6 @@ def ablationcam_combine(activations, ablated_scores, base_scores, /):
     return _combine(weights, a, a.dtype)
 
 
-def _progress_bar(total: int, progress, desc: str):
-    return progress_bar(total=total, progress=progress, auto_min=_PROGRESS_MIN_CHUNKS, desc=desc,
-                        unit="chunk", leave=False)
-
-
-def _check_callable(fn, name: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"`{name}` must be callable; got {type(fn).__name__}")
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"`batch_size` must be an int; got {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1; got {batch_size}")
-    return int(batch_size)
-
-
-def _scores_from(fn, n: int, arg, expected: int, what: str) -> np.ndarray:
-    """Call a score callable and check it returned ``expected`` finite scores (on the host)."""
-    out = to_numpy(fn(n, arg))
-    if out.dtype.kind not in "biuf":
-        raise TypeError(f"`{what}` must return numeric scores; got dtype {out.dtype}")
-    if out.shape != (expected,):
-        raise ValueError(
-            f"`{what}` must return one score per item, shape ({expected},); "
-            f"got {np.shape(out)} for image {n}"
-        )
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"`{what}` returned a non-finite score for image {n}: {out}")
-    return out.astype(np.float64, copy=False)
-
-
-def _chunked_scores(
-    fn: Callable[[int, np.ndarray], np.ndarray],
-    make: Callable[[int, int, int], np.ndarray],
-    shape: tuple[int, int],
-    batch_size: int,
-    progress,
-    what: str,
-    desc: str,
-) -> np.ndarray:
-    """Scores ``(N, M)``: for each image ``n``, ``fn(n, make(n, start, stop))`` per chunk.
-
-    ``make`` builds one chunk's argument (masks, channel indices) only when it is needed, so at
-    most one chunk exists at a time; a tqdm bar counts the chunks.
-    """
-    n_img, count = shape
-    out = np.empty((n_img, count), dtype=np.float64)
-    with _progress_bar(n_img * math.ceil(count / batch_size), progress, desc) as bar:
-        for n in range(n_img):
-            for start in range(0, count, batch_size):
-                stop = min(start + batch_size, count)
-                out[n, start:stop] = _scores_from(fn, n, make(n, start, stop), stop - start, what)
-                bar.update(1)
-    return out
-
-
 def scorecam(
     activations,
     score_masked: Callable[[int, np.ndarray], np.ndarray],
@@ -606,15 +547,15 @@ def scorecam(
 
     a = _activations(activations)
     xp = array_namespace(a)
-    _check_callable(score_masked, "score_masked")
+    check_callable(score_masked, "score_masked")
     size = as_size(input_size, "input_size")
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
 
     def masks(n: int, start: int, stop: int):
         up = upsample(a[n, start:stop, ...], size, method="bilinear")
         return xp.astype(normalize(up), xp.float32, copy=False)
 
-    scores = _chunked_scores(
+    scores = chunked_scores(
         score_masked, masks, a.shape[:2], batch_size, progress, "score_masked", "Score-CAM"
     )
     return xp.astype(scorecam_combine(a, scores), a.dtype, copy=False)
@@ -656,9 +597,9 @@ def ablationcam(
     """
     a = _activations(activations)
     xp = array_namespace(a)
-    _check_callable(score_ablated, "score_ablated")
+    check_callable(score_ablated, "score_ablated")
     base = _base_scores(base_scores, a.shape[0], like=a)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     device = device_of(a)
     # int64, or int32 where the library has no 64-bit types (JAX without x64)
     index = xp.int64 if accumulation_dtype(xp, device) == xp.float64 else xp.int32
@@ -666,7 +607,7 @@ def ablationcam(
     def channels(n: int, start: int, stop: int):
         return xp.arange(start, stop, dtype=index, device=device)
 
-    ablated = _chunked_scores(
+    ablated = chunked_scores(
         score_ablated, channels, a.shape[:2], batch_size, progress, "score_ablated",
         "Ablation-CAM",
     )
@@ -1087,7 +1028,7 @@ def sscam(
     """
     a = _activations(activations)
     xp = array_namespace(a)
-    _check_callable(score_masked, "score_masked")
+    check_callable(score_masked, "score_masked")
     size = as_size(input_size, "input_size")
     samples = _check_samples(samples)
     if isinstance(std, bool) or not isinstance(std, (int, float, np.integer, np.floating)):
@@ -1095,7 +1036,7 @@ def sscam(
     if not (math.isfinite(std) and std >= 0):
         raise ValueError(f"`std` must be finite and >= 0; got {std}")
     random_weights(1, seed=seed)  # checks the seed
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     k = a.shape[1]
     device = device_of(a)
 
@@ -1105,7 +1046,7 @@ def sscam(
         noise = np.stack([mask_noise(seed, j // k, j % k, size) for j in items]) * np.float32(std)
         return base + xp.asarray(noise, device=device)
 
-    scores = _chunked_scores(
+    scores = chunked_scores(
         score_masked, masks, (a.shape[0], samples * k), batch_size, progress, "score_masked",
         "SS-CAM",
     )
@@ -1162,11 +1103,11 @@ def iscam(
     """
     a = _activations(activations)
     xp = array_namespace(a)
-    _check_callable(score_masked, "score_masked")
+    check_callable(score_masked, "score_masked")
     size = as_size(input_size, "input_size")
     coeff = iscam_coefficients(samples, convention)
     samples = len(coeff)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     k = a.shape[1]
     device = device_of(a)
 
@@ -1176,7 +1117,7 @@ def iscam(
         c = np.asarray([coeff[j // k] for j in items], dtype=np.float32)
         return base * xp.asarray(c, device=device)[:, None, None]
 
-    scores = _chunked_scores(
+    scores = chunked_scores(
         score_masked, masks, (a.shape[0], samples * k), batch_size, progress, "score_masked",
         "IS-CAM",
     )
