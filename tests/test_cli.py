@@ -7,7 +7,6 @@ Models: ``tests.cli_models:tiny_torch`` (a seeded GAP CNN) and a tiny Keras mode
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,65 +14,25 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from tests.cli_helpers import (
+    ENV,
+    EVAL,
+    TINY,
+    assert_one_line_error,
+    call_main,
+    fake_results,
+    files_in,
+    results_of,
+    run_cli,
+    square_image,
+    wsol_dataset,
+)
 from tests.conftest import ROOT
 
-TINY = "tests.cli_models:tiny_torch"
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 ENV.pop("CAM_CORE_DEBUG", None)
-
-
-def run_cli(*args, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cam_core", *map(str, args)],
-        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=timeout,
-    )
-
-
-def call_main(*args) -> subprocess.CompletedProcess:
-    """Run :func:`cam_core.cli.main` in this process (fast: the framework is imported once)."""
-    import contextlib
-    import io
-
-    from cam_core.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:  # argparse
-            code = exc.code
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Non-zero exit, exactly one line on stderr naming the problem, no traceback."""
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("cam-core: error: "), lines[0]
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
-def square_image(path: Path, *, size=(48, 40), box=(10, 8, 26, 22), seed: int = 0) -> Path:
-    """A dark noisy image (width, height = ``size``) with a bright rectangle ``box`` (half-open)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    img = rng.integers(0, 40, size=(h, w, 3), dtype=np.uint8)
-    x0, y0, x1, y1 = box
-    img[y0:y1, x0:x1] = 250
-    Image.fromarray(img).save(path)
-    return path
-
-
-def files_in(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,40 +277,6 @@ def test_bad_method_and_options(tmp_path, two_images):
 # evaluate
 
 
-def wsol_dataset(root: Path, n: int = 10, *, seed: int = 0) -> Path:
-    """A WSOL-layout dataset: ``n`` images (sizes vary) with one or two bright rectangles each."""
-    rng = np.random.default_rng(seed)
-    (root / "val").mkdir(parents=True)
-    (root / "metadata").mkdir()
-    ids, labels, sizes, locs = [], [], [], []
-    for i in range(n):
-        w, h = int(rng.integers(36, 60)), int(rng.integers(36, 60))
-        bw, bh = int(rng.integers(8, w // 2)), int(rng.integers(8, h // 2))
-        x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
-        name = f"val/img_{i:03d}.png"
-        square_image(root / name, size=(w, h), box=(x0, y0, x0 + bw, y0 + bh), seed=100 + i)
-        ids.append(name)
-        labels.append(f"{name},{i % 4}")
-        sizes.append(f"{name},{w},{h}")
-        locs.append(f"{name},{x0},{y0},{x0 + bw - 1},{y0 + bh - 1}")  # inclusive corners
-        if i % 3 == 0:
-            locs.append(f"{name},0,0,{w // 4},{h // 4}")
-    meta = root / "metadata"
-    (meta / "image_ids.txt").write_text("\n".join(ids) + "\n")
-    (meta / "class_labels.txt").write_text("\n".join(labels) + "\n")
-    (meta / "image_sizes.txt").write_text("\n".join(sizes) + "\n")
-    (meta / "localization.txt").write_text("\n".join(locs) + "\n")
-    return root
-
-
-EVAL = ("--model", TINY, "--size", 32, "--methods", "cam,gradcam", "--batch-size", 3)
-
-
-def _results(out: Path) -> dict:
-    res = json.loads((out / "results.json").read_text())
-    return {k: res[k] for k in ("methods", "table", "classification")}
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return wsol_dataset(tmp_path_factory.mktemp("data") / "toy", n=10)
@@ -409,10 +334,10 @@ def test_evaluate_resumes_with_identical_results(dataset, full_run, tmp_path):
     second = run_cli("evaluate", "--data", dataset, *EVAL, "--out", out)
     assert second.returncode == 0, second.stderr
     assert "resuming: 2 of 4 batches already done" in second.stderr
-    assert _results(out) == _results(full)
+    assert results_of(out) == results_of(full)
     third = call_main("evaluate", "--data", dataset, *EVAL, "--out", out)
     assert "resuming: 4 of 4 batches already done" in third.stderr
-    assert _results(out) == _results(full)
+    assert results_of(out) == results_of(full)
 
 
 def test_evaluate_function_gives_the_command_figures(dataset, full_run):
@@ -423,7 +348,7 @@ def test_evaluate_function_gives_the_command_figures(dataset, full_run):
     full, _ = full_run
     res = evaluate(tiny_torch(), read_wsol(dataset), methods=["cam", "gradcam"],
                    preprocess="unit", size=32, batch_size=3)
-    cli = _results(full)
+    cli = results_of(full)
     assert res.table() == cli["table"]
     for m in ("cam", "gradcam"):
         assert res.methods[m].metrics == cli["methods"][m]["metrics"]
@@ -456,7 +381,7 @@ def test_evaluate_voc_and_csv_layouts_give_the_wsol_figures(dataset, full_run, t
             f"<height>{h}</height></size>{objects}</annotation>")
     (dataset / "boxes.csv").write_text("\n".join(rows) + "\n")
     try:
-        expected = _results(full)["table"]
+        expected = results_of(full)["table"]
         names = tmp_path / "names.txt"  # the VOC files name their classes: c0, c1, ...
         names.write_text("c0\nc1\nc2\nc3\n")
         for fmt, data, extra in [("csv", dataset / "boxes.csv", ()),
@@ -507,9 +432,9 @@ def test_evaluate_ctrl_c_keeps_finished_batches_and_resumes(dataset, full_run, t
     proc = run_cli("evaluate", "--data", dataset, *args[3:-2], "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert f"resuming: {len(done)} of 4 batches already done" in proc.stderr
-    assert _results(out)["methods"].keys() == _results(full)["methods"].keys()
+    assert results_of(out)["methods"].keys() == results_of(full)["methods"].keys()
     for m in ("cam", "gradcam"):  # the slow model computes the same function as the tiny one
-        assert _results(out)["methods"][m]["metrics"] == _results(full)["methods"][m]["metrics"]
+        assert results_of(out)["methods"][m]["metrics"] == results_of(full)["methods"][m]["metrics"]
 
 
 def test_evaluate_bad_inputs(dataset, tmp_path):
@@ -566,7 +491,6 @@ def test_cli_module_imports_no_framework():
 
 
 def test_report_command(tmp_path):
-    from tests.test_report_browser import fake_results
 
     folder = fake_results(tmp_path / "results")
     out = tmp_path / "r.html"

@@ -18,17 +18,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
-from tests.test_cli import (
+from tests.cli_helpers import (
     ENV,
     EVAL,
     TINY,
-    _results,
     assert_one_line_error,
     call_main,
+    fake_results,
+    results_of,
     square_image,
     wsol_dataset,
 )
+from tests.conftest import ROOT
 
 pytest.importorskip("torch")
 
@@ -68,7 +69,7 @@ def test_truncated_checkpoint_names_the_file_and_restart(data, reference, tmp_pa
     assert "damaged" in line
     proc = _evaluate(data, out, "--restart")
     assert proc.returncode == 0, proc.stderr
-    assert _results(out) == _results(reference)
+    assert results_of(out) == results_of(reference)
 
 
 def test_batch_file_replaced_by_another_batch_is_refused(data, reference, tmp_path):
@@ -102,7 +103,7 @@ def test_temporary_file_left_by_a_kill_is_removed_on_resume(data, reference, tmp
     proc = _evaluate(data, out)
     assert proc.returncode == 0, proc.stderr
     assert not stale.exists() and not list(ck.glob(".*.tmp"))
-    assert _results(out) == _results(reference)
+    assert results_of(out) == results_of(reference)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -128,7 +129,7 @@ def test_killed_run_resumes_to_identical_figures(data, reference, tmp_path, work
     assert proc.returncode == 0, proc.stderr
     assert f"resuming: {len(done)} of 4 batches already done" in proc.stderr
     for m in ("cam", "gradcam"):
-        assert _results(out)["methods"][m] == _results(reference)["methods"][m]
+        assert results_of(out)["methods"][m] == results_of(reference)["methods"][m]
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,13 +328,13 @@ def test_evaluate_csv_with_class_names(data, reference, tmp_path):
         proc = call_main("evaluate", "--data", csv, *EVAL, "--gallery", 0, "--class-names",
                          names, "--out", tmp_path / "b")
         assert proc.returncode == 0, proc.stderr
-        assert _results(tmp_path / "b")["table"] == _results(reference)["table"]
+        assert results_of(tmp_path / "b")["table"] == results_of(reference)["table"]
         tsv = tmp_path / "names.tsv"
         tsv.write_text("index\tnames\n0\tdog, domestic dog\n1\tcat\n2\tbird\n3\tfish\n")
         proc = call_main("evaluate", "--data", csv, *EVAL, "--gallery", 0, "--class-names", tsv,
                          "--out", tmp_path / "c")
         assert proc.returncode == 0, proc.stderr
-        assert _results(tmp_path / "c")["table"] == _results(reference)["table"]
+        assert results_of(tmp_path / "c")["table"] == results_of(reference)["table"]
     finally:
         csv.unlink()
 
@@ -353,7 +354,6 @@ def test_csv_with_a_byte_order_mark_is_read(tmp_path):
 
 
 def test_report_embeds_only_files_inside_its_folder_and_escapes(tmp_path):
-    from tests.test_report_browser import fake_results
 
     folder = fake_results(tmp_path / "res")
     secret = tmp_path / "secret.png"
@@ -379,7 +379,6 @@ def test_report_embeds_only_files_inside_its_folder_and_escapes(tmp_path):
 
 
 def test_report_bad_inputs_are_one_line(tmp_path):
-    from tests.test_report_browser import fake_results
 
     folder = fake_results(tmp_path / "res")
     assert_one_line_error(call_main("report", folder, "--out", tmp_path), "`out`", "folder")

@@ -11,8 +11,15 @@ import sys
 import numpy as np
 import pytest
 
+from tests.cli_helpers import (
+    ENV,
+    EVAL,
+    assert_one_line_error,
+    call_main,
+    run_cli,
+    wsol_dataset,
+)
 from tests.conftest import ROOT
-from tests.test_cli import ENV, EVAL, assert_one_line_error, call_main, run_cli, wsol_dataset
 
 torch = pytest.importorskip("torch")
 

@@ -24,6 +24,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.cli_helpers import (
+    fake_results,
+    random_png,
+)
 from tests.conftest import ROOT
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
@@ -190,50 +194,6 @@ class _Resources(HTMLParser):
 # fixtures: an evaluate-style results folder, and the same from the real command
 
 
-def _png(path: Path, seed: int, size=(96, 80)) -> None:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-
-
-def fake_results(folder: Path) -> Path:
-    """A results folder in the layout `cam-core evaluate` writes, with made-up figures."""
-    thresholds = [i / 20 for i in range(20)]
-    methods = {}
-    for k, m in enumerate(["cam", "gradcam", "scorecam"]):
-        gallery = []
-        for rank in ("best", "worst"):
-            for i in range(3):
-                f = f"gallery/{m}_{rank}_{i + 1}.png"
-                _png(folder / f, seed=10 * k + i + (5 if rank == "worst" else 0))
-                gallery.append({"rank": rank, "image": f"val/img_{i}.png", "iou": 0.9 - i / 10,
-                                "file": f, "target": 3, "predicted": 3})
-        curve = [float(100 * np.exp(-((t - 0.3 - 0.05 * k) ** 2) / 0.05)) for t in thresholds]
-        methods[m] = {
-            "metrics": {"MaxBoxAcc": 50.0 + k, "MaxBoxAccV2": 40.0 + k},
-            "curves": {"thresholds": thresholds,
-                       "box_acc": {"0.3": curve, "0.5": [c * 0.8 for c in curve],
-                                   "0.7": [c * 0.5 for c in curve]}},
-            "gallery": gallery,
-        }
-    results = {
-        "kind": "cam-core evaluate",
-        "dataset": {"path": "data/<toy>", "format": "wsol", "images": 12},
-        "model": {"spec": "tests.cli_models:tiny_torch", "framework": "torch",
-                  "layers": ["features"]},
-        "settings": {"protocol": "native"},
-        "classification": {"top1": 25.0},
-        "methods": methods,
-        "table": {"columns": ["method", "MaxBoxAcc", "MaxBoxAccV2"],
-                  "rows": [[m, r["metrics"]["MaxBoxAcc"], r["metrics"]["MaxBoxAccV2"]]
-                           for m, r in methods.items()],
-                  "notes": "<script>alert('escaped')</script>"},
-    }
-    (folder / "results.json").write_text(json.dumps(results))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     b = Browser(tmp_path_factory.mktemp("chromium-profile"))
@@ -272,8 +232,8 @@ def test_report_of_a_markdown_results_folder(tmp_path, browser):
     from cam_core.report import build_report
 
     folder = tmp_path / "bench"
-    _png(folder / "curves.png", seed=3, size=(120, 90))
-    _png(folder / "unlinked.png", seed=4, size=(50, 40))
+    random_png(folder / "curves.png", seed=3, size=(120, 90))
+    random_png(folder / "unlinked.png", seed=4, size=(50, 40))
     (folder / "report.md").write_text(
         "# Bench report\n\nSome *text* with `code` and a [link](https://example.com).\n\n"
         "## Table\n\n| a | b |\n|---|---|\n| 1 | 2.5 |\n| x | y |\n\n"

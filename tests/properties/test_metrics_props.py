@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from cam_core.metrics import BoxAccuracy, Localization, PointingGame, PxAP
 from tests.conftest import readonly
-from tests.core.test_metrics import _brute_native
+from tests.oracles import brute_native
 
 H, W = 9, 11
 DELTAS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -76,7 +76,7 @@ def test_native_equals_brute_force(batch):
     acc = BoxAccuracy(taus=taus, deltas=(0.3, 0.5, 0.7))
     acc.update(maps, gts)
     # the native protocol takes half-open boxes; here the drawn boxes are used as half-open
-    correct, correct_all = _brute_native(maps, gts, taus, (0.3, 0.5, 0.7))
+    correct, correct_all = brute_native(maps, gts, taus, (0.3, 0.5, 0.7))
     np.testing.assert_array_equal(acc.result().correct, correct)
     np.testing.assert_array_equal(acc.result().correct_all, correct_all)
 
