@@ -48,6 +48,7 @@ from benchmarks._common import (  # noqa: E402
     set_seeds,
     set_threads,
 )
+from benchmarks._scoring import map_correlation  # noqa: E402
 
 __all__ = ["run"]
 
@@ -149,17 +150,6 @@ def _sync(torch, device) -> None:
         torch.cuda.synchronize()
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    vals = []
-    for m1, m2 in zip(a, b):
-        m1, m2 = m1.ravel().astype(np.float64), m2.ravel().astype(np.float64)
-        if m1.std() == 0 or m2.std() == 0:
-            vals.append(float(np.array_equal(m1, m2)))
-        else:
-            vals.append(float(np.corrcoef(m1, m2)[0, 1]))
-    return float(np.mean(vals))
-
-
 def _measure(torch, device, model, layer, x, libs, warmup, repeats, bar) -> dict:
     with torch.inference_mode():
         targets = model(x).argmax(1).tolist()
@@ -191,7 +181,7 @@ def _measure(torch, device, model, layer, x, libs, warmup, repeats, bar) -> dict
             "times_s": times[name],
         }
         if name not in ("forward", "cam_core cam", "cam_core gradcam"):
-            row["correlation_to_cam_core_gradcam"] = _correlation(np.asarray(last[name]), ours)
+            row["correlation_to_cam_core_gradcam"] = map_correlation(np.asarray(last[name]), ours)
         rows[name] = row
     return {"batch": n, "targets": targets, "rows": rows}
 
@@ -461,7 +451,7 @@ def _accel_measure(torch, device, model, layer, x, peers, warmup, repeats, bar) 
         if name != "forward" and not name.startswith("cam_core"):
             method = "gradcam++" if "gradcam++" in name else "gradcam"
             ref = _host(last[f"cam_core {method}, NumPy maps"])
-            row["correlation_to_cam_core"] = _correlation(_host(last[name]), ref)
+            row["correlation_to_cam_core"] = map_correlation(_host(last[name]), ref)
         if name.endswith("device maps"):
             row["max_abs_diff_to_numpy_maps"] = float(np.max(np.abs(
                 _host(last[name]) - _host(last[name.replace("device maps", "NumPy maps")]))))
@@ -514,7 +504,7 @@ def _scorecam_measure(torch, device, model, layer, x, peers, warmup, repeats, ba
             "times_s": times[name],
         }
         if name != "cam_core scorecam":
-            rows[name]["correlation_to_cam_core"] = _correlation(_host(last[name]), ours)
+            rows[name]["correlation_to_cam_core"] = map_correlation(_host(last[name]), ours)
     if "pytorch-grad-cam scorecam" in rows:
         for name in rows:
             if name.startswith("cam_core"):

@@ -31,7 +31,7 @@ overfit enough for flips to pay for a second cached copy of the training set.
 the globally pooled 1280-d features of the pretrained backbone, nothing else trained.
 
 **Localisation.** Maps for each validation image's TRUE class at ``"features"`` (the 7x7x1280
-output), scored with :class:`benchmarks.stage_localise.BoxStats` (the project's
+output), scored with :class:`benchmarks._scoring.BoxStats` (the project's
 :class:`cam_core.metrics.BoxAccuracy` and :class:`cam_core.metrics.Localization`) under both
 protocols: ``wsol`` (Choe et al.: raw map resized bicubically to 224, ground truth scaled with
 truncation, inclusive-corner IoU) and ``native`` (the 224x224 bilinear maps against the
@@ -429,7 +429,7 @@ class _Scores:
     """BoxStats per method for one model, plus per-image IoU of CAM / Grad-CAM for the gallery."""
 
     def __init__(self, methods, gt_native, gt_wsol, labels, keep=()):
-        from benchmarks.stage_localise import BoxStats
+        from benchmarks._scoring import BoxStats
 
         self.stats = {m: BoxStats() for m in methods}
         self.gt_native, self.gt_wsol, self.labels = gt_native, gt_wsol, labels
@@ -437,7 +437,7 @@ class _Scores:
         self.logits = {}
 
     def add(self, start: int, explanations: dict) -> None:
-        from benchmarks.stage_localise import wsol_maps
+        from benchmarks._scoring import wsol_maps
         from cam_core.explain import METHODS
 
         for m, e in explanations.items():
@@ -499,7 +499,7 @@ def _explain_keras(model, x_nchw, labels, methods, scores: _Scores, *, batch, pr
 def _baselines(split: Split, gt_native, gt_wsol, train: Split) -> dict:
     """The full-image box and the centred box of the training set's mean size, as box maps
     through the same accumulators (see the module docstring)."""
-    from benchmarks.stage_localise import BoxStats
+    from benchmarks._scoring import BoxStats
 
     n, s = len(split), INPUT_SIZE
     full = np.ones((s, s), np.float32)
@@ -879,7 +879,7 @@ def _first_loss_torch(trainer, h, y) -> float:
 def _scorecam(model, x_val, labels, gt_native, gt_wsol, n) -> dict:
     from cam_core.adapters import torch as adapter
 
-    from benchmarks.stage_localise import BoxStats, wsol_maps
+    from benchmarks._scoring import BoxStats, wsol_maps
 
     stats = BoxStats()
     for i in range(0, n, 4):

@@ -117,7 +117,7 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     from cam_core.adapters.equivalence import compare
     from cam_core.adapters.transfer import torch_to_keras
 
-    from benchmarks.stage_localise import wsol_maps
+    from benchmarks._scoring import wsol_maps
     from cam_core.data import iter_batches, read_wsol
     from cam_core.evaluate import ground_truth
     from cam_core.explain import METHODS

@@ -36,20 +36,23 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import stage_train  # noqa: E402
-from benchmarks._common import fmt, md_table, progress_bar, save_figure  # noqa: E402
+from benchmarks._common import fmt, md_table, progress_bar  # noqa: E402
+from benchmarks._scoring import (  # noqa: E402
+    FAST_METHODS,
+    NEW_FAST_METHODS,
+    NEW_SLOW_METHODS,
+    SLOW_METHODS,
+    WSOL_SIZE,
+    BoxStats,
+    plot_boxacc,
+    wsol_maps,
+)
 
-__all__ = ["FAST_METHODS", "SLOW_METHODS", "BoxStats", "plot_boxacc", "run", "wsol_maps"]
+__all__ = ["run"]
 
-FAST_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
-SLOW_METHODS = ("scorecam", "ablationcam")
 # issue 15: the methods added from pytorch-grad-cam and torch-cam (SS-CAM, IS-CAM: slow)
-NEW_FAST_METHODS = ("gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomcam",
-                    "finercam")
-NEW_SLOW_METHODS = ("sscam", "iscam", "smoothgradcam++")
 ROAD_BENCH_PERCENTAGES = (20, 40, 60, 80)  # pytorch-grad-cam's ROADCombined
 N_ROAD, N_RANDOMISATION = 16, 8  # images (at most n_faith / n_slow)
-WSOL_SIZE = 224
-FIXED_TAUS = (0.2, 0.15)
 
 _SIZES = {
     # images: for the sweeps (the first n_eval of the test set), the slow methods, faithfulness;
@@ -137,57 +140,6 @@ class _Model:
 
 
 # ----------------------------------------------------------------------------- metrics
-def wsol_maps(raw: np.ndarray, relu: bool) -> np.ndarray:
-    """Raw maps ``(N, h, w)`` as the WSOL reference feeds them: ReLU'd where the method's paper
-    does, resized bicubically to 224x224 (its evaluator normalises them again)."""
-    from cam_core.explain import display_maps
-
-    return display_maps(np.asarray(raw, dtype=np.float32), relu=relu, size=WSOL_SIZE,
-                        upsample="bicubic", normalise=False)
-
-
-class BoxStats:
-    """The box figures of one method, accumulated batch by batch (see the module docstring)."""
-
-    def __init__(self):
-        from cam_core.evaluate import EvalSettings, accumulators
-
-        # the engine's accumulator schema (cam_core.evaluate.accumulators), for both protocols
-        accs = {p: accumulators(EvalSettings(methods=(), protocol=p, n_thresholds=100,
-                                             fixed_thresholds=FIXED_TAUS))
-                for p in ("native", "wsol")}
-        self.images = 0
-        self.sweeps = {p: a["sweep"] for p, a in accs.items()}
-        self.fixed = {tau: accs["native"][f"loc{round(100 * tau):02d}"] for tau in FIXED_TAUS}
-
-    def update(self, maps, boxes, wsol_maps_, wsol_boxes, correct) -> None:
-        """``maps``/``boxes``: native (half-open, the maps' frame); ``wsol_*``: the reference's
-        224x224 maps and inclusive-corner boxes; ``correct``: top-1 right, per image."""
-        self.sweeps["native"].update(maps, boxes)
-        self.sweeps["wsol"].update(wsol_maps_, wsol_boxes)
-        for loc in self.fixed.values():
-            loc.update(maps, boxes, correct)
-        self.images += len(maps)
-
-    def result(self) -> dict:
-        out = {"images": self.images}
-        for name, acc in self.sweeps.items():
-            r = acc.result()
-            half = int(np.flatnonzero(r.deltas == 0.5)[0])
-            out[name] = {
-                "max_box_acc": r.max_box_acc,
-                "max_box_acc_v2": r.max_box_acc_v2,
-                "best_tau": r.best_tau,
-                "mean_iou_at_best_tau": r.mean_iou,
-                "taus": r.taus,
-                "box_acc_at_iou_0.5": r.box_acc[:, half],
-            }
-        for tau, loc in self.fixed.items():
-            r = loc.result()
-            out[f"tau_{round(100 * tau)}"] = {"top1_loc": r.top1_loc,
-                                              "gt_known_loc": r.gt_known_loc,
-                                              "mean_iou": r.mean_iou}
-        return out
 
 
 def _box_figures(maps, raw, relu, boxes, correct, size) -> dict:
@@ -284,30 +236,6 @@ def _gallery(test, idx, maps_by_method: dict, path: Path, title: str) -> Path:
                                        boxes_from_map(m, threshold=0.2)))
             titles.append(method)
     return save_png(image_grid(cells, ncols=1 + len(maps_by_method), titles=titles), path)
-
-
-def plot_boxacc(panels: dict, path: Path) -> Path:
-    """BoxAcc at IoU 0.5 (native) against the threshold: one panel per key of ``panels``, whose
-    value maps each method to its :meth:`BoxStats.result`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, (fw, by_method) in zip(axes[0], panels.items()):
-        for method, r in by_method.items():
-            nat = r["native"]
-            ax.plot(nat["taus"], nat["box_acc_at_iou_0.5"], lw=1.5,
-                    ls="--" if method in SLOW_METHODS else "-",
-                    label=f"{method} (max {nat['max_box_acc']:.1f})")
-        ax.set_title(f"{fw}: BoxAcc at IoU 0.5 (native protocol)")
-        ax.set_xlabel("threshold (fraction of the map's maximum)")
-        ax.set_ylabel("BoxAcc (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return save_figure(fig, path)
 
 
 def _photos(out_dir: Path, progress: bool) -> dict:

@@ -6,7 +6,7 @@ in batches (:func:`cam_core.data.iter_batches`), so memory stays flat; peak RSS 
 the first 100 and the first 1,000 images. Per batch, one forward pass and one gradient capture
 (:class:`cam_core.adapters.torch.TorchSession`, targets = the true classes) feed all the
 gradient and activation methods; each method's figures are accumulated with
-:class:`benchmarks.stage_localise.BoxStats`:
+:class:`benchmarks._scoring.BoxStats`:
 
 - ``wsol``: the reference protocol of Choe et al. (raw map resized bicubically to 224, ground
   truth from the original inclusive boxes scaled with truncation, PROTOCOLS step 6);
@@ -38,7 +38,7 @@ from benchmarks._common import (  # noqa: E402
     rss_mb,
     write_json,
 )
-from benchmarks.stage_localise import (  # noqa: E402
+from benchmarks._scoring import (  # noqa: E402
     FAST_METHODS,
     NEW_FAST_METHODS,
     SLOW_METHODS,
