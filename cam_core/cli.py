@@ -59,7 +59,7 @@ from cam_core import evaluate as engine
 from cam_core import viz
 from cam_core._errors import CliError
 from cam_core._errors import first_line as _first_line
-from cam_core._io import atomic_write_bytes, write_json, write_text
+from cam_core._io import write_json, write_text
 from cam_core._tables import md_table
 from cam_core.adapters.loading import (
     LoadedModel,
@@ -74,7 +74,7 @@ from cam_core.data import iter_batches, to_rgb8
 from cam_core.data import read_class_names as read_table
 from cam_core.evaluate import PRESETS, Preprocess, explain_labels
 from cam_core.explain import ConstantMapWarning, explain, method_spec
-from cam_core.report import build_report
+from cam_core.report import boxacc_svg, build_report
 from cam_core.resize import upsample
 
 __all__ = ["CliError", "main"]
@@ -540,36 +540,6 @@ def _markdown_table(table: dict) -> str:
     return md_table(table["columns"], [[str(r[0]), *r[1:]] for r in table["rows"]])
 
 
-def _curves_png(path: Path, ev) -> bool:
-    """BoxAcc versus threshold, one panel per IoU criterion (needs Matplotlib; False without)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    import io
-
-    methods = {m: {"curves": r.curves} for m, r in ev.methods.items()}
-    keys = list(next(iter(methods.values()))["curves"]["box_acc"])
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for m, r in methods.items():
-            ax.plot(r["curves"]["thresholds"], r["curves"]["box_acc"][key], label=m)
-        ax.set_title(f"BoxAcc at IoU >= {key}")
-        ax.set_xlabel("threshold (fraction of the map's maximum)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("BoxAcc (%)")
-    axes[0][-1].legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return True
-
-
 GALLERY_SIZE = 192  # gallery images are enlarged to about this many pixels when smaller
 
 
@@ -629,7 +599,7 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def _write_outputs(out_dir: Path, ev, *, title: str, model_line: str, extra: dict,
                    galleries: dict | None) -> list[str]:
-    """results.json, table.md and curves.png of a (complete) evaluation; returns what was written."""
+    """results.json, table.md and curves.svg of a (complete) evaluation; returns what was written."""
     table = ev.table()
     settings = ev.settings
     methods = {}
@@ -649,12 +619,12 @@ def _write_outputs(out_dir: Path, ev, *, title: str, model_line: str, extra: dic
     }
     md = "\n\n".join([f"# Localisation: {title}", model_line, _markdown_table(table),
                        table["notes"]]) + "\n"
-    has_png = _curves_png(out_dir / "curves.png", ev)
-    results["curves_png"] = "curves.png" if has_png else None
+    # the same charts as the HTML report's (cam_core.report), as a file of their own
+    write_text(out_dir / "curves.svg", boxacc_svg({m: r["curves"] for m, r in methods.items()}))
+    results["curves_svg"] = "curves.svg"
     write_text(out_dir / "table.md", md)
     write_json(out_dir / "results.json", results)
-    return [str(out_dir / "results.json"), str(out_dir / "table.md")] + (
-        [str(out_dir / "curves.png")] if has_png else [])
+    return [str(out_dir / "results.json"), str(out_dir / "table.md"), str(out_dir / "curves.svg")]
 
 
 def _check_out_dir(out: str) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 from cam_core._io import atomic_write_bytes
 from cam_core._tables import fmt
 
-__all__ = ["build_report", "markdown_to_html", "svg_line_chart"]
+__all__ = ["boxacc_charts", "boxacc_svg", "build_report", "markdown_to_html", "svg_line_chart"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -78,6 +78,32 @@ def _data_uri(path: Path) -> str | None:
 
 # --------------------------------------------------------------------------------------------
 # charts
+
+
+def boxacc_charts(curves: dict) -> list[str]:
+    """BoxAcc against the threshold, one SVG chart per IoU criterion, one line per method.
+
+    ``curves`` maps each method to its ``curves`` record of ``results.json`` (``thresholds`` and
+    ``box_acc``: IoU criterion -> BoxAcc per threshold, in percent).
+    """
+    first = next(iter(curves.values()))
+    charts = []
+    for key in first.get("box_acc", {}):
+        series = {m: c["box_acc"][key] for m, c in curves.items() if key in c.get("box_acc", {})}
+        charts.append(svg_line_chart(
+            first["thresholds"], series, title=f"BoxAcc at IoU >= {key}",
+            xlabel="threshold (fraction of the map's maximum)", ylabel="BoxAcc (%)", ymax=100.0,
+        ))
+    return charts
+
+
+def boxacc_svg(curves: dict) -> str:
+    """The charts of :func:`boxacc_charts` side by side in one standalone SVG document."""
+    charts = boxacc_charts(curves)
+    width, height = 420, 280  # svg_line_chart's defaults
+    inner = "".join(f'<g transform="translate({i * width}, 0)">{c}</g>' for i, c in enumerate(charts))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width * len(charts)}" '
+            f'height="{height}" viewBox="0 0 {width * len(charts)} {height}">{inner}</svg>\n')
 
 
 def svg_line_chart(
@@ -279,16 +305,7 @@ def _evaluate_page(results: dict, folder: Path) -> str:
     curves = {m: r.get("curves") for m, r in methods.items() if r.get("curves")}
     if curves:
         body.append("<h2>BoxAcc versus threshold</h2>")
-        first = next(iter(curves.values()))
-        charts = []
-        for key in first.get("box_acc", {}):
-            series = {m: c["box_acc"][key] for m, c in curves.items() if key in c.get("box_acc", {})}
-            charts.append(svg_line_chart(
-                first["thresholds"], series, title=f"BoxAcc at IoU >= {key}",
-                xlabel="threshold (fraction of the map's maximum)", ylabel="BoxAcc (%)",
-                ymax=100.0,
-            ))
-        body.append('<div class="charts">' + "".join(charts) + "</div>")
+        body.append('<div class="charts">' + "".join(boxacc_charts(curves)) + "</div>")
 
     galleries = {m: r.get("gallery", []) for m, r in methods.items() if r.get("gallery")}
     if galleries:

@@ -318,7 +318,8 @@ def test_evaluate_writes_results_table_curves_and_gallery(full_run):
         assert row[1:] == [metrics[c] for c in table["columns"][1:]]
     md = (out / "table.md").read_text()
     assert "| cam |" in md and "| gradcam |" in md
-    assert (out / "curves.png").is_file()
+    svg = (out / "curves.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2 * 3  # 2 methods x 3 IoU criteria
     assert "MaxBoxAcc" in proc.stdout
 
 
