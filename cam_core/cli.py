@@ -70,8 +70,9 @@ from cam_core.adapters.loading import (
     place_model,
 )
 from cam_core.boxes import boxes_from_map
-from cam_core.data import iter_batches, to_rgb8
+from cam_core.data import iter_batches
 from cam_core.data import read_class_names as read_table
+from cam_core.data.batches import to_rgb8
 from cam_core.evaluate import PRESETS, Preprocess, explain_labels
 from cam_core.explain import ConstantMapWarning, explain, method_spec
 from cam_core.report import boxacc_svg, build_report

@@ -230,7 +230,7 @@ def test_unreadable_image_in_a_folder_is_skipped(tmp_path, two_pngs):
 
 def test_16_bit_png_is_scaled_to_8_bits(tmp_path):
     from cam_core.cli import load_image
-    from cam_core.data import _load_rgb
+    from cam_core.data.batches import _load_rgb
 
     a16 = np.zeros((20, 30), dtype=np.uint16)
     a16[:, 10:] = 65535
