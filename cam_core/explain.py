@@ -79,7 +79,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """What a CAM method needs from the model and how its raw map is displayed."""
+    """A CAM method: its core function, what it needs from the model and how its raw map is
+    displayed. Adding a method is a function in :mod:`cam_core.methods` and an entry in
+    :data:`METHODS`; how the function is called follows from what the spec says it needs:
+
+    - ``needs_weights``: ``function(activations, weights, targets)`` (CAM);
+    - ``needs_gradients``: ``function(activations, gradients)``; with ``noise``,
+      ``function(activations, gradient_samples)`` over gradients at noisy inputs;
+    - ``perturbation="masked"``: ``function(activations, score_masked, input_size=,
+      batch_size=, progress=)``; ``"ablated"``: ``function(activations, score_ablated, scores,
+      batch_size=, progress=)``;
+    - otherwise ``function(activations)``.
+    """
 
     name: str
     needs_gradients: bool
@@ -88,34 +99,43 @@ class MethodSpec:
     perturbation: str | None = None  # "masked" (Score-CAM) or "ablated" (Ablation-CAM)
     target: str | None = None  # "finer": the score explained is Finer-CAM's (see `session_targets`)
     noise: bool = False  # gradients at noisy inputs too (Smooth Grad-CAM++, `noisy_captures`)
+    function: Callable | None = field(default=None, compare=False, repr=False)
 
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         # Zhou et al. min-max normalise the signed map; no ReLU in the paper.
-        MethodSpec("cam", needs_gradients=False, relu=False, needs_weights=True),
-        MethodSpec("gradcam", needs_gradients=True, relu=True),
-        MethodSpec("gradcam++", needs_gradients=True, relu=True),
-        MethodSpec("xgradcam", needs_gradients=True, relu=True),
-        MethodSpec("layercam", needs_gradients=True, relu=True),
-        MethodSpec("hirescam", needs_gradients=True, relu=True),
+        MethodSpec("cam", needs_gradients=False, relu=False, needs_weights=True, function=m.cam),
+        MethodSpec("gradcam", needs_gradients=True, relu=True, function=m.gradcam),
+        MethodSpec("gradcam++", needs_gradients=True, relu=True, function=m.gradcam_pp),
+        MethodSpec("xgradcam", needs_gradients=True, relu=True, function=m.xgradcam),
+        MethodSpec("layercam", needs_gradients=True, relu=True, function=m.layercam),
+        MethodSpec("hirescam", needs_gradients=True, relu=True, function=m.hirescam),
         # The projection's sign is fixed by the core; the map is min-max normalised as it is.
-        MethodSpec("eigencam", needs_gradients=False, relu=False),
-        MethodSpec("scorecam", needs_gradients=False, relu=True, perturbation="masked"),
-        MethodSpec("ablationcam", needs_gradients=False, relu=True, perturbation="ablated"),
+        MethodSpec("eigencam", needs_gradients=False, relu=False, function=m.eigencam),
+        MethodSpec("scorecam", needs_gradients=False, relu=True, perturbation="masked",
+                   function=m.scorecam),
+        MethodSpec("ablationcam", needs_gradients=False, relu=True, perturbation="ablated",
+                   function=m.ablationcam),
         # issue 15: pytorch-grad-cam's and torch-cam's other methods (cam_core.methods)
-        MethodSpec("gradcamelementwise", needs_gradients=True, relu=True),
-        MethodSpec("eigengradcam", needs_gradients=True, relu=False),  # sign fixed, as eigencam
-        MethodSpec("kpcacam", needs_gradients=False, relu=False),  # sign fixed, as eigencam
-        MethodSpec("fem", needs_gradients=False, relu=True),
-        MethodSpec("randomcam", needs_gradients=False, relu=True),
+        MethodSpec("gradcamelementwise", needs_gradients=True, relu=True,
+                   function=m.gradcam_elementwise),
+        # the signs of the projections are fixed, as Eigen-CAM's
+        MethodSpec("eigengradcam", needs_gradients=True, relu=False, function=m.eigengradcam),
+        MethodSpec("kpcacam", needs_gradients=False, relu=False, function=m.kpcacam),
+        MethodSpec("fem", needs_gradients=False, relu=True, function=m.fem),
+        MethodSpec("randomcam", needs_gradients=False, relu=True, function=m.randomcam),
         # Grad-CAM of Finer-CAM's contrastive score (`session_targets` builds it)
-        MethodSpec("finercam", needs_gradients=True, relu=True, target="finer"),
-        MethodSpec("sscam", needs_gradients=False, relu=True, perturbation="masked"),
-        MethodSpec("iscam", needs_gradients=False, relu=True, perturbation="masked"),
+        MethodSpec("finercam", needs_gradients=True, relu=True, target="finer",
+                   function=m.gradcam),
+        MethodSpec("sscam", needs_gradients=False, relu=True, perturbation="masked",
+                   function=m.sscam),
+        MethodSpec("iscam", needs_gradients=False, relu=True, perturbation="masked",
+                   function=m.iscam),
         # gradients at noisy copies of the input: `noisy_captures`
-        MethodSpec("smoothgradcam++", needs_gradients=True, relu=True, noise=True),
+        MethodSpec("smoothgradcam++", needs_gradients=True, relu=True, noise=True,
+                   function=m.smoothgradcam_pp),
     )
 }
 
@@ -350,39 +370,31 @@ def raw_maps(
             )
         if np.any(to_numpy(capture.targets) < 0):
             raise ValueError("CAM needs class indices as targets, not a callable score")
-        return m.cam(a, capture.weights, capture.targets)
+        return spec.function(a, capture.weights, capture.targets)
+    if spec.noise:
+        raise ValueError(
+            f"{spec.name} needs gradients at noisy copies of the input, which one capture does "
+            f"not hold; use explain() or explain_session()"
+        )
     if spec.needs_gradients:
         if capture.gradients is None:
             raise ValueError(f"method {spec.name!r} needs gradients; the capture has none")
-        fn = {
-            "gradcam": m.gradcam,
-            "gradcam++": m.gradcam_pp,
-            "xgradcam": m.xgradcam,
-            "layercam": m.layercam,
-            "hirescam": m.hirescam,
-            "gradcamelementwise": m.gradcam_elementwise,
-            "eigengradcam": m.eigengradcam,
-            "finercam": m.gradcam,  # Grad-CAM of the contrastive score
-        }[spec.name]
-        return fn(a, capture.gradients)
-    simple = {"eigencam": m.eigencam, "kpcacam": m.kpcacam, "fem": m.fem,
-              "randomcam": m.randomcam}
-    if spec.name in simple:
-        return simple[spec.name](a)
+        return spec.function(a, capture.gradients)
     if spec.perturbation == "masked":
         if score_masked is None or input_size is None:
             raise ValueError(
                 f"{spec.name} needs the adapter's `score_masked` and the `input_size`"
             )
-        fn = {"scorecam": m.scorecam, "sscam": m.sscam, "iscam": m.iscam}[spec.name]
-        return fn(
+        return spec.function(
             a, score_masked, input_size=input_size, batch_size=batch_size, progress=progress
         )
-    if score_ablated is None:
-        raise ValueError("Ablation-CAM needs the adapter's `score_ablated`")
-    return m.ablationcam(
-        a, score_ablated, capture.scores, batch_size=batch_size, progress=progress
-    )
+    if spec.perturbation == "ablated":
+        if score_ablated is None:
+            raise ValueError("Ablation-CAM needs the adapter's `score_ablated`")
+        return spec.function(
+            a, score_ablated, capture.scores, batch_size=batch_size, progress=progress
+        )
+    return spec.function(a)
 
 
 def explain_session(
@@ -418,11 +430,9 @@ def explain_session(
     raws = []
     for li, cap in enumerate(captures):
         if spec.noise:
-            from cam_core.methods import smoothgradcam_pp
-
             xp = array_namespace(cap.activations)
             samples = xp.stack([c[li].gradients for c in noisy])
-            raws.append(smoothgradcam_pp(cap.activations, samples))
+            raws.append(spec.function(cap.activations, samples))
             continue
         if eigen_smooth:
             raws.append(_eigen_smoothed(spec.name, cap))

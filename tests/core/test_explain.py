@@ -13,9 +13,11 @@ from cam_core.explain import (
     METHODS,
     Capture,
     Explanation,
+    MethodSpec,
     explain,
     explain_session,
     method_spec,
+    raw_maps,
     resolve_targets,
 )
 
@@ -201,3 +203,30 @@ def test_boxes_follow_the_threshold(session):
             assert len(b) == 1
             x0, y0, x1, y1 = b[0]
             assert m[y0:y1, x0:x1].max() == m.max()
+
+
+# ---------------------------------------------------------------- the method registry
+def test_every_method_carries_its_function():
+    for name, spec in METHODS.items():
+        assert callable(spec.function), name
+
+
+def test_a_new_method_is_a_function_and_a_registry_entry(session, monkeypatch):
+    # no dispatch table to edit: raw_maps and explain_session call what the spec carries
+    from cam_core import methods as m
+
+    def doubled(a, g):
+        return 2 * m.gradcam(a, g)
+
+    spec = MethodSpec("doubled", needs_gradients=True, relu=True, function=doubled)
+    monkeypatch.setitem(METHODS, "doubled", spec)
+    cap = session.capture(gradients=True)[0]
+    np.testing.assert_array_equal(raw_maps("doubled", cap), 2 * raw_maps("gradcam", cap))
+    np.testing.assert_array_equal(explain_session(session, "doubled").maps,
+                                  explain_session(session, "gradcam").maps)
+
+
+def test_raw_maps_refuses_a_method_that_needs_noisy_gradients(session):
+    cap = session.capture(gradients=True)[0]
+    with pytest.raises(ValueError, match="noisy copies of the input"):
+        raw_maps("smoothgradcam++", cap)
