@@ -57,7 +57,7 @@ import numpy as np
 from cam_core import data as dsets
 from cam_core import evaluate as engine
 from cam_core import viz
-from cam_core._errors import CliError
+from cam_core._errors import MODEL_ERRORS, CliError, explain_error
 from cam_core._errors import first_line as _first_line
 from cam_core._io import write_json, write_text
 from cam_core._tables import md_table
@@ -238,21 +238,11 @@ def _explain_batch(lm: LoadedModel, x_nhwc: np.ndarray, *, method, layer, target
                 progress=False,
                 upsample=upsample,
             )
-    except (RuntimeError, AssertionError) as exc:  # the model itself failed on these inputs
-        raise CliError(_model_failed(x_nhwc, exc)) from None
-    except (ValueError, TypeError, KeyError, LookupError) as exc:
-        msg = _first_line(exc)
-        if "target" in msg and targets is not None:
-            raise CliError(f"{targets_are}: {msg}") from exc
-        if layer is not None and "layer" in msg.lower():
-            raise CliError(f"--layer {layer}: {msg}") from exc
-        raise CliError(msg) from exc
-
-
-def _model_failed(x_nhwc: np.ndarray, exc: BaseException) -> str:
-    h, w = x_nhwc.shape[1:3]
-    return (f"the model failed on {h}x{w} inputs (is --size right for it?): "
-            f"{type(exc).__name__}: {_first_line(exc)}")
+    except MODEL_ERRORS as exc:
+        raise CliError(explain_error(
+            exc, image_size=x_nhwc.shape[1:3], size_name="--size",
+            targets_name=targets_are if targets is not None else None,
+            layer_name=f"--layer {layer}" if layer is not None else None)) from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cam_core._errors import MODEL_ERRORS, explain_error
 from cam_core._io import atomic_write_bytes, to_jsonable, write_json
 from cam_core._progress import progress_bar
 from cam_core._validate import as_size, to_numpy
@@ -618,17 +619,11 @@ def _model_errors(x_nhwc: np.ndarray, settings: EvalSettings):
     messages that say which input of :func:`evaluate` to look at."""
     try:
         yield
-    except (RuntimeError, AssertionError) as exc:  # the model failed on these inputs
-        h, w = x_nhwc.shape[1:3]
-        msg = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise ValueError(f"the model failed on {h}x{w} inputs (is `size` right for it?): "
-                         f"{type(exc).__name__}: {msg}") from exc
-    except (ValueError, TypeError, KeyError, LookupError) as exc:
-        msg = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        if "target" in msg:
-            raise ValueError(f"the dataset's class labels: {msg}") from exc
-        if settings.layer is not None and "layer" in msg.lower():
-            raise ValueError(f"`layer` {settings.layer!r}: {msg}") from exc
+    except MODEL_ERRORS as exc:
+        msg = explain_error(
+            exc, image_size=x_nhwc.shape[1:3], size_name="`size`",
+            targets_name="the dataset's class labels",
+            layer_name=f"`layer` {settings.layer!r}" if settings.layer is not None else None)
         raise (TypeError if isinstance(exc, TypeError) else ValueError)(msg) from exc
 
 
