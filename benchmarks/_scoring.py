@@ -44,46 +44,37 @@ def wsol_maps(raw: np.ndarray, relu: bool) -> np.ndarray:
 
 
 class BoxStats:
-    """The box figures of one method, accumulated batch by batch (see the module docstring)."""
+    """The box figures of one method under both protocols, accumulated batch by batch with the
+    engine's accumulators and summarised in its schema (:func:`cam_core.evaluate.figures`):
+    ``result()`` is ``{"images": N, "native": {...}, "wsol": {...}}``, each protocol's entry
+    the engine's metrics ("MaxBoxAcc", "GT-known loc@20", ...) plus its "curves"."""
 
     def __init__(self):
         from cam_core.evaluate import EvalSettings, accumulators
 
-        # the engine's accumulator schema (cam_core.evaluate.accumulators), for both protocols
-        accs = {p: accumulators(EvalSettings(methods=(), protocol=p, n_thresholds=100,
-                                             fixed_thresholds=FIXED_TAUS))
-                for p in ("native", "wsol")}
+        self.settings = {p: EvalSettings(methods=(), protocol=p, n_thresholds=100,
+                                         fixed_thresholds=FIXED_TAUS) for p in ("native", "wsol")}
+        self.accs = {p: accumulators(s) for p, s in self.settings.items()}
         self.images = 0
-        self.sweeps = {p: a["sweep"] for p, a in accs.items()}
-        self.fixed = {tau: accs["native"][f"loc{round(100 * tau):02d}"] for tau in FIXED_TAUS}
 
     def update(self, maps, boxes, wsol_maps_, wsol_boxes, correct) -> None:
         """``maps``/``boxes``: native (half-open, the maps' frame); ``wsol_*``: the reference's
         224x224 maps and inclusive-corner boxes; ``correct``: top-1 right, per image."""
-        self.sweeps["native"].update(maps, boxes)
-        self.sweeps["wsol"].update(wsol_maps_, wsol_boxes)
-        for loc in self.fixed.values():
-            loc.update(maps, boxes, correct)
+        for p, (m, b) in {"native": (maps, boxes), "wsol": (wsol_maps_, wsol_boxes)}.items():
+            for name, acc in self.accs[p].items():
+                if name == "sweep":
+                    acc.update(m, b)
+                else:
+                    acc.update(m, b, correct)
         self.images += len(maps)
 
     def result(self) -> dict:
+        from cam_core.evaluate import figures
+
         out = {"images": self.images}
-        for name, acc in self.sweeps.items():
-            r = acc.result()
-            half = int(np.flatnonzero(r.deltas == 0.5)[0])
-            out[name] = {
-                "max_box_acc": r.max_box_acc,
-                "max_box_acc_v2": r.max_box_acc_v2,
-                "best_tau": r.best_tau,
-                "mean_iou_at_best_tau": r.mean_iou,
-                "taus": r.taus,
-                "box_acc_at_iou_0.5": r.box_acc[:, half],
-            }
-        for tau, loc in self.fixed.items():
-            r = loc.result()
-            out[f"tau_{round(100 * tau)}"] = {"top1_loc": r.top1_loc,
-                                              "gt_known_loc": r.gt_known_loc,
-                                              "mean_iou": r.mean_iou}
+        for p, accs in self.accs.items():
+            metrics, curves = figures(accs, self.settings[p])
+            out[p] = {**metrics, "curves": curves}
         return out
 
 
@@ -99,9 +90,9 @@ def plot_boxacc(panels: dict, path: Path) -> Path:
     for ax, (fw, by_method) in zip(axes[0], panels.items()):
         for method, r in by_method.items():
             nat = r["native"]
-            ax.plot(nat["taus"], nat["box_acc_at_iou_0.5"], lw=1.5,
+            ax.plot(nat["curves"]["thresholds"], nat["curves"]["box_acc"]["0.5"], lw=1.5,
                     ls="--" if method in SLOW_METHODS else "-",
-                    label=f"{method} (max {nat['max_box_acc']:.1f})")
+                    label=f"{method} (max {nat['MaxBoxAcc']:.1f})")
         ax.set_title(f"{fw}: BoxAcc at IoU 0.5 (native protocol)")
         ax.set_xlabel("threshold (fraction of the map's maximum)")
         ax.set_ylabel("BoxAcc (%)")

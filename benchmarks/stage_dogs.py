@@ -646,18 +646,18 @@ def _markdown(res: dict) -> str:
     rows = []
     for who, table in (("torch", res["boxes"]["torch"]), ("keras", res["boxes"]["keras"])):
         for m, b in table.items():
-            rows.append([f"{who}: {m}", b["images"], b["wsol"]["max_box_acc"],
-                         b["wsol"]["max_box_acc_v2"], b["wsol"]["mean_iou_at_best_tau"],
-                         b["native"]["max_box_acc"], b["native"]["max_box_acc_v2"],
-                         b["tau_20"]["gt_known_loc"], b["tau_20"]["mean_iou"],
-                         b["tau_15"]["gt_known_loc"], b["tau_15"]["mean_iou"],
-                         b["tau_20"]["top1_loc"]])
+            rows.append([f"{who}: {m}", b["images"], b["wsol"]["MaxBoxAcc"],
+                         b["wsol"]["MaxBoxAccV2"], b["wsol"]["mean IoU@best"],
+                         b["native"]["MaxBoxAcc"], b["native"]["MaxBoxAccV2"],
+                         b["native"]["GT-known loc@20"], b["native"]["mean IoU@20"],
+                         b["native"]["GT-known loc@15"], b["native"]["mean IoU@15"],
+                         b["native"]["top-1 loc@20"]])
     for name, b in res["baselines"].items():
-        rows.append([f"baseline: {name.replace('_', ' ')}", b["images"], b["wsol"]["max_box_acc"],
-                     b["wsol"]["max_box_acc_v2"], b["wsol"]["mean_iou_at_best_tau"],
-                     b["native"]["max_box_acc"], b["native"]["max_box_acc_v2"],
-                     b["tau_20"]["gt_known_loc"], b["tau_20"]["mean_iou"],
-                     b["tau_15"]["gt_known_loc"], b["tau_15"]["mean_iou"], "-"])
+        rows.append([f"baseline: {name.replace('_', ' ')}", b["images"], b["wsol"]["MaxBoxAcc"],
+                     b["wsol"]["MaxBoxAccV2"], b["wsol"]["mean IoU@best"],
+                     b["native"]["MaxBoxAcc"], b["native"]["MaxBoxAccV2"],
+                     b["native"]["GT-known loc@20"], b["native"]["mean IoU@20"],
+                     b["native"]["GT-known loc@15"], b["native"]["mean IoU@15"], "-"])
     md += [
         "Localisation on the validation boxes (maps for the true class at `features`, 7x7; "
         "`wsol`: the reference protocol; `native`: bilinear maps, half-open boxes; GT-known loc "
@@ -816,9 +816,9 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, dogs=None,
     for fw in ("torch", "keras"):
         for m in ("cam", "gradcam"):
             for proto in ("wsol", "native"):
-                v = boxes[fw][m][proto]["max_box_acc_v2"]
+                v = boxes[fw][m][proto]["MaxBoxAccV2"]
                 checks[f"{fw}_{m}_v2_{proto}_beats_baselines"] = all(
-                    v > b[proto]["max_box_acc_v2"] for b in baselines.values())
+                    v > b[proto]["MaxBoxAccV2"] for b in baselines.values())
     checks["equivalence_boxes_identical"] = all(v["identical_boxes"] == 1.0
                                                 for v in eq_methods.values())
     seconds["total"] = time.perf_counter() - t_all
@@ -855,11 +855,11 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, dogs=None,
     headline = {
         "dogs top-1 torch / keras (%)": f"{top1['torch']:.1f} / {top1['keras']:.1f}",
         "dogs CAM / Grad-CAM MaxBoxAccV2 wsol (torch)":
-            f"{boxes['torch']['cam']['wsol']['max_box_acc_v2']:.1f} / "
-            f"{boxes['torch']['gradcam']['wsol']['max_box_acc_v2']:.1f}",
+            f"{boxes['torch']['cam']['wsol']['MaxBoxAccV2']:.1f} / "
+            f"{boxes['torch']['gradcam']['wsol']['MaxBoxAccV2']:.1f}",
         "dogs baselines V2 wsol (full / centred)":
-            f"{baselines['full_image']['wsol']['max_box_acc_v2']:.1f} / "
-            f"{baselines['centred_mean_box']['wsol']['max_box_acc_v2']:.1f}",
+            f"{baselines['full_image']['wsol']['MaxBoxAccV2']:.1f} / "
+            f"{baselines['centred_mean_box']['wsol']['MaxBoxAccV2']:.1f}",
         "dogs stage (s)": seconds["total"],
     }
     return {"name": "dogs", "figures": res, "markdown": md, "headline": headline}

@@ -339,11 +339,11 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
     for fw, r in results.items():
         rows = []
         for method, b in r["boxes"].items():
-            rows.append([method, b["images"], b["native"]["max_box_acc"],
-                         b["native"]["max_box_acc_v2"], b["wsol"]["max_box_acc"],
-                         b["wsol"]["max_box_acc_v2"], b["tau_20"]["top1_loc"],
-                         b["tau_20"]["gt_known_loc"], b["tau_15"]["top1_loc"],
-                         b["tau_15"]["gt_known_loc"], b["tau_20"]["mean_iou"]])
+            rows.append([method, b["images"], b["native"]["MaxBoxAcc"],
+                         b["native"]["MaxBoxAccV2"], b["wsol"]["MaxBoxAcc"],
+                         b["wsol"]["MaxBoxAccV2"], b["native"]["top-1 loc@20"],
+                         b["native"]["GT-known loc@20"], b["native"]["top-1 loc@15"],
+                         b["native"]["GT-known loc@15"], b["native"]["mean IoU@20"]])
         md += [
             f"### {fw} (test accuracy {100 * r['test_accuracy']:.1f}% on "
             f"{r['test_images']} images)",
@@ -451,8 +451,8 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, model: str 
     headline = {}
     for fw, r in results.items():
         cam = r["boxes"]["cam"]
-        headline[f"{fw} CAM MaxBoxAccV2 wsol"] = round(cam["wsol"]["max_box_acc_v2"], 1)
-        headline[f"{fw} CAM MaxBoxAccV2 native"] = round(cam["native"]["max_box_acc_v2"], 1)
+        headline[f"{fw} CAM MaxBoxAccV2 wsol"] = round(cam["wsol"]["MaxBoxAccV2"], 1)
+        headline[f"{fw} CAM MaxBoxAccV2 native"] = round(cam["native"]["MaxBoxAccV2"], 1)
     return {"name": "localise", "figures": figures,
             "markdown": _markdown(results, photo_res, skipped, cfg, sizes, len(test.labels)),
             "headline": headline}

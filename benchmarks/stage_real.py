@@ -171,10 +171,10 @@ def _markdown(res: dict, sizes: dict) -> str:
     fast = res["fast"]
     rows = []
     for method, b in {**fast["boxes"], **res["slow"]}.items():
-        rows.append([method, b["images"], b["wsol"]["max_box_acc"], b["wsol"]["max_box_acc_v2"],
-                     b["native"]["max_box_acc"], b["native"]["max_box_acc_v2"],
-                     b["tau_20"]["top1_loc"], b["tau_20"]["gt_known_loc"],
-                     b["tau_15"]["top1_loc"], b["tau_15"]["gt_known_loc"]])
+        rows.append([method, b["images"], b["wsol"]["MaxBoxAcc"], b["wsol"]["MaxBoxAccV2"],
+                     b["native"]["MaxBoxAcc"], b["native"]["MaxBoxAccV2"],
+                     b["native"]["top-1 loc@20"], b["native"]["GT-known loc@20"],
+                     b["native"]["top-1 loc@15"], b["native"]["GT-known loc@15"]])
     slow = "; ".join(f"{m}: the first {b['images']} images ({b['seconds']} s)"
                      for m, b in res["slow"].items())
     slow = f"Slow methods: {slow}." if slow else ""
@@ -259,7 +259,7 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, data=None,
     md = _markdown({**res, "equivalence": eq}, sizes)
     cam = res["fast"]["boxes"]["cam"]
     headline = {"Lite0 top-1 (%)": round(res["fast"]["top1"], 1),
-                "CAM MaxBoxAccV2 wsol": round(cam["wsol"]["max_box_acc_v2"], 1)}
+                "CAM MaxBoxAccV2 wsol": round(cam["wsol"]["MaxBoxAccV2"], 1)}
     out = {"name": "real", "figures": res, "markdown": md, "headline": headline}
     if errors:
         out["errors"] = errors

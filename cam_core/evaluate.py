@@ -453,6 +453,35 @@ def _restore(acc, state: Mapping[str, np.ndarray], prefix: str, where: str):
                               "settings; start over (restart)") from None
 
 
+def figures(accs: dict, settings: EvalSettings) -> tuple[dict, dict]:
+    """The figures of one method's accumulators (:func:`accumulators`): ``metrics`` ("MaxBoxAcc",
+    "MaxBoxAccV2", "best threshold", "mean IoU@best", "images with boxes", and per fixed
+    threshold "top-1 loc@20", "GT-known loc@20", "mean IoU@20", ...) and ``curves``
+    ("thresholds"; "box_acc" and "box_acc_all": IoU criterion -> BoxAcc per threshold). The one
+    schema of the engine, the command line and the benchmarks."""
+    res = accs["sweep"].result()
+    metrics = {
+        "MaxBoxAcc": res.max_box_acc,
+        "MaxBoxAccV2": res.max_box_acc_v2,
+        "best threshold": res.best_tau,
+        "mean IoU@best": res.mean_iou,
+        "images with boxes": res.count,
+    }
+    for tau in settings.fixed_thresholds:
+        key = _fixed_key(tau)
+        loc = accs[f"loc{key}"].result()
+        metrics[f"top-1 loc@{key}"] = loc.top1_loc
+        metrics[f"GT-known loc@{key}"] = loc.gt_known_loc
+        metrics[f"mean IoU@{key}"] = loc.mean_iou
+    curves = {
+        "thresholds": res.taus.tolist(),
+        "box_acc": {f"{d:g}": res.box_acc[:, j].tolist() for j, d in enumerate(res.deltas)},
+        "box_acc_all": {f"{d:g}": res.box_acc_all[:, j].tolist()
+                        for j, d in enumerate(res.deltas)},
+    }
+    return metrics, curves
+
+
 def _summarise(parts: list, settings: EvalSettings, fingerprint: dict, total: int,
                timings: dict | None = None) -> Evaluation:
     """Merge the batches' arrays (in dataset order) into the figures of every method."""
@@ -469,29 +498,9 @@ def _summarise(parts: list, settings: EvalSettings, fingerprint: dict, total: in
             accs = {name: _restore(acc, st, name + ".", f"the state of batch [{start}, {stop})")
                     for name, acc in accumulators(settings).items()}
             merged = accs if merged is None else {k: merged[k].merge(v) for k, v in accs.items()}
-        sweep = merged["sweep"]
-        if sweep.state()["count"] == 0:
+        if merged["sweep"].state()["count"] == 0:
             continue
-        res = sweep.result()
-        metrics = {
-            "MaxBoxAcc": res.max_box_acc,
-            "MaxBoxAccV2": res.max_box_acc_v2,
-            "best threshold": res.best_tau,
-            "mean IoU@best": res.mean_iou,
-            "images with boxes": res.count,
-        }
-        for tau in settings.fixed_thresholds:
-            key = _fixed_key(tau)
-            loc = merged[f"loc{key}"].result()
-            metrics[f"top-1 loc@{key}"] = loc.top1_loc
-            metrics[f"GT-known loc@{key}"] = loc.gt_known_loc
-            metrics[f"mean IoU@{key}"] = loc.mean_iou
-        curves = {
-            "thresholds": res.taus.tolist(),
-            "box_acc": {f"{d:g}": res.box_acc[:, j].tolist() for j, d in enumerate(res.deltas)},
-            "box_acc_all": {f"{d:g}": res.box_acc_all[:, j].tolist()
-                            for j, d in enumerate(res.deltas)},
-        }
+        metrics, curves = figures(merged, settings)
         methods[method] = MethodFigures(
             metrics=metrics, curves=curves,
             iou=np.concatenate([a[f"{method}/gallery.iou"] for a in arrays]),

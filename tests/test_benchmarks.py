@@ -289,7 +289,7 @@ def test_train_and_localise_stages_smoke(tmp_path):
         assert all(-1.0 <= row[c] <= 1.0 for c in rnd["cascade"])
     for figures in torch_loc["boxes"].values():
         for protocol in ("native", "wsol"):
-            assert 0.0 <= figures[protocol]["max_box_acc_v2"] <= 100.0
+            assert 0.0 <= figures[protocol]["MaxBoxAccV2"] <= 100.0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
         "localise_boxacc.png", "localise_gallery_torch.png", "train_loss.png"]
     report = (tmp_path / "report.md").read_text()
@@ -319,7 +319,7 @@ def test_real_stage_on_a_few_imagenet_images(tmp_path, imagenet_dir, monkeypatch
     assert fig["slow"]["ablationcam"]["images"] == 2
     for b in [*fig["fast"]["boxes"].values(), fig["slow"]["ablationcam"]]:
         for protocol in ("wsol", "native"):
-            assert 0 <= b[protocol]["max_box_acc_v2"] <= 100
+            assert 0 <= b[protocol]["MaxBoxAccV2"] <= 100
     assert "| cam | 16 |" in res["markdown"] and "| ablationcam | 2 |" in res["markdown"]
     assert "Slow methods: ablationcam: the first 2 images" in res["markdown"]
     saved = json.loads((tmp_path / "real_results.json").read_text())
