@@ -278,3 +278,62 @@ def save_figure(fig, path, *, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+
+
+def interleaved_rounds(fns: dict, rounds: int, bar=None, sync=None) -> tuple[dict, dict]:
+    """Call every contender of ``fns`` (name -> callable) once per round, the order rotated round
+    by round so that no contender always follows the same one; ``sync()`` (e.g. a CUDA
+    synchronisation) runs around each call. Returns the seconds of every call per contender and
+    each contender's last output."""
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    last: dict[str, object] = {}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            if sync is not None:
+                sync()
+            t0 = time.perf_counter()
+            out = fns[name]()
+            if sync is not None:
+                sync()
+            times[name].append(time.perf_counter() - t0)
+            last[name] = out
+        if bar is not None:
+            bar.update(1)
+    return times, last
+
+
+def ratio_rows(times: dict, n: int, warmup: int, floor: str = "forward") -> dict:
+    """Per contender: the median over the rounds after the cold one and ``warmup`` more, in ms
+    per image, the cold first call, and the ratio of the median to ``floor``'s median."""
+    base = statistics.median(times[floor][1 + warmup:])
+    rows = {}
+    for name, t in times.items():
+        med = statistics.median(t[1 + warmup:])
+        rows[name] = {"median_ms_per_image": 1e3 * med / n, "cold_ms_per_image": 1e3 * t[0] / n,
+                      "ratio_to_forward": med / base, "times_s": t}
+    return rows
+
+
+def plot_ratio_bars(panels: dict, path: Path, *, color: str) -> str | None:
+    """Horizontal bars of time / forward pass: one panel per entry of ``panels`` (title -> list
+    of (label, ratio)), a line at 1; the PNG's file name, or None without Matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, bars) in zip(axes[0], panels.items()):
+        ax.barh(range(len(bars)), [v for _, v in bars], color=color)
+        ax.set_yticks(range(len(bars)), [label for label, _ in bars], fontsize=7)
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.invert_yaxis()
+        ax.set_xlabel("time / forward pass (median)")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return Path(path).name

@@ -29,25 +29,23 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     environment,
     fmt,
+    interleaved_rounds,
     md_table,
+    plot_ratio_bars,
     progress_bar,
-    save_figure,
+    ratio_rows,
     set_seeds,
     set_threads,
 )
-from benchmarks._scoring import map_correlation  # noqa: E402
+from benchmarks._scoring import map_correlation
 
 __all__ = ["run"]
 
@@ -117,32 +115,13 @@ def _contenders(tf, model, flat, x, targets: list[int], vis) -> dict:
 def _measure(tf, model, flat, x, vis, warmup, repeats, bar) -> dict:
     targets = np.argmax(np.asarray(model(x, training=False)), axis=1).tolist()
     fns = _contenders(tf, model, flat, x, targets, vis)
-    names = list(fns)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    last: dict[str, object] = {}
-    for r in range(1 + warmup + repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            t0 = time.perf_counter()
-            last[name] = fns[name]()
-            times[name].append(time.perf_counter() - t0)
-        bar.update(1)
-    n = len(x)
-    floor = statistics.median(times["forward"][1 + warmup :])
+    times, last = interleaved_rounds(fns, 1 + warmup + repeats, bar)
+    rows = ratio_rows(times, len(x), warmup)
     ours = np.asarray(last["cam_core gradcam"])
-    rows = {}
-    for name in names:
-        med = statistics.median(times[name][1 + warmup :])
-        row = {
-            "median_ms_per_image": 1e3 * med / n,
-            "cold_ms_per_image": 1e3 * times[name][0] / n,
-            "ratio_to_forward": med / floor,
-            "times_s": times[name],
-        }
+    for name, row in rows.items():
         if name.startswith("tf-keras-vis"):
             row["correlation_to_cam_core_gradcam"] = map_correlation(np.asarray(last[name]), ours)
-        rows[name] = row
-    return {"batch": n, "targets": targets, "rows": rows, "fns": fns}
+    return {"batch": len(x), "targets": targets, "rows": rows, "fns": fns}
 
 
 def _back_to_back(fns: dict, rounds: int, calls: int, bar) -> dict:
@@ -220,32 +199,12 @@ def _head_layers(model) -> list[str]:
 
 
 def _plot(entry: dict, out_dir: Path) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    labels, vals = [], []
-    for b in entry["batches"]:
-        for name, row in b["rows"].items():
-            labels.append(f"{name}\nN={b['batch']}")
-            vals.append(row["ratio_to_forward"])
-    for name, row in entry.get("batch1_back_to_back", {}).items():
-        labels.append(f"{name}\nN=1, back to back")
-        vals.append(row["ratio_to_forward"])
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.barh(range(len(vals)), vals, color="#cc6677")
-    ax.set_yticks(range(len(vals)), labels, fontsize=7)
-    ax.axvline(1.0, color="k", lw=0.8)
-    ax.invert_yaxis()
-    ax.set_xlabel("time / forward pass (median)")
-    ax.set_title(entry["model"], fontsize=9)
-    fig.tight_layout()
-    path = out_dir / "adapter_keras_ratios.png"
-    save_figure(fig, path)
-    return path.name
+    bars = [(f"{name}\nN={b['batch']}", row["ratio_to_forward"])
+            for b in entry["batches"] for name, row in b["rows"].items()]
+    bars += [(f"{name}\nN=1, back to back", row["ratio_to_forward"])
+             for name, row in entry.get("batch1_back_to_back", {}).items()]
+    return plot_ratio_bars({entry["model"]: bars}, out_dir / "adapter_keras_ratios.png",
+                           color="#cc6677")
 
 
 def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
@@ -347,21 +306,24 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
         md_table(["N", "contender", "ms / image", "cold ms / image", "x forward",
                   "x forward, back to back", "corr. to ours"], rows),
         "",
-        f"**Where batch 1's ratio comes from.** Interleaved round by round, every contender but "
-        f"the floor runs right after a different graph; the control row, the very same forward "
-        f"pass traced as a second `tf.function`, shows what that switch alone costs "
-        f"({fmt(entry['batches'][0]['rows'][_CONTROL]['ratio_to_forward'], 3)}x). Back to back "
-        f"({blocks[1]} calls in a row per contender, the first call of each block discarded, "
-        f"{blocks[0]} rotated rounds) the switch is gone: CAM "
-        f"{fmt(b2b['cam_core cam']['ratio_to_forward'], 3)}x, Grad-CAM "
-        f"{fmt(b2b['cam_core gradcam']['ratio_to_forward'], 3)}x, control "
-        f"{fmt(b2b[_CONTROL]['ratio_to_forward'], 3)}x. A profile of {_PROFILE_CALLS} back-to-back "
-        f"calls (cProfile, which adds its own overhead to the Python side) splits each call into "
-        f"TensorFlow's execution of the compiled graphs (`quick_execute`) and the Python around "
-        f"it; Grad-CAM costs {fmt(gap, 1)} ms more than the forward pass per call, of which "
-        f"{fmt(gap_python, 1)} ms is Python (the NumPy method, the 7 -> 224 upsampling and the "
-        f"normalisation, the adapter's bookkeeping) and the rest the graph (the gradient of the "
-        f"head, GAP + Dense, and returning the activations):",
+        f"**Batch 1, interleaved and back to back.** Interleaved round by round (the table's "
+        f"`x forward`), each contender runs right after a different graph; back to back, each "
+        f"runs {blocks[1]} times in a row (the first call of each block, right after another "
+        f"graph, discarded; {blocks[0]} rotated rounds). The control row is the floor's own "
+        f"forward pass traced as a second `tf.function`: "
+        f"{fmt(entry['batches'][0]['rows'][_CONTROL]['ratio_to_forward'], 3)}x interleaved, "
+        f"{fmt(b2b[_CONTROL]['ratio_to_forward'], 3)}x back to back. The adapter's paths: "
+        f"Grad-CAM {fmt(entry['batches'][0]['rows']['cam_core gradcam']['ratio_to_forward'], 3)}x "
+        f"interleaved, {fmt(b2b['cam_core gradcam']['ratio_to_forward'], 3)}x back to back; CAM "
+        f"{fmt(entry['batches'][0]['rows']['cam_core cam']['ratio_to_forward'], 3)}x and "
+        f"{fmt(b2b['cam_core cam']['ratio_to_forward'], 3)}x. A profile of {_PROFILE_CALLS} "
+        f"back-to-back calls (cProfile, which adds its own overhead to the Python side) splits "
+        f"each call into TensorFlow's execution of the adapter's one compiled graph per call "
+        f"(`quick_execute`) and the Python around it (the NumPy method, the 7 -> 224 "
+        f"upsampling and the normalisation, the adapter's bookkeeping); Grad-CAM costs "
+        f"{fmt(gap, 1)} ms more than the forward pass per call, {fmt(gap_python, 1)} ms of it "
+        f"Python. Where a path is slower than the floor, the time is inside the graph's "
+        f"execution, not in cam_core's Python:",
         "",
         md_table(["batch 1", "wall ms / call", "graph ms", "Python ms",
                   "largest Python self-times (ms / call)"], prof_rows),

@@ -30,25 +30,23 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     environment,
     fmt,
+    interleaved_rounds,
     md_table,
+    plot_ratio_bars,
     progress_bar,
-    save_figure,
+    ratio_rows,
     set_seeds,
     set_threads,
 )
-from benchmarks._scoring import map_correlation  # noqa: E402
+from benchmarks._scoring import map_correlation
 
 __all__ = ["run"]
 
@@ -154,63 +152,20 @@ def _measure(torch, device, model, layer, x, libs, warmup, repeats, bar) -> dict
     with torch.inference_mode():
         targets = model(x).argmax(1).tolist()
     fns = _contenders(torch, model, layer, x, targets, libs)
-    names = list(fns)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    last: dict[str, object] = {}
-    for r in range(1 + warmup + repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            _sync(torch, device)
-            t0 = time.perf_counter()
-            out = fns[name]()
-            _sync(torch, device)
-            times[name].append(time.perf_counter() - t0)
-            last[name] = out
-        bar.update(1)
-    n = len(x)
-    floor = statistics.median(times["forward"][1 + warmup :])
+    times, last = _timed_rounds(torch, device, fns, 1 + warmup + repeats, bar)
+    rows = ratio_rows(times, len(x), warmup)
     ours = np.asarray(last["cam_core gradcam"])
-    rows = {}
-    for name in names:
-        warm = times[name][1 + warmup :]
-        med = statistics.median(warm)
-        row = {
-            "median_ms_per_image": 1e3 * med / n,
-            "cold_ms_per_image": 1e3 * times[name][0] / n,
-            "ratio_to_forward": med / floor,
-            "times_s": times[name],
-        }
+    for name, row in rows.items():
         if name not in ("forward", "cam_core cam", "cam_core gradcam"):
             row["correlation_to_cam_core_gradcam"] = map_correlation(np.asarray(last[name]), ours)
-        rows[name] = row
-    return {"batch": n, "targets": targets, "rows": rows}
+    return {"batch": len(x), "targets": targets, "rows": rows}
 
 
 def _plot(results: list[dict], out_dir: Path) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
-    for ax, res in zip(axes[0], results):
-        labels, vals = [], []
-        for b in res["batches"]:
-            for name, row in b["rows"].items():
-                labels.append(f"{name}\nN={b['batch']}")
-                vals.append(row["ratio_to_forward"])
-        ax.barh(range(len(vals)), vals, color="#4477aa")
-        ax.set_yticks(range(len(vals)), labels, fontsize=7)
-        ax.axvline(1.0, color="k", lw=0.8)
-        ax.invert_yaxis()
-        ax.set_xlabel("time / forward pass (median)")
-        ax.set_title(res["model"], fontsize=9)
-    fig.tight_layout()
-    path = out_dir / "adapter_torch_ratios.png"
-    save_figure(fig, path)
-    return path.name
+    panels = {res["model"]: [(f"{name}\nN={b['batch']}", row["ratio_to_forward"])
+                             for b in res["batches"] for name, row in b["rows"].items()]
+              for res in results}
+    return plot_ratio_bars(panels, out_dir / "adapter_torch_ratios.png", color="#4477aa")
 
 
 def run(*, quick: bool, out_dir: Path, progress: bool = True, device: str | None = None,
@@ -408,22 +363,8 @@ def _accel_contenders(torch, model, layer: str, x, targets: list[int], peers: di
 
 
 def _timed_rounds(torch, device, fns: dict, rounds: int, bar) -> tuple[dict, dict]:
-    """Call every contender once per round (rotating order), CUDA-synchronised; times and the
-    last output of each."""
-    names = list(fns)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    last: dict[str, object] = {}
-    for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            _sync(torch, device)
-            t0 = time.perf_counter()
-            out = fns[name]()
-            _sync(torch, device)
-            times[name].append(time.perf_counter() - t0)
-            last[name] = out
-        bar.update(1)
-    return times, last
+    """:func:`benchmarks._common.interleaved_rounds`, CUDA-synchronised on a GPU."""
+    return interleaved_rounds(fns, rounds, bar, sync=lambda: _sync(torch, device))
 
 
 def _host(out) -> np.ndarray:
@@ -438,16 +379,8 @@ def _accel_measure(torch, device, model, layer, x, peers, warmup, repeats, bar) 
     fns = _accel_contenders(torch, model, layer, x, targets, peers)
     times, last = _timed_rounds(torch, device, fns, 1 + warmup + repeats, bar)
     n = len(x)
-    floor = statistics.median(times["forward"][1 + warmup :])
-    rows = {}
-    for name in fns:
-        med = statistics.median(times[name][1 + warmup :])
-        row = {
-            "median_ms_per_image": 1e3 * med / n,
-            "cold_ms_per_image": 1e3 * times[name][0] / n,
-            "ratio_to_forward": med / floor,
-            "times_s": times[name],
-        }
+    rows = ratio_rows(times, n, warmup)
+    for name, row in rows.items():
         if name != "forward" and not name.startswith("cam_core"):
             method = "gradcam++" if "gradcam++" in name else "gradcam"
             ref = _host(last[f"cam_core {method}, NumPy maps"])
@@ -455,7 +388,6 @@ def _accel_measure(torch, device, model, layer, x, peers, warmup, repeats, bar) 
         if name.endswith("device maps"):
             row["max_abs_diff_to_numpy_maps"] = float(np.max(np.abs(
                 _host(last[name]) - _host(last[name.replace("device maps", "NumPy maps")]))))
-        rows[name] = row
     return {"batch": n, "rows": rows}
 
 

@@ -29,10 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import cpu_model, md_table, progress_bar, set_seeds  # noqa: E402
+from benchmarks._common import cpu_model, md_table, progress_bar, set_seeds
 
 __all__ = ["run"]
 

@@ -26,18 +26,14 @@ through the pretrained EfficientNet-Lite0).
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import stage_train  # noqa: E402
-from benchmarks._common import fmt, md_table, progress_bar  # noqa: E402
-from benchmarks._scoring import (  # noqa: E402
+from benchmarks import stage_train
+from benchmarks._common import fmt, md_table, progress_bar
+from benchmarks._scoring import (
     FAST_METHODS,
     NEW_FAST_METHODS,
     NEW_SLOW_METHODS,

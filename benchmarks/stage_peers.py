@@ -20,16 +20,12 @@ reported apart; then ``warmup`` discarded rounds; medians of the rest).
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import environment, fmt, md_table, set_seeds, set_threads  # noqa: E402
+from benchmarks._common import environment, fmt, md_table, set_seeds, set_threads
 
 __all__ = ["run"]
 

@@ -21,16 +21,12 @@ written to ``real_results.json``.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     fmt,
     md_table,
     peak_rss_mb,
@@ -38,7 +34,7 @@ from benchmarks._common import (  # noqa: E402
     rss_mb,
     write_json,
 )
-from benchmarks._scoring import (  # noqa: E402
+from benchmarks._scoring import (
     FAST_METHODS,
     NEW_FAST_METHODS,
     SLOW_METHODS,

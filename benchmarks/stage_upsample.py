@@ -22,16 +22,12 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import cpu_model, fmt, md_table, progress_bar  # noqa: E402
+from benchmarks._common import cpu_model, fmt, md_table, progress_bar
 
 __all__ = ["run"]
 

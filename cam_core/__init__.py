@@ -1,4 +1,4 @@
-"""cam_core: class activation maps and weakly supervised localisation, one NumPy core.
+"""cam_core: class activation maps and weakly supervised localisation, one core.
 
 The core turns activations and gradients (channels-first) into maps, maps into boxes and
 boxes into scores; the adapters ``cam_core.adapters.torch`` and ``cam_core.adapters.keras`` only
@@ -6,6 +6,18 @@ record what the core needs from a model. The array functions take NumPy arrays (
 or, through the array API standard, a framework's tensors on their device (see
 :mod:`cam_core._validate`). Importing cam_core imports no framework:
 ``cam_core.explain(model, inputs, ...)`` picks the adapter from the model's type.
+
+**What is public, in one place.** The names in ``cam_core.__all__`` (below) are the library:
+explaining (``explain``, ``explain_session`` and the ``Session`` protocol an adapter implements,
+``Capture``, ``Explanation``, the method registry ``METHODS``/``MethodSpec``, ``raw_maps``,
+``display_maps``), the methods one function each, maps, resizing, thresholds, boxes, the
+localisation metrics, faithfulness, data readers and the synthetic set, and pictures. Beyond
+them, three public modules: :mod:`cam_core.evaluate` (the evaluation engine,
+``cam_core.evaluate.evaluate`` and ``merge``: kept a module of its own because its name is the
+function's), :mod:`cam_core.report` (the HTML report) and :mod:`cam_core.cli` (``cam-core``);
+and the adapters, ``cam_core.adapters.torch`` / ``.keras`` (each with ``explain``, its session,
+``gap_classifier``, ``randomized_copy``), ``.loading``, ``.transfer``, ``.equivalence`` and the
+model zoos. Modules and names with a leading underscore are private and may change.
 """
 
 from __future__ import annotations
@@ -21,7 +33,6 @@ from cam_core.boxes import (
     mask_iou,
 )
 from cam_core.data import (
-    SHAPES,
     Batch,
     Dataset,
     Photo,
@@ -42,6 +53,8 @@ from cam_core.explain import (
     ConstantMapWarning,
     Explanation,
     MethodSpec,
+    Session,
+    display_maps,
     explain,
     explain_session,
     method_spec,
@@ -112,7 +125,6 @@ from cam_core.threshold import (
 )
 from cam_core.viz import (
     COLORMAPS,
-    atomic_write_bytes,
     colormap,
     draw_boxes,
     image_grid,
@@ -125,7 +137,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ablationcam",
     "ablationcam_combine",
-    "atomic_write_bytes",
     "average_drop",
     "Batch",
     "binarize",
@@ -138,6 +149,8 @@ __all__ = [
     "boxes_from_mask",
     "cam",
     "Capture",
+    "Session",
+    "display_maps",
     "colormap",
     "COLORMAPS",
     "ConstantMapWarning",
@@ -202,7 +215,6 @@ __all__ = [
     "scale_boxes_wsol",
     "scorecam",
     "scorecam_combine",
-    "SHAPES",
     "sscam",
     "SyntheticData",
     "threshold_fraction",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+from tqdm.auto import tqdm
 
 __all__ = ["check_progress", "progress_bar"]
 
@@ -31,7 +32,6 @@ def progress_bar(iterable=None, *, progress, total: int | None = None, auto_min:
                  **kwargs):
     """A tqdm bar over ``iterable`` (or one updated by hand up to ``total``), shown by the
     policy of the module docstring; ``kwargs`` go to tqdm (``desc``, ``unit``, ...)."""
-    from tqdm.auto import tqdm
 
     progress = check_progress(progress)
     if progress is None:

@@ -35,7 +35,9 @@ Where the standard lacks something:
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -316,8 +318,6 @@ def check_same_batch(**arrays) -> int:
 
 def physical_memory() -> int | None:
     """The machine's memory in bytes, or None where the platform does not say."""
-    import os
-
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
@@ -371,9 +371,7 @@ def check_nonempty_axes(arr, name: str, what: str) -> None:
 def _all_finite(out) -> bool:
     if isinstance(out, np.ndarray):
         return bool(np.isfinite(out).all())
-    from array_api_compat import array_namespace  # arrays of another library, on their device
-
-    xp = array_namespace(out)
+    xp = array_api_compat.array_namespace(out)  # arrays of another library, on their device
     return bool(xp.all(xp.isfinite(out)))
 
 
@@ -381,7 +379,6 @@ def finite_result(*names: str):
     """Decorator of a core function whose inputs are checked finite: it runs with NumPy's
     overflow warnings off, and a non-finite result (an overflow of the result's dtype) is a
     ``ValueError`` naming ``names`` instead of Inf or NaN maps."""
-    import functools
 
     def wrap(fn):
         @functools.wraps(fn)

@@ -50,9 +50,11 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from cam_core import data as dsets
 from cam_core import evaluate as engine
@@ -132,7 +134,6 @@ def make_preprocess(args, *, default_preset: str, size: tuple[int, int]) -> Prep
 
 def load_image(path) -> np.ndarray:
     """Read an image file as RGB uint8 ``(H, W, 3)``; a ``CliError`` says why it cannot be read."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
 
 
     path = Path(path)
@@ -172,7 +173,6 @@ def expand_images(paths: Sequence[str], *, from_folder: set | None = None) -> li
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names in the standard class order (the first WordNet lemma of
     each class; the package data file ``imagenet_classes.txt``)."""
-    from importlib import resources
 
     text = resources.files("cam_core").joinpath("imagenet_classes.txt").read_text("utf-8")
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -270,7 +270,6 @@ def _parse_layer(text: str | None):
 
 def _label_image(image: np.ndarray, text: str) -> np.ndarray:
     """Write ``text`` on a dark band at the top-left of ``image`` (a copy)."""
-    from PIL import Image, ImageDraw, ImageFont
 
     h, w = image.shape[:2]
     pil = Image.fromarray(image)
@@ -311,7 +310,25 @@ def _unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def cmd_explain(args) -> int:
+    method = _explain_method(args)
+    paths, images, single_file = _explain_inputs(args)
+    names = read_class_names(args.class_names) if args.class_names else None
+    lm = load_model(args.model)
+    size = (args.size, args.size) if args.size else (lm.input_size or (224, 224))
+    pre = make_preprocess(args, default_preset=lm.default_preset, size=size)
+    results, names = _explain_images(args, lm, pre, images, method, names)
+    out_dir = Path(args.out)
+    for path, stem, result in zip(paths, _unique_stems(paths), results):
+        if single_file:
+            png, js = out_dir, out_dir.with_suffix(".json")
+        else:
+            png, js = out_dir / f"{stem}_{method}.png", out_dir / f"{stem}_{method}.json"
+        _write_explanation(args, lm, pre, method, names, path, result, png, js)
+    return 0
 
+
+def _explain_method(args) -> str:
+    """The method's registered name, after the options that need no file are checked."""
     try:
         method = method_spec(args.method).name
     except ValueError as exc:
@@ -321,6 +338,12 @@ def cmd_explain(args) -> int:
     if not 0.0 <= args.threshold < 1.0:
         raise CliError(f"--threshold must be in [0, 1); got {args.threshold}")
     _check_size(args.size)
+    return method
+
+
+def _explain_inputs(args) -> tuple[list, list, bool]:
+    """The readable images (every one read before any work; unreadable files of a folder are
+    skipped with a message), their paths, and whether ``--out`` names one PNG file."""
     from_folder: set = set()
     paths = expand_images(args.images, from_folder=from_folder)
     single_file = args.out.lower().endswith(".png")
@@ -334,7 +357,7 @@ def cmd_explain(args) -> int:
     else:
         _check_out_dir(args.out)
     images, readable = [], []
-    for p in paths:  # every image is checked before any work
+    for p in paths:
         try:
             images.append(load_image(p))
             readable.append(p)
@@ -344,13 +367,14 @@ def cmd_explain(args) -> int:
             _info(f"{PROG}: skipping {p}: {str(exc).split(': ', 1)[-1]}")
     if not images:
         raise CliError("no readable image among " + ", ".join(map(str, args.images)))
-    paths = readable
-    names = read_class_names(args.class_names) if args.class_names else None
-    lm = load_model(args.model)
-    size = (args.size, args.size) if args.size else (lm.input_size or (224, 224))
-    pre = make_preprocess(args, default_preset=lm.default_preset, size=size)
-    layer = _parse_layer(args.layer)
+    return readable, images, single_file
 
+
+def _explain_images(args, lm, pre, images, method, names):
+    """Explain the images in batches; per image ``(image, logits, target, map at the image's
+    size, boxes, layers)``, and the class names (ImageNet-1k's for a 1,000-way model unless
+    ``--class-names`` says otherwise)."""
+    layer = _parse_layer(args.layer)
     results = []
     bs = max(1, args.batch_size)
     for start in range(0, len(images), bs):
@@ -360,7 +384,7 @@ def cmd_explain(args) -> int:
         )
         n_classes = exp.logits.shape[1]
         if names is None and args.class_names is None and n_classes == 1000:
-            names = imagenet_class_names()  # a 1,000-way model: ImageNet-1k unless told otherwise
+            names = imagenet_class_names()
         if names is not None and len(names) != n_classes:
             raise CliError(
                 f"--class-names {args.class_names} has {len(names)} names but the model has "
@@ -371,63 +395,59 @@ def cmd_explain(args) -> int:
             heat = upsample(exp.maps[i : i + 1], (h, w))[0]
             boxes = boxes_from_map(heat, threshold=args.threshold, mode="largest")
             results.append((img, exp.logits[i], int(exp.targets[i]), heat, boxes, exp.layers))
+    return results, names
 
-    out_dir = Path(args.out)
-    stems = _unique_stems(paths)
-    for path, stem, (img, logits, target, heat, boxes, layers) in zip(paths, stems, results):
-        probs = softmax(logits)
-        k = min(args.top_k, len(probs))
-        order = np.argsort(-probs, kind="stable")[:k]
-        top = [
-            {"index": int(c), "name": _class_label(int(c), names), "probability": float(probs[c]),
-             "logit": float(logits[c])}
-            for c in order
-        ]
-        label = short_name(_class_label(target, names))
-        text = f"{label}  p={probs[target]:.2f}  ({method})"
-        if single_file:
-            png, js = out_dir, out_dir.with_suffix(".json")
-        else:
-            png = out_dir / f"{stem}_{method}.png"
-            js = out_dir / f"{stem}_{method}.json"
-        # a small image is enlarged by a whole factor (nearest) so that the label stays readable
-        f = max(1, GALLERY_SIZE // max(img.shape[:2]))
-        record = {
-            "image": str(path),
-            "width": img.shape[1],
-            "height": img.shape[0],
-            "overlay": png.name,
-            "overlay_scale": f,
-            "target": {"index": target, "name": _class_label(target, names),
-                       "probability": float(probs[target]), "logit": float(logits[target]),
-                       "predicted": target == int(order[0])},
-            "top_k": top,
-            "boxes": boxes.astype(int).tolist(),
-            "box_format": "xyxy, half-open pixel edges, in the image's own pixels",
-            "settings": {
-                "model": lm.spec,
-                "framework": lm.framework,
-                "method": method,
-                "layers": list(layers),
-                "class": args.class_index,
-                "threshold": args.threshold,
-                "box_mode": "largest connected component (8-connected) of map >= threshold * max",
-                "preprocess": pre.settings(),
-                "class_names": (str(args.class_names) if args.class_names else
-                                "ImageNet-1k (built in)" if names is not None else None),
-            },
-        }
-        big = np.repeat(np.repeat(img, f, axis=0), f, axis=1) if f > 1 else img
-        big_heat = np.repeat(np.repeat(heat, f, axis=0), f, axis=1) if f > 1 else heat
-        viz.save_png(render_overlay(big, big_heat, boxes * f, text), png)
-        write_json(js, record)
-        print(f"{path}: {method} map of {_class_label(target, names)} (layer {', '.join(layers)})")
-        for rank, t in enumerate(top, 1):
-            print(f"  {rank:>2}. {t['index']:>5}  {t['probability']:7.2%}  {t['name']}")
-        for b in boxes.astype(int).tolist():
-            print(f"  box (x0, y0, x1, y1) = ({b[0]}, {b[1]}, {b[2]}, {b[3]})")
-        print(f"  wrote {png} and {js}")
-    return 0
+
+def _write_explanation(args, lm, pre, method, names, path, result, png, js) -> None:
+    """One image's overlay PNG and JSON record, and its lines on stdout."""
+    img, logits, target, heat, boxes, layers = result
+    probs = softmax(logits)
+    k = min(args.top_k, len(probs))
+    order = np.argsort(-probs, kind="stable")[:k]
+    top = [
+        {"index": int(c), "name": _class_label(int(c), names), "probability": float(probs[c]),
+         "logit": float(logits[c])}
+        for c in order
+    ]
+    label = short_name(_class_label(target, names))
+    text = f"{label}  p={probs[target]:.2f}  ({method})"
+    # a small image is enlarged by a whole factor (nearest) so that the label stays readable
+    f = max(1, GALLERY_SIZE // max(img.shape[:2]))
+    record = {
+        "image": str(path),
+        "width": img.shape[1],
+        "height": img.shape[0],
+        "overlay": png.name,
+        "overlay_scale": f,
+        "target": {"index": target, "name": _class_label(target, names),
+                   "probability": float(probs[target]), "logit": float(logits[target]),
+                   "predicted": target == int(order[0])},
+        "top_k": top,
+        "boxes": boxes.astype(int).tolist(),
+        "box_format": "xyxy, half-open pixel edges, in the image's own pixels",
+        "settings": {
+            "model": lm.spec,
+            "framework": lm.framework,
+            "method": method,
+            "layers": list(layers),
+            "class": args.class_index,
+            "threshold": args.threshold,
+            "box_mode": "largest connected component (8-connected) of map >= threshold * max",
+            "preprocess": pre.settings(),
+            "class_names": (str(args.class_names) if args.class_names else
+                            "ImageNet-1k (built in)" if names is not None else None),
+        },
+    }
+    big = np.repeat(np.repeat(img, f, axis=0), f, axis=1) if f > 1 else img
+    big_heat = np.repeat(np.repeat(heat, f, axis=0), f, axis=1) if f > 1 else heat
+    viz.save_png(render_overlay(big, big_heat, boxes * f, text), png)
+    write_json(js, record)
+    print(f"{path}: {method} map of {_class_label(target, names)} (layer {', '.join(layers)})")
+    for rank, t in enumerate(top, 1):
+        print(f"  {rank:>2}. {t['index']:>5}  {t['probability']:7.2%}  {t['name']}")
+    for b in boxes.astype(int).tolist():
+        print(f"  box (x0, y0, x1, y1) = ({b[0]}, {b[1]}, {b[2]}, {b[3]})")
+    print(f"  wrote {png} and {js}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,15 +49,19 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing as mp
 import os
+import signal
 import sys
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cam_core._errors import MODEL_ERRORS, explain_error
 from cam_core._io import atomic_write_bytes, to_jsonable, write_json
@@ -145,7 +149,6 @@ class Preprocess:
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 images of any sizes -> float32 ``(N, H, W, 3)``."""
-        from PIL import Image
 
         h, w = self.size
         out = np.empty((len(images), h, w, 3), dtype=np.float32)
@@ -338,7 +341,6 @@ def _score(task) -> tuple[dict[str, np.ndarray], float]:
 
 def _worker_init() -> None:
     """Sweep workers ignore Ctrl-C (the parent handles it and shuts them down)."""
-    import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -548,7 +550,6 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    import zipfile
 
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -820,28 +821,15 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
 
 def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, restart, workers,
          progress, shard_of):
-    """Evaluate the batches ``bounds``; returns their parts and the time shares."""
+    """Evaluate the batches ``bounds``: decoding ahead in threads, the model here, the sweeps in
+    worker processes, finished batches to the checkpoint; returns their parts and the time
+    shares."""
     digest = _digest(fingerprint)
-    if checkpoint is not None:
-        _open_checkpoint(checkpoint, fingerprint, bounds, restart=restart,
-                         whole=shard_of is None)
-    in_memory: dict[tuple[int, int], dict] = {}
-    if checkpoint is not None:  # the finished batches are checked before any work
-        for bound in bounds:
-            if _batch_file(checkpoint, *bound).is_file():
-                in_memory[bound] = _load_batch(checkpoint, *bound, digest)
-
-    def finished(bound) -> bool:
-        return bound in in_memory
-
-    todo = [b for b in bounds if not finished(b)]
-    done = len(bounds) - len(todo)
-    if done:
-        where = f" (in {checkpoint})" if checkpoint is not None else ""
-        print(f"resuming: {done} of {len(bounds)} batches already done{where}", file=sys.stderr,
-              flush=True)
+    in_memory = _finished_batches(checkpoint, fingerprint, bounds, digest, restart=restart,
+                                  whole=shard_of is None)
+    todo = [b for b in bounds if b not in in_memory]
     timings = {"decode": 0.0, "model": 0.0, "sweep": 0.0}
-    n_done_images = sum(b - a for a, b in bounds if finished((a, b)))
+    n_done_images = sum(b - a for a, b in in_memory)
     bar = progress_bar(total=sum(b - a for a, b in bounds), progress=progress, initial=n_done_images,
                        unit="img", desc="evaluate", smoothing=0.1)
     pool = _sweep_pool(workers) if todo and workers > 1 else None
@@ -891,12 +879,6 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
             if sum(len(p["futures"]) for p in pending.values()) < max(limit, 1):
                 return
 
-    def note(arrays, logits, layers, labels):
-        if "predicted" not in arrays:
-            arrays["predicted"] = np.argmax(logits, axis=1).astype(np.int64)
-            arrays["labels"] = labels.astype(np.int64)
-            arrays["layers"] = np.array(layers)
-
     cursor = [0]
     try:
         schedule(cursor)
@@ -908,22 +890,9 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
             arrays: dict[str, np.ndarray] = {"index": np.arange(start, stop),
                                              "digest": np.array(digest)}
             futures = {}
-            shared = [m for m in settings.methods if shares_capture(m)]
-            made = {}  # method -> maps or RawMaps
-            if shared:
-                t0 = time.perf_counter()
-                made, logits, layers = capture_raw_maps(model, x, batch.labels, shared, settings)
-                timings["model"] += time.perf_counter() - t0
-                note(arrays, logits, layers, batch.labels)
-            for method in settings.methods:
-                if method not in made:
-                    t0 = time.perf_counter()
-                    exp = explain_labels(model, x, batch.labels, method, settings)
-                    timings["model"] += time.perf_counter() - t0
-                    note(arrays, exp.logits, exp.layers, batch.labels)
-                    made[method] = np.asarray(exp.maps)
+            for method, maps in _batch_maps(model, x, batch.labels, settings, arrays, timings):
                 correct = arrays["predicted"] == arrays["labels"]
-                task = (made.pop(method), gts, batch.boxes, correct, settings)
+                task = (maps, gts, batch.boxes, correct, settings)
                 if pool is None:
                     out, seconds = _score(task)
                     timings["sweep"] += seconds
@@ -946,9 +915,52 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
     return [(a, b, in_memory[(a, b)]) for a, b in bounds], timings
 
 
+def _finished_batches(checkpoint, fingerprint, bounds, digest, *, restart, whole) -> dict:
+    """Open (or start) the checkpoint and load the batches of ``bounds`` already on disk, every
+    one checked before any work: bound -> arrays (empty without a checkpoint)."""
+    in_memory: dict[tuple[int, int], dict] = {}
+    if checkpoint is None:
+        return in_memory
+    _open_checkpoint(checkpoint, fingerprint, bounds, restart=restart, whole=whole)
+    for bound in bounds:
+        if _batch_file(checkpoint, *bound).is_file():
+            in_memory[bound] = _load_batch(checkpoint, *bound, digest)
+    if in_memory:
+        print(f"resuming: {len(in_memory)} of {len(bounds)} batches already done (in "
+              f"{checkpoint})", file=sys.stderr, flush=True)
+    return in_memory
+
+
+def _batch_maps(model, x, labels, settings, arrays: dict, timings: dict):
+    """Yield ``(method, maps or RawMaps)`` for one batch in the order of ``settings.methods``:
+    the methods that share a capture from one forward/backward pass first, each other method
+    as the model produces it (so its sweep can start while the next one runs). Records the
+    predictions, labels and layers in ``arrays`` and the model's seconds in ``timings``."""
+
+    def note(logits, layers):
+        if "predicted" not in arrays:
+            arrays["predicted"] = np.argmax(logits, axis=1).astype(np.int64)
+            arrays["labels"] = labels.astype(np.int64)
+            arrays["layers"] = np.array(layers)
+
+    shared = [m for m in settings.methods if shares_capture(m)]
+    made = {}  # method -> RawMaps
+    if shared:
+        t0 = time.perf_counter()
+        made, logits, layers = capture_raw_maps(model, x, labels, shared, settings)
+        timings["model"] += time.perf_counter() - t0
+        note(logits, layers)
+    for method in settings.methods:
+        if method not in made:
+            t0 = time.perf_counter()
+            exp = explain_labels(model, x, labels, method, settings)
+            timings["model"] += time.perf_counter() - t0
+            note(exp.logits, exp.layers)
+            made[method] = np.asarray(exp.maps)
+        yield method, made.pop(method)
+
+
 def _sweep_pool(workers: int):
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)

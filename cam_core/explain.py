@@ -25,6 +25,13 @@ and :func:`explain_session` runs the whole pipeline
 Upsampling comes before min-max so that every map spans exactly [0, 1] whatever the
 interpolation (bicubic overshoots), as in the WSOL protocol (resize, then normalise).
 
+**Adding a method** touches one function and one registry entry: write the function in
+:mod:`cam_core.methods` (its paper and equation in the docstring), then add
+``MethodSpec("name", needs_gradients=..., relu=..., function=m.your_function)`` to
+:data:`METHODS`. :func:`raw_maps` calls the function with what the spec says it needs (see
+:class:`MethodSpec`), and every adapter, the engine, the command line and the equivalence check
+then know the method by its name.
+
 Perturbation methods (Score-CAM, Ablation-CAM) reach the model only through two callables of the
 adapter's session, called in chunks of ``batch_size``:
 
@@ -67,6 +74,7 @@ __all__ = [
     "ConstantMapWarning",
     "Explanation",
     "MethodSpec",
+    "Session",
     "display_maps",
     "explain",
     "explain_session",

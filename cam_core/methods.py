@@ -63,6 +63,8 @@ from cam_core._validate import (
     is_numpy_namespace,
     to_numpy,
 )
+from cam_core.maps import normalize
+from cam_core.resize import upsample
 
 __all__ = [
     "ablationcam",
@@ -542,8 +544,8 @@ def scorecam(
     array, shape (N, h, w)
         Raw maps, signed.
     """
-    from cam_core.maps import normalize
-    from cam_core.resize import upsample
+
+
 
     a = _activations(activations)
     xp = array_namespace(a)
@@ -967,8 +969,8 @@ def _check_samples(samples) -> int:
 
 def _channel_masks(a, n: int, channels, size):
     """Score-CAM's masks of image ``n`` for the channel indices ``channels`` (a Python list)."""
-    from cam_core.maps import normalize
-    from cam_core.resize import upsample
+
+
 
     xp = array_namespace(a)
     idx = xp.asarray(channels, dtype=xp.int64, device=device_of(a))

@@ -20,6 +20,9 @@ import html
 import json
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
 from cam_core._io import atomic_write_bytes
 from cam_core._tables import fmt
 
@@ -183,7 +186,6 @@ def markdown_to_html(md: str, *, base: Path | None = None, embedded: set | None 
     resolved paths are added to ``embedded``; a link becomes a captioned figure); other images
     keep their alt text, other links their text (in-page ``#anchors`` stay links).
     """
-    from markdown_it import MarkdownIt
 
     embedded = set() if embedded is None else embedded
     parser = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -196,7 +198,6 @@ def markdown_to_html(md: str, *, base: Path | None = None, embedded: set | None 
 
 def _stand_alone(children: list, base: Path | None, embedded: set) -> list:
     """Inline tokens with images embedded or reduced to text and links resolved (see above)."""
-    from markdown_it.token import Token
 
     def text(content: str) -> Token:
         tok = Token("text", "", 0)

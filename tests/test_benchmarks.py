@@ -325,3 +325,31 @@ def test_real_stage_on_a_few_imagenet_images(tmp_path, imagenet_dir, monkeypatch
     saved = json.loads((tmp_path / "real_results.json").read_text())
     assert saved["fast"]["top1"] == fig["fast"]["top1"]
     assert (tmp_path / "real_boxacc.png").stat().st_size > 0
+
+
+def test_interleaved_rounds_rotate_the_order_and_sync_around_each_call():
+    from benchmarks._common import interleaved_rounds, ratio_rows
+
+    calls, syncs = [], []
+    fns = {k: (lambda k=k: calls.append(k) or k) for k in ("forward", "a", "b")}
+    times, last = interleaved_rounds(fns, 3, sync=lambda: syncs.append(1))
+    assert calls == ["forward", "a", "b", "a", "b", "forward", "b", "forward", "a"]
+    assert len(syncs) == 2 * len(calls) and last == {"forward": "forward", "a": "a", "b": "b"}
+    rows = ratio_rows({"forward": [9.0, 2.0, 2.0, 4.0], "a": [9.0, 3.0, 4.0, 5.0]}, n=2, warmup=0)
+    assert rows["forward"]["ratio_to_forward"] == 1.0 and rows["a"]["ratio_to_forward"] == 2.0
+    assert rows["a"]["median_ms_per_image"] == 1e3 * 4.0 / 2 and rows["a"]["cold_ms_per_image"] == 4.5e3
+
+
+def test_keras_stage_back_to_back_blocks_and_profile_split():
+    # the batch-1 measurements of stage adapter_keras on plain callables (no TensorFlow needed)
+    from benchmarks import stage_adapter_keras as st
+
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in ("forward", "cam_core cam", "cam_core gradcam")}
+    bar = type("Bar", (), {"update": lambda self, n: None})()
+    out = st._back_to_back(fns, 2, 3, bar)
+    assert all(len(r["times_s"]) == 2 * 3 for r in out.values())  # the first call of a block dropped
+    assert len(calls) == 2 * 3 * (3 + 1) and out["forward"]["ratio_to_forward"] == 1.0
+    prof = st._profile(fns, ("forward", "cam_core gradcam"), 4)
+    for p in prof.values():  # no TensorFlow graph here: all of the call is Python
+        assert p["graph_ms"] == 0.0 and p["python_ms"] == pytest.approx(p["wall_ms"])

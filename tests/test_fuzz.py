@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import cam_core as cc
+from cam_core._io import atomic_write_bytes
 
 RNG = np.random.default_rng(0)
 A = RNG.standard_normal((2, 3, 4, 4)).astype(np.float32)
@@ -295,7 +296,7 @@ def test_the_table_covers_every_public_callable():
         "Photo", "PointingGame", "PointingGameResult", "PxAP", "PxAPResult", "Record",
         "SyntheticData",
         # constants
-        "COLORMAPS", "FORMATS", "FUSIONS", "INTERPOLATIONS", "METHODS", "SHAPES",
+        "COLORMAPS", "FORMATS", "FUSIONS", "INTERPOLATIONS", "METHODS",
         # need a model, a session or files: the adapters' and CLI tests inject their faults
         "explain", "explain_session", "raw_maps", "iter_batches", "read_class_names",
         "read_csv_boxes", "read_voc", "read_wsol", "sample_photos",
@@ -305,7 +306,10 @@ def test_the_table_covers_every_public_callable():
         "finer_weights", "FinerTarget", "iscam", "sscam", "randomcam", "noisy_linear_impute",
         "road", "RoadCurves", "rank_correlation", "weighted_activations",
         # file writers: covered by test_file_writer_faults below
-        "atomic_write_bytes", "save_png", "image_grid",
+        "save_png", "image_grid",
+        # the adapters' session protocol (a typing.Protocol), and the display pipeline, which
+        # composes upsample, normalize and fuse (rows above) and runs in every explain test
+        "Session", "display_maps",
     }
     names = {r.name.split(".")[0] for r in TABLE}
     missing = [n for n in cc.__all__ if n not in names and n not in no_row]
@@ -321,8 +325,8 @@ def test_the_table_covers_every_public_callable():
         (lambda p: cc.save_png(IMAGE.astype(str), p / "a.png"), TypeError, "`array`"),
         (lambda p: cc.save_png(IMAGE[:0], p / "a.png"), ValueError, "`array`"),
         (lambda p: cc.save_png(np.full((4, 4), np.nan), p / "a.png"), ValueError, "`array`"),
-        (lambda p: cc.atomic_write_bytes(p, b"x"), ValueError, "`path`"),
-        (lambda p: cc.atomic_write_bytes("", b"x"), ValueError, "`path`"),
+        (lambda p: atomic_write_bytes(p, b"x"), ValueError, "`path`"),
+        (lambda p: atomic_write_bytes("", b"x"), ValueError, "`path`"),
         (lambda p: cc.image_grid([], ncols=2), ValueError, "`images`"),
         (lambda p: cc.image_grid([IMAGE], ncols=0), ValueError, "`ncols`"),
         (lambda p: cc.image_grid([IMAGE], ncols=1.5), (TypeError, ValueError), "`ncols`"),

@@ -20,6 +20,7 @@ import pytest
 
 from cam_core import cam as cam_method
 from cam_core import eigencam, gradcam, gradcam_pp, hirescam, layercam, normalize, xgradcam
+from tests.peer_helpers import capture, close, corr, peer_display, peer_model
 
 PGC_EPS = 1e-6  # pytorch-grad-cam's GradCAMPlusPlus.get_cam_weights
 
@@ -29,16 +30,6 @@ def _layer(seed=0, shape=(3, 16, 6, 5), grad_scale=1.0):
     a = np.maximum(rng.normal(size=shape), 0).astype(np.float32)  # post-ReLU activations
     g = (rng.normal(size=shape) * grad_scale).astype(np.float32)
     return a, g
-
-
-def _close(got, ref, tol=1e-5):
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    scale = max(float(np.abs(ref).max()), 1e-30)
-    np.testing.assert_allclose(got, ref, rtol=0, atol=tol * scale)
-
-
-def _corr(x, y) -> float:
-    return float(np.corrcoef(np.ravel(x), np.ravel(y))[0, 1])
 
 
 # --------------------------------------------------------------------------- hand formulas
@@ -72,26 +63,19 @@ def _pgc_eigencam(a):
     return np.asarray(out, dtype=np.float32)
 
 
-def _peer_display(raw):
-    """ReLU, then pytorch-grad-cam's min-max (``x - min``, divided by ``1e-7 + max``)."""
-    x = np.maximum(raw, 0).astype(np.float64)
-    x = x - x.min(axis=(1, 2), keepdims=True)
-    return x / (1e-7 + x.max(axis=(1, 2), keepdims=True))
-
-
 def test_gradcam_pp_eps_is_pytorch_grad_cams_formula():
     a, g = _layer(1, grad_scale=3e-4)  # squared gradients near 1e-7: the epsilon dominates
     ours = gradcam_pp(a, g, eps=PGC_EPS)
-    _close(ours, _pgc_gradcam_pp(a, g))
+    close(ours, _pgc_gradcam_pp(a, g))
     plain = gradcam_pp(a, g)
-    _close(plain, _pgc_gradcam_pp(a, g, eps=0.0))  # eps 0: the same formula
+    close(plain, _pgc_gradcam_pp(a, g, eps=0.0))  # eps 0: the same formula
     # in this regime the convention matters: the two maps disagree
-    assert min(_corr(x, y) for x, y in zip(plain, ours)) < 0.99
+    assert min(corr(x, y) for x, y in zip(plain, ours)) < 0.99
 
 
 def test_gradcam_pp_eps_barely_matters_for_large_gradients():
     a, g = _layer(2, grad_scale=1.0)
-    _close(gradcam_pp(a, g, eps=PGC_EPS), gradcam_pp(a, g), tol=1e-4)
+    close(gradcam_pp(a, g, eps=PGC_EPS), gradcam_pp(a, g), tol=1e-4)
 
 
 def test_gradcam_pp_eps_is_checked():
@@ -114,14 +98,14 @@ def test_eigencam_svd_sign_is_pytorch_grad_cams_convention(shape):
     a, _ = _layer(5, shape=shape)
     peer = _pgc_eigencam(a)
     ours_svd = eigencam(a, sign="svd")
-    _close(ours_svd, peer, tol=1e-4)
-    _close(normalize(ours_svd, relu=True), _peer_display(peer), tol=1e-4)
+    close(ours_svd, peer, tol=1e-4)
+    close(normalize(ours_svd, relu=True), peer_display(peer), tol=1e-4)
     # our default fixes the sign: the same projection up to one sign per image, and positively
     # correlated with the channel-mean map
     ours = eigencam(a)
     for o, p, img in zip(ours, peer, a):
         s = np.sign(np.sum(o * p))
-        _close(o, s * p, tol=1e-4)
+        close(o, s * p, tol=1e-4)
         mean_map = img.mean(axis=0)
         assert np.sum(o * (mean_map - mean_map.mean())) >= 0
 
@@ -134,43 +118,12 @@ def test_eigencam_sign_is_checked():
 # --------------------------------------------------------------------------- the peers
 
 
-def _peer_model(torch):
-    """conv (stride 1, the input's resolution) -> ReLU ("act") -> GAP -> linear: no resize."""
-    from torch import nn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 12, 3, padding=1)
-            self.act = nn.ReLU()
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(12, 4)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.act(self.conv(x))), 1))
-
-    g = torch.Generator().manual_seed(0)
-    model = Net().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    x = torch.randn(3, 3, 10, 10, generator=g)
-    return model, x
-
-
-def _capture(model, x, targets):
-    from cam_core.adapters import torch as ta
-
-    (cap,) = ta.capture(model, x, layer="act", targets=targets)
-    return cap
-
-
 def test_torchcam_agrees_under_its_conventions():
     torch = pytest.importorskip("torch")
     methods = pytest.importorskip("torchcam.methods")
-    model, x = _peer_model(torch)
+    model, x = peer_model(torch)
     targets = [0, 3, 1]
-    cap = _capture(model, x, targets)
+    cap = capture(model, x, targets)
     a, g = cap.activations, cap.gradients
     expected = {
         "CAM": cam_method(a, cap.weights, cap.targets),  # signed: torch-cam's CAM has no ReLU
@@ -185,9 +138,9 @@ def test_torchcam_agrees_under_its_conventions():
                                     **kwargs) as extractor:
             scores = model(x)
             (peer,) = extractor(targets, scores, normalized=False)
-        _close(peer.detach().numpy(), ref)
+        close(peer.detach().numpy(), ref)
     # and HiResCAM equals CAM / (h w) on this GAP + linear head, which torch-cam's CAM gives
-    _close(hirescam(a, g) * 100, expected["CAM"])
+    close(hirescam(a, g) * 100, expected["CAM"])
 
 
 def test_pytorch_grad_cam_agrees_under_its_conventions():
@@ -195,9 +148,9 @@ def test_pytorch_grad_cam_agrees_under_its_conventions():
     pgc = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model, x = _peer_model(torch)
+    model, x = peer_model(torch)
     targets = [0, 3, 1]
-    cap = _capture(model, x, targets)
+    cap = capture(model, x, targets)
     a, g = cap.activations, cap.gradients
     peer_targets = [ClassifierOutputTarget(t) for t in targets]
 
@@ -205,11 +158,11 @@ def test_pytorch_grad_cam_agrees_under_its_conventions():
         with cls(model=model, target_layers=[model.act]) as extractor:
             return extractor(input_tensor=x, targets=peer_targets)
 
-    _close(peer(pgc.GradCAM), _peer_display(gradcam(a, g)), tol=1e-4)
-    _close(peer(pgc.GradCAMPlusPlus), _peer_display(gradcam_pp(a, g, eps=PGC_EPS)), tol=1e-4)
+    close(peer(pgc.GradCAM), peer_display(gradcam(a, g)), tol=1e-4)
+    close(peer(pgc.GradCAMPlusPlus), peer_display(gradcam_pp(a, g, eps=PGC_EPS)), tol=1e-4)
     # Eigen-CAM: the SVD's sign per image, then a ReLU; each image matches one of the two signs
     got = peer(pgc.EigenCAM)
     proj = eigencam(a)
     for n in range(len(a)):
-        options = [_peer_display(s * proj[n : n + 1])[0] for s in (1.0, -1.0)]
+        options = [peer_display(s * proj[n : n + 1])[0] for s in (1.0, -1.0)]
         assert min(np.abs(got[n] - o).max() for o in options) < 1e-4

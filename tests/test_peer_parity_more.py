@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 
 from cam_core import methods as m
-from tests.test_peer_parity import _capture, _close, _corr, _peer_display, _peer_model
+from tests.peer_helpers import capture, close, corr, peer_display, peer_model
 
 TARGETS = [0, 3, 1]
 
 
 def _setup():
     torch = pytest.importorskip("torch")
-    model, x = _peer_model(torch)
-    cap = _capture(model, x, TARGETS)
+    model, x = peer_model(torch)
+    cap = capture(model, x, TARGETS)
     return torch, model, x, cap
 
 
@@ -53,7 +53,7 @@ def test_torchcam_iscam_under_its_convention():
     ours = m.iscam(cap.activations, _score_fn(torch, model, x), input_size=(10, 10),
                    samples=10, convention="torch-cam")
     peer = _torchcam(methods, "ISCAM", model, TARGETS, x, batch_size=64, num_samples=10)
-    _close(peer, np.maximum(ours, 0), tol=1e-4)
+    close(peer, np.maximum(ours, 0), tol=1e-4)
     # the paper's coefficients give another map
     paper = m.iscam(cap.activations, _score_fn(torch, model, x), input_size=(10, 10),
                     samples=10)
@@ -71,7 +71,7 @@ def test_torchcam_finercam_on_gradcam():
     with methods.FinerCAM(model, "act", input_shape=(3, 10, 10)) as extractor:
         scores = model(x)
         (peer,) = extractor(TARGETS, scores, normalized=False)
-    _close(peer.detach().numpy(), np.maximum(ours, 0), tol=1e-4)
+    close(peer.detach().numpy(), np.maximum(ours, 0), tol=1e-4)
 
 
 def test_torchcam_sscam_in_the_noise_free_limit():
@@ -82,7 +82,7 @@ def test_torchcam_sscam_in_the_noise_free_limit():
     torch.manual_seed(0)
     peer = _torchcam(methods, "SSCAM", model, TARGETS, x, batch_size=64, num_samples=2, std=1e-6)
     for p, o in zip(peer, np.maximum(ours, 0)):
-        assert _corr(p, o) > 0.999
+        assert corr(p, o) > 0.999
 
 
 def test_pytorch_grad_cam_new_methods_under_its_conventions():
@@ -96,10 +96,10 @@ def test_pytorch_grad_cam_new_methods_under_its_conventions():
         with cls(model=model, target_layers=[model.act]) as extractor:
             return extractor(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in TARGETS])
 
-    _close(peer(pgc.GradCAMElementWise), _peer_display(m.gradcam_elementwise(a, g)), tol=1e-4)
-    _close(peer(pgc.FEM), _peer_display(m.fem(a)), tol=1e-4)
+    close(peer(pgc.GradCAMElementWise), peer_display(m.gradcam_elementwise(a, g)), tol=1e-4)
+    close(peer(pgc.FEM), peer_display(m.fem(a)), tol=1e-4)
     got = peer(pgc.EigenGradCAM)
     proj = m.eigengradcam(a, g)
     for n in range(len(a)):
-        options = [_peer_display(s * proj[n : n + 1])[0] for s in (1.0, -1.0)]
+        options = [peer_display(s * proj[n : n + 1])[0] for s in (1.0, -1.0)]
         assert min(np.abs(got[n] - o).max() for o in options) < 1e-4
