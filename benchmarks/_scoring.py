@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import save_figure
-
 __all__ = ["FAST_METHODS", "FIXED_TAUS", "NEW_FAST_METHODS", "NEW_SLOW_METHODS", "SLOW_METHODS",
            "WSOL_SIZE", "BoxStats", "map_correlation", "plot_boxacc", "wsol_maps"]
 
@@ -79,27 +77,26 @@ class BoxStats:
 
 
 def plot_boxacc(panels: dict, path: Path) -> Path:
-    """BoxAcc at IoU 0.5 (native) against the threshold: one panel per key of ``panels``, whose
-    value maps each method to its :meth:`BoxStats.result`."""
-    import matplotlib
+    """BoxAcc at IoU 0.5 (native) against the threshold, as SVG (the same charts as the command
+    line's and the HTML report's, :mod:`cam_core.report`): one panel per key of ``panels``, whose
+    value maps each method to its :meth:`BoxStats.result`. Returns the path written."""
+    from cam_core._io import write_text
+    from cam_core.report import svg_line_chart, svg_row
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, (fw, by_method) in zip(axes[0], panels.items()):
-        for method, r in by_method.items():
-            nat = r["native"]
-            ax.plot(nat["curves"]["thresholds"], nat["curves"]["box_acc"]["0.5"], lw=1.5,
-                    ls="--" if method in SLOW_METHODS else "-",
-                    label=f"{method} (max {nat['MaxBoxAcc']:.1f})")
-        ax.set_title(f"{fw}: BoxAcc at IoU 0.5 (native protocol)")
-        ax.set_xlabel("threshold (fraction of the map's maximum)")
-        ax.set_ylabel("BoxAcc (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    n = max(len(by_method) for by_method in panels.values())
+    width, height = 640, max(300, 60 + 16 * n)
+    charts = []
+    for fw, by_method in panels.items():
+        first = next(iter(by_method.values()))["native"]["curves"]
+        series = {f"{m} (max {r['native']['MaxBoxAcc']:.1f})": r["native"]["curves"]["box_acc"]["0.5"]
+                  for m, r in by_method.items()}
+        charts.append(svg_line_chart(
+            first["thresholds"], series, title=f"{fw}: BoxAcc at IoU 0.5 (native protocol)",
+            xlabel="threshold (fraction of the map's maximum)", ylabel="BoxAcc (%)", ymax=100.0,
+            width=width, height=height, legend=230))
+    path = Path(path)
+    write_text(path, svg_row(charts, width=width, height=height))
+    return path
 
 
 def map_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -17,7 +17,7 @@ and method:
 Score-CAM and Ablation-CAM (one model call per channel) run on the first ``n_slow`` test images
 only; every table says how many images each figure covers.
 
-Figures: ``localise_boxacc.png`` (BoxAcc at IoU 0.5 against the threshold), one overlay gallery
+Figures: ``localise_boxacc.svg`` (BoxAcc at IoU 0.5 against the threshold), one overlay gallery
 per framework (``localise_gallery_<framework>.png``: ground truth green, the box at 20% red) and,
 when the ``demo`` extra is installed, ``localise_photos.png`` (the scikit-image sample photographs
 through the pretrained EfficientNet-Lite0).
@@ -395,7 +395,7 @@ def _markdown(results: dict, photos: dict | None, skipped: dict, cfg: dict, size
             "",
         ]
     md += [
-        "![BoxAcc against the threshold](localise_boxacc.png)",
+        "![BoxAcc against the threshold](localise_boxacc.svg)",
         "",
     ]
     md += [f"![{fw} gallery]({r['gallery']})" for fw, r in results.items()]
@@ -435,7 +435,7 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, model: str 
             skipped[fw] = f"{exc.name} is not installed"
     if not results:
         return {"name": "localise", "skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items())}
-    plot_boxacc({fw: r["boxes"] for fw, r in results.items()}, out_dir / "localise_boxacc.png")
+    plot_boxacc({fw: r["boxes"] for fw, r in results.items()}, out_dir / "localise_boxacc.svg")
     photo_res = None
     if photos and not tiny:
         try:

@@ -194,7 +194,7 @@ def _markdown(res: dict, sizes: dict) -> str:
         f"({fast['seconds_per_100_images']} s per 100 images, batch {sizes['batch']}); "
         f"memory {rss or 'not measured (fewer than 100 images)'}.",
         "",
-        "![BoxAcc against the threshold, ImageNet subset](real_boxacc.png)",
+        "![BoxAcc against the threshold, ImageNet subset](real_boxacc.svg)",
     ]
     eq = res.get("equivalence")
     if eq is not None:
@@ -238,7 +238,7 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, data=None,
         res["slow"][method] = _slow_pass(model, dataset, method, n, sizes, progress)
     plot_boxacc({"EfficientNet-Lite0, ImageNet subset": {**res["fast"]["boxes"],
                                                          **res["slow"]}},
-                out_dir / "real_boxacc.png")
+                out_dir / "real_boxacc.svg")
     eq, errors = None, []
     if with_equivalence and not tiny:
         try:

@@ -653,22 +653,7 @@ def _check_out_dir(out: str) -> Path:
 
 
 def cmd_evaluate(args) -> int:
-
-    methods = []
-    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        try:
-            methods.append(method_spec(name).name)
-        except ValueError as exc:
-            raise CliError(f"--methods: {_first_line(exc)}") from None
-    if not methods:
-        raise CliError("--methods must name at least one method")
-    if args.batch_size < 1:
-        raise CliError(f"--batch-size must be at least 1; got {args.batch_size}")
-    if args.limit is not None and args.limit < 1:
-        raise CliError(f"--limit must be at least 1; got {args.limit}")
-    if args.workers is not None and args.workers < 1:
-        raise CliError(f"--workers must be at least 1; got {args.workers}")
-    _check_size(args.size)
+    methods = _evaluate_methods(args)
     shard = _parse_shard(args.shard)
     rank = distributed_rank()
     if shard is not None and rank is not None:
@@ -688,8 +673,48 @@ def cmd_evaluate(args) -> int:
     if rank is not None and args.workers is None:  # the ranks share the machine's cores
         workers = max(1, workers // rank[1])
     t0 = time.perf_counter()
+    ev = _run_engine(args, lm, dataset, pre, methods, out_dir, workers, shard, rank)
+    seconds = time.perf_counter() - t0
+    backend = None
+    if rank is not None:
+        backend = leave_process_group()  # every rank has the figures; rank 0 writes them
+        if rank[0] != 0:
+            return 0
+    if shard is not None:
+        path = engine.save_state(ev, out_dir / f"shard-{shard[0]}-of-{shard[1]}.npz")
+        print(f"shard {shard[0]}/{shard[1]}: {ev.images} of {ev.total} images; wrote {path} "
+              f"(combine the shards with: cam-core merge SHARD_DIR... --out DIR)")
+        return 0
+    _report_evaluation(args, lm, dataset, pre, ev, out_dir, fmt, device, workers, rank, backend,
+                       seconds)
+    return 0
+
+
+def _evaluate_methods(args) -> list[str]:
+    """The registered names of ``--methods``, after the options that need no file are checked."""
+    methods = []
+    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        try:
+            methods.append(method_spec(name).name)
+        except ValueError as exc:
+            raise CliError(f"--methods: {_first_line(exc)}") from None
+    if not methods:
+        raise CliError("--methods must name at least one method")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be at least 1; got {args.limit}")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1; got {args.workers}")
+    _check_size(args.size)
+    return methods
+
+
+def _run_engine(args, lm, dataset, pre, methods, out_dir, workers, shard, rank):
+    """:func:`cam_core.evaluate.evaluate` with the options of the command line; its errors and
+    Ctrl-C as one-line messages in the command line's terms."""
     try:
-        ev = engine.evaluate(
+        return engine.evaluate(
             lm.model, dataset, methods=methods, protocol=args.protocol,
             layer=_parse_layer(args.layer), preprocess=pre, batch_size=args.batch_size,
             limit=args.limit, checkpoint=out_dir / CHECKPOINT, restart=args.restart,
@@ -706,17 +731,12 @@ def cmd_evaluate(args) -> int:
                                 "use another --out or add --restart")) from None
     except (ValueError, TypeError) as exc:
         raise CliError(_first_line(exc).replace("`size`", "--size")) from None
-    seconds = time.perf_counter() - t0
-    backend = None
-    if rank is not None:
-        backend = leave_process_group()  # every rank has the figures; rank 0 writes them
-        if rank[0] != 0:
-            return 0
-    if shard is not None:
-        path = engine.save_state(ev, out_dir / f"shard-{shard[0]}-of-{shard[1]}.npz")
-        print(f"shard {shard[0]}/{shard[1]}: {ev.images} of {ev.total} images; wrote {path} "
-              f"(combine the shards with: cam-core merge SHARD_DIR... --out DIR)")
-        return 0
+
+
+def _report_evaluation(args, lm, dataset, pre, ev, out_dir, fmt, device, workers, rank, backend,
+                       seconds) -> None:
+    """The gallery, results.json, table.md and curves.svg of a whole evaluation, and its summary
+    on stdout."""
     names = _dataset_class_names(dataset, lm, args)
     galleries = _gallery(lm, dataset, pre, ev, out_dir, names) if args.gallery > 0 else None
     written = _write_outputs(
@@ -738,7 +758,6 @@ def cmd_evaluate(args) -> int:
           f"model {t.get('model', 0):.1f} s, sweeps {t.get('sweep', 0):.1f} s of CPU time)")
     print("wrote " + ", ".join(written)
           + (f" and {out_dir / 'gallery'}/" if galleries is not None else ""))
-    return 0
 
 
 def _dataset_class_names(dataset, lm, args):

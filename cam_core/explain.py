@@ -43,9 +43,10 @@ adapter's session, called in chunks of ``batch_size``:
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,6 +76,7 @@ __all__ = [
     "Explanation",
     "MethodSpec",
     "Session",
+    "check_method_options",
     "display_maps",
     "explain",
     "explain_session",
@@ -360,14 +362,18 @@ def raw_maps(
     input_size=None,
     batch_size: int = 64,
     progress: bool | None = None,
+    options: Mapping | None = None,
 ) -> np.ndarray:
     """Compute ``method``'s raw maps ``(N, h, w)`` from one layer's :class:`Capture`.
 
     ``score_masked`` and ``input_size`` are needed by Score-CAM, ``score_ablated`` (already bound
-    to the layer) by Ablation-CAM.
+    to the layer) by Ablation-CAM. ``options`` are keyword options of the method's function
+    (:func:`check_method_options`), e.g. ``{"eps": 1e-6}`` for Grad-CAM++ or ``{"max_n": 64}`` for
+    Score-CAM.
     """
 
     spec = method_spec(method)
+    opts = check_method_options(spec.name, options)
     a = capture.activations
     if spec.needs_weights:
         if capture.weights is None:
@@ -378,7 +384,7 @@ def raw_maps(
             )
         if np.any(to_numpy(capture.targets) < 0):
             raise ValueError("CAM needs class indices as targets, not a callable score")
-        return spec.function(a, capture.weights, capture.targets)
+        return spec.function(a, capture.weights, capture.targets, **opts)
     if spec.noise:
         raise ValueError(
             f"{spec.name} needs gradients at noisy copies of the input, which one capture does "
@@ -387,22 +393,48 @@ def raw_maps(
     if spec.needs_gradients:
         if capture.gradients is None:
             raise ValueError(f"method {spec.name!r} needs gradients; the capture has none")
-        return spec.function(a, capture.gradients)
+        return spec.function(a, capture.gradients, **opts)
     if spec.perturbation == "masked":
         if score_masked is None or input_size is None:
             raise ValueError(
                 f"{spec.name} needs the adapter's `score_masked` and the `input_size`"
             )
         return spec.function(
-            a, score_masked, input_size=input_size, batch_size=batch_size, progress=progress
+            a, score_masked, input_size=input_size, batch_size=batch_size, progress=progress,
+            **opts
         )
     if spec.perturbation == "ablated":
         if score_ablated is None:
             raise ValueError("Ablation-CAM needs the adapter's `score_ablated`")
         return spec.function(
-            a, score_ablated, capture.scores, batch_size=batch_size, progress=progress
+            a, score_ablated, capture.scores, batch_size=batch_size, progress=progress, **opts
         )
-    return spec.function(a)
+    return spec.function(a, **opts)
+
+
+# set by the pipeline itself, never a method option
+_PIPELINE_ARGS = frozenset({"input_size", "batch_size", "progress"})
+
+
+def check_method_options(method: str, options: Mapping | None) -> dict:
+    """``options`` checked against the keyword options of ``method``'s core function (its
+    keyword-only parameters, less those the pipeline sets: ``input_size``, ``batch_size``,
+    ``progress``); a ``ValueError`` naming the option and listing the method's otherwise. The
+    values themselves are checked by the function."""
+    spec = method_spec(method)
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"`method_options` must be a dict; got {type(options).__name__}")
+    params = inspect.signature(spec.function).parameters.values()
+    allowed = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _PIPELINE_ARGS]
+    bad = [k for k in options if k not in allowed]
+    if bad:
+        raise ValueError(
+            f"`method_options` {bad} are not options of {spec.name!r} "
+            f"({spec.function.__name__}); its options: {allowed or 'none'}"
+        )
+    return dict(options)
 
 
 def explain_session(
@@ -415,8 +447,12 @@ def explain_session(
     progress: bool | None = None,
     maps_on_device: bool = False,
     eigen_smooth: bool = False,
+    method_options: Mapping | None = None,
 ) -> Explanation:
     """Run the core pipeline on an adapter's session and return the :class:`Explanation`.
+
+    ``method_options`` go to the method's core function (:func:`check_method_options`: Grad-CAM++'s
+    ``eps``, Eigen-CAM's ``sign``, Score-CAM's ``max_n``, KPCA-CAM's ``kernel``, ...).
 
     The pipeline runs where the capture's arrays are; the maps and raw maps are copied to the
     host at the end (the session's ``to_host`` when it has one) unless ``maps_on_device``.
@@ -428,6 +464,10 @@ def explain_session(
 
     spec = method_spec(method)
     _check_choices(fuse=fuse, upsample=upsample)
+    opts = check_method_options(spec.name, method_options)
+    if eigen_smooth and opts:
+        raise ValueError("`eigen_smooth` replaces the method's combination; it takes no "
+                         f"`method_options` (got {sorted(opts)})")
     if eigen_smooth and spec.name not in EIGEN_SMOOTH_METHODS:
         raise ValueError(
             f"`eigen_smooth` applies to {list(EIGEN_SMOOTH_METHODS)}; got method {spec.name!r}"
@@ -440,7 +480,7 @@ def explain_session(
         if spec.noise:
             xp = array_namespace(cap.activations)
             samples = xp.stack([c[li].gradients for c in noisy])
-            raws.append(spec.function(cap.activations, samples))
+            raws.append(spec.function(cap.activations, samples, **opts))
             continue
         if eigen_smooth:
             raws.append(_eigen_smoothed(spec.name, cap))
@@ -453,6 +493,7 @@ def explain_session(
             input_size=size,
             batch_size=batch_size,
             progress=progress,
+            options=opts,
         )
         raws.append(raw)
     # an eigen-smoothed map is a signed projection, displayed as it is (as Eigen-CAM)
@@ -656,8 +697,9 @@ def explain(
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
         "randomcam", "finercam" (Grad-CAM of Finer-CAM's contrastive score of ``targets``),
         "sscam", "iscam", "smoothgradcam++" (:data:`METHODS`; papers in
-        :mod:`cam_core.methods`). Method options (KPCA-CAM's kernel, SS-CAM's samples, ...)
-        are the defaults of the core functions; call those directly for others.
+        :mod:`cam_core.methods`). Method options (Grad-CAM++'s ``eps``, Score-CAM's
+        ``max_n``, KPCA-CAM's ``kernel``, SS-CAM's ``samples``, ...) go in
+        ``method_options={...}``, a keyword of ``options`` below.
     layer : str, layer object, or a sequence of them, optional
         The target layer(s); by default the last 4-D output before global pooling. Several layers
         are fused (``fuse="mean"`` or ``"max"``).

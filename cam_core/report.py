@@ -26,7 +26,8 @@ from markdown_it.token import Token
 from cam_core._io import atomic_write_bytes
 from cam_core._tables import fmt
 
-__all__ = ["boxacc_charts", "boxacc_svg", "build_report", "markdown_to_html", "svg_line_chart"]
+__all__ = ["boxacc_charts", "boxacc_svg", "build_report", "markdown_to_html", "svg_line_chart",
+           "svg_row"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -102,8 +103,11 @@ def boxacc_charts(curves: dict) -> list[str]:
 
 def boxacc_svg(curves: dict) -> str:
     """The charts of :func:`boxacc_charts` side by side in one standalone SVG document."""
-    charts = boxacc_charts(curves)
-    width, height = 420, 280  # svg_line_chart's defaults
+    return svg_row(boxacc_charts(curves), width=420, height=280)  # svg_line_chart's defaults
+
+
+def svg_row(charts: list[str], *, width: int, height: int) -> str:
+    """Charts of one size (:func:`svg_line_chart` output) side by side, as one SVG document."""
     inner = "".join(f'<g transform="translate({i * width}, 0)">{c}</g>' for i, c in enumerate(charts))
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width * len(charts)}" '
             f'height="{height}" viewBox="0 0 {width * len(charts)} {height}">{inner}</svg>\n')
@@ -119,13 +123,14 @@ def svg_line_chart(
     width: int = 420,
     height: int = 280,
     ymax: float | None = None,
+    legend: int = 110,
 ) -> str:
     """An inline SVG line chart: one polyline per entry of ``series`` (name -> y values).
 
     ``x`` and every series have the same length; ``None`` values break nothing (they are skipped).
     """
     xs = [float(v) for v in x]
-    left, right, top, bottom = 48, 110, 26, 40
+    left, right, top, bottom = 48, legend, 26, 40
     pw, ph = width - left - right, height - top - bottom
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
     if x1 == x0:

@@ -291,7 +291,9 @@ def test_train_and_localise_stages_smoke(tmp_path):
         for protocol in ("native", "wsol"):
             assert 0.0 <= figures[protocol]["MaxBoxAccV2"] <= 100.0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "localise_boxacc.png", "localise_gallery_torch.png", "train_loss.png"]
+        "localise_gallery_torch.png", "train_loss.png"]
+    svg = (tmp_path / "localise_boxacc.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == len(torch_loc["boxes"])
     report = (tmp_path / "report.md").read_text()
     assert "torch CAM MaxBoxAccV2 wsol" in report
     assert "![training loss](train_loss.png)" in report

@@ -248,3 +248,50 @@ def test_smoothgradcam_pp_uses_noisy_gradients_and_agrees_between_frameworks():
     np.testing.assert_allclose(got.raw, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
     plain = ta.explain(tm, x, method="gradcam++", layer=layer, targets=[1, 2])
     assert not np.allclose(got.raw, plain.raw, rtol=1e-3)
+
+
+# ---------------------------------------------------------- method options, Faster Score-CAM
+
+def test_faster_scorecam_golden_in_both_frameworks():
+    # channel 0 = (1, 2) has std 0.5, channel 1 = (-3, 1) std 2: max_n=1 keeps channel 1 alone,
+    # whose softmax weight is 1, so the raw map is that channel
+    for e in _explain_both("scorecam", method_options={"max_n": 1}):
+        np.testing.assert_allclose(e.raw, [[[-3.0, 1.0]]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("method, options", [
+    ("gradcam++", {"eps": 1e-6}), ("eigencam", {"sign": "svd"}), ("kpcacam", {"kernel": "rbf"}),
+    ("scorecam", {"max_n": 5}),
+])
+def test_method_options_agree_between_frameworks_and_equal_the_core(method, options):
+    tm, km = _tiny_pair(5)
+    x = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    t = ta.explain(tm, x, method=method, layer="features", targets=[1, 2], method_options=options)
+    k = ka.explain(km, x.transpose(0, 2, 3, 1), method=method, layer="features", targets=[1, 2],
+                   method_options=options)
+    np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
+    plain = ta.explain(tm, x, method=method, layer="features", targets=[1, 2])
+    assert not np.allclose(plain.raw, t.raw)  # the option reached the method
+    if method != "scorecam":  # the core function with the option on the captured layer
+        cap = ta.capture(tm, x, layer="features", targets=[1, 2])[0]
+        args = (cap.activations,) if method in ("eigencam", "kpcacam") else (cap.activations,
+                                                                              cap.gradients)
+        fn = cam_core.METHODS[method].function
+        np.testing.assert_allclose(t.raw, fn(*args, **options), rtol=1e-5, atol=1e-6)
+
+
+def test_method_options_are_checked_by_name():
+    with pytest.raises(ValueError, match=r"\['epsilon'\] are not options of 'gradcam\+\+'.*'eps'"):
+        ta.explain(_torch_model(), X, method="gradcam++", layer="features", targets=0,
+                   method_options={"epsilon": 1e-6})
+    with pytest.raises(ValueError, match="its options: none"):
+        ka.explain(_keras_model(), X.transpose(0, 2, 3, 1), method="gradcam", layer="features",
+                   targets=0, method_options={"eps": 1.0})
+    with pytest.raises(ValueError, match=r"\['batch_size'\]"):  # set by the pipeline
+        ta.explain(_torch_model(), X, method="scorecam", layer="features", targets=0,
+                   method_options={"batch_size": 2})
+    with pytest.raises(TypeError, match="`method_options` must be a dict"):
+        ta.explain(_torch_model(), X, method="gradcam", layer="features", method_options=[1])
+    with pytest.raises(ValueError, match="`eigen_smooth`.*no `method_options`"):
+        ta.explain(_torch_model(), X, method="gradcam++", layer="features", eigen_smooth=True,
+                   method_options={"eps": 1e-6})

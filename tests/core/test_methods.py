@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cam_core import methods as m
+from cam_core.maps import normalize
 from cam_core.resize import upsample
 from tests.conftest import readonly
 
@@ -532,3 +533,49 @@ def test_cam_bad_input():
     bad[3, 4] = np.nan
     with pytest.raises(ValueError, match=r"`weights`.*\(3, 4\)"):
         m.cam(a, bad, [0, 1, 2])
+
+
+# ------------------------------------------------------------------------ Faster Score-CAM
+def test_faster_scorecam_scores_only_each_images_top_channels():
+    a, _ = _random_layer(11, n=2, k=10, h=3, w=3, dtype=np.float32)
+    size = (12, 10)
+    score, ramp, seen = _fake_masked_score(a.shape, size)
+    out = m.scorecam(a, score, input_size=size, batch_size=3, progress=False, max_n=4)
+    assert sum(s[1][0] for s in seen) == 2 * 4  # 4 masks per image instead of 10
+    # by hand: the 4 channels of largest spatial std, in channel order, then Score-CAM on them
+    expected = []
+    for i in range(2):
+        std = a[i].reshape(10, -1).astype(np.float64).std(axis=1)
+        keep = np.sort(np.argsort(-std, kind="stable")[:4])
+        sub = a[i:i + 1, keep]
+        _, ramp_i, _ = _fake_masked_score(sub.shape, size)
+        full = _loop_scorecam(np.concatenate([sub, sub]), ramp_i, size)  # image index i's score
+        expected.append(full[i])
+    np.testing.assert_allclose(out, np.stack(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_faster_scorecam_keeps_one_channel_and_breaks_ties_low():
+    a = np.zeros((1, 3, 2, 2), dtype=np.float32)
+    a[0, 0] = [[0, 1], [0, 1]]
+    a[0, 1] = [[5, 0], [0, 0]]  # the largest spread
+    a[0, 2] = [[1, 0], [1, 0]]  # the same spread as channel 0
+    score = lambda n, masks: masks.mean(axis=(1, 2))  # noqa: E731
+    np.testing.assert_array_equal(m.scorecam(a, score, input_size=4, max_n=1)[0], a[0, 1])
+    two = m.scorecam(a, score, input_size=4, max_n=2)
+    np.testing.assert_allclose(two, m.scorecam_combine(a[:, :2], score(0, np.stack([
+        normalize(upsample(a[0, :2], 4))[j] for j in range(2)]))[None]), rtol=1e-6)
+
+
+def test_faster_scorecam_with_every_channel_is_scorecam():
+    a, _ = _random_layer(12, n=2, k=6, h=3, w=3, dtype=np.float32)
+    score, _, _ = _fake_masked_score(a.shape, (8, 8))
+    ref = m.scorecam(a, score, input_size=8)
+    for n in (6, 7, 100):
+        np.testing.assert_array_equal(m.scorecam(a, score, input_size=8, max_n=n), ref)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
+def test_faster_scorecam_max_n_is_checked(bad):
+    a = np.ones((1, 2, 2, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="`max_n` must be None or a positive int"):
+        m.scorecam(a, lambda n, mk: mk.mean((1, 2)), input_size=4, max_n=bad)
