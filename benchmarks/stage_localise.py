@@ -127,7 +127,6 @@ class _Model:
 
     def score_masked(self, x_all, labels):
         """``score_masked(index, masks)``: the true class's probability of masked image index."""
-
         def score(index: int, masks: np.ndarray) -> np.ndarray:
             p = self.probs(self.masked(x_all[index], masks))
             return p[:, int(labels[index])]

@@ -134,8 +134,6 @@ def make_preprocess(args, *, default_preset: str, size: tuple[int, int]) -> Prep
 
 def load_image(path) -> np.ndarray:
     """Read an image file as RGB uint8 ``(H, W, 3)``; a ``CliError`` says why it cannot be read."""
-
-
     path = Path(path)
     if not path.exists():
         raise CliError(f"image not found: {path}")
@@ -184,7 +182,6 @@ def imagenet_class_names() -> list[str]:
 
 def read_class_names(path) -> list[str]:
     """Class names from a TSV with ``index`` and ``names`` columns, or one name per line."""
-
     path = Path(path)
     try:
         with open(path, encoding="utf-8-sig") as fh:
@@ -270,7 +267,6 @@ def _parse_layer(text: str | None):
 
 def _label_image(image: np.ndarray, text: str) -> np.ndarray:
     """Write ``text`` on a dark band at the top-left of ``image`` (a copy)."""
-
     h, w = image.shape[:2]
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
@@ -556,7 +552,6 @@ GALLERY_SIZE = 192  # gallery images are enlarged to about this many pixels when
 
 def _gallery(lm: LoadedModel, dataset, pre, ev, out_dir: Path, class_names) -> dict:
     """Render the best and worst localised images of each method into ``out_dir/gallery``."""
-
     settings = ev.settings
     galleries = {}
     for method, r in ev.methods.items():
@@ -909,7 +904,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_report(args) -> int:
-
     try:
         path = build_report(args.results, out=args.out)
     except (FileNotFoundError, ValueError) as exc:

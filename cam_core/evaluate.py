@@ -149,7 +149,6 @@ class Preprocess:
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 images of any sizes -> float32 ``(N, H, W, 3)``."""
-
         h, w = self.size
         out = np.empty((len(images), h, w, 3), dtype=np.float32)
         mean = np.asarray(self.mean, dtype=np.float32)
@@ -341,7 +340,6 @@ def _score(task) -> tuple[dict[str, np.ndarray], float]:
 
 def _worker_init() -> None:
     """Sweep workers ignore Ctrl-C (the parent handles it and shuts them down)."""
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -684,7 +682,6 @@ def capture_raw_maps(model, x_nhwc: np.ndarray, labels, methods, settings: EvalS
 
 def _decode(records, pre: Preprocess, settings: EvalSettings):
     """Read, resize and preprocess one batch (in a decoding thread)."""
-
     t0 = time.perf_counter()
     batch = next(iter_batches(Dataset(tuple(records)), batch_size=len(records), size=pre.size))
     x = pre(list(batch.images))
@@ -961,7 +958,6 @@ def _batch_maps(model, x, labels, settings, arrays: dict, timings: dict):
 
 
 def _sweep_pool(workers: int):
-
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":

@@ -517,7 +517,6 @@ def explain_session(
 
 def _check_choices(**options) -> None:
     """``fuse`` and ``upsample`` checked under their own names before the model runs."""
-
     allowed = {"fuse": FUSIONS, "upsample": INTERPOLATIONS}
     for name, value in options.items():
         if not isinstance(value, str) or value not in allowed[name]:
@@ -611,7 +610,6 @@ def _array_api(x) -> bool:
 
 def _eigen_smoothed(name: str, cap: Capture):
     """``eigen_smooth``: Eigen-CAM of the method's per-channel terms, in the activations' dtype."""
-
     if name == "cam" and cap.weights is None:
         raw_maps(name, cap)  # raises the message that explains CAM's head
     terms = m.weighted_activations(

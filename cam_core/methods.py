@@ -1001,9 +1001,6 @@ def _check_samples(samples) -> int:
 
 def _channel_masks(a, n: int, channels, size):
     """Score-CAM's masks of image ``n`` for the channel indices ``channels`` (a Python list)."""
-
-
-
     xp = array_namespace(a)
     idx = xp.asarray(channels, dtype=xp.int64, device=device_of(a))
     up = upsample(xp.take(a[n], idx, axis=0), size, method="bilinear")

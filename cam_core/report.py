@@ -203,7 +203,6 @@ def markdown_to_html(md: str, *, base: Path | None = None, embedded: set | None 
 
 def _stand_alone(children: list, base: Path | None, embedded: set) -> list:
     """Inline tokens with images embedded or reduced to text and links resolved (see above)."""
-
     def text(content: str) -> Token:
         tok = Token("text", "", 0)
         tok.content = content

@@ -76,7 +76,6 @@ def scale_boxes(boxes, /, from_size, to_size) -> np.ndarray:
 
 def _scalable_boxes(boxes) -> np.ndarray:
     """``boxes`` as finite float64 ``(G, 4)`` with ``x0 <= x1`` and ``y0 <= y1``."""
-
     b = as_float_array(boxes, "boxes").astype(np.float64, copy=False)
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"`boxes` must have shape (G, 4); got {b.shape}")
