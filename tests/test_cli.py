@@ -413,9 +413,12 @@ def test_evaluate_ctrl_c_keeps_finished_batches_and_resumes(dataset, full_run, t
     # inline sweeps (one worker) and the model held once batch 1 is on disk: the run is still
     # going when the signal comes, however loaded the machine
     hold = {**ENV, "CAM_CORE_TEST_HOLD_WHEN": str(out / "checkpoint")}
+    # SIGINT back to its default in the child: a test run started in the background (nohup, a
+    # CI runner's job) ignores SIGINT, the child would inherit that and never see the Ctrl-C
     proc = subprocess.Popen([sys.executable, "-m", "cam_core", *map(str, args), "--workers", "1"],
                             cwd=ROOT, env=hold, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list((out / "checkpoint").glob("batch-*.npz")) and time.monotonic() < deadline:
         time.sleep(0.05)
