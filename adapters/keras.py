@@ -953,7 +953,7 @@ def explain(
     method: str = "gradcam",
     layer=None,
     targets=None,
-    fuse: str = "mean",
+    fuse: str | None = None,
     upsample: str = "bilinear",
     batch_size: int = 64,
     progress: bool | None = None,

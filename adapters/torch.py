@@ -1303,7 +1303,7 @@ def explain(
     method: str = "gradcam",
     layer=None,
     targets=None,
-    fuse: str = "mean",
+    fuse: str | None = None,
     upsample: str = "bilinear",
     batch_size: int | None = None,
     progress: bool | None = None,
@@ -1332,8 +1332,9 @@ def explain(
         None: each image's predicted class; int: that class for every image; sequence: one class
         per image (any other length is a ``ValueError``); callable: maps the logits tensor
         ``(N, C)`` to scores ``(N,)`` (the explanation's targets are then -1).
-    fuse : {"mean", "max"}
-        How several layers' maps are fused.
+    fuse : {"mean", "max", "product"} or None
+        How several layers' maps are fused; None: the method's own (RefineCAM multiplies
+        them), else ``"mean"``.
     upsample : {"bilinear", "bicubic", "nearest"}
         Interpolation of the maps to the input size.
     batch_size : int or None

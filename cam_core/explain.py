@@ -109,6 +109,7 @@ class MethodSpec:
     perturbation: str | None = None  # "masked" (Score-CAM) or "ablated" (Ablation-CAM)
     target: str | None = None  # "finer": the score explained is Finer-CAM's (see `session_targets`)
     noise: bool = False  # gradients at noisy inputs too (Smooth Grad-CAM++, `noisy_captures`)
+    fuse: str | None = None  # the method's own fusion of layers (RefineCAM: "product")
     function: Callable | None = field(default=None, compare=False, repr=False)
 
 
@@ -146,6 +147,9 @@ METHODS: dict[str, MethodSpec] = {
         # gradients at noisy copies of the input: `noisy_captures`
         MethodSpec("smoothgradcam++", needs_gradients=True, relu=True, noise=True,
                    function=m.smoothgradcam_pp),
+        # Grad-CAM++ per layer, the layers' [0, 1] maps multiplied and normalised again
+        MethodSpec("refinecam", needs_gradients=True, relu=True, fuse="product",
+                   function=m.gradcam_pp),
     )
 }
 
@@ -332,7 +336,8 @@ def display_maps(raws, /, *, relu: bool, size, upsample: str = "bilinear", fuse:
     upsample : str
         One of :data:`cam_core.resize.INTERPOLATIONS`.
     fuse : str
-        How layers combine (:func:`cam_core.maps.fuse`); unused for one layer.
+        How layers combine (:func:`cam_core.maps.fuse`); unused for one layer. A product of
+        layers is min-max normalised again (RefineCAM).
     normalise : bool
         False keeps the upsampled values (what the WSOL reference is fed: it normalises itself).
 
@@ -349,6 +354,8 @@ def display_maps(raws, /, *, relu: bool, size, upsample: str = "bilinear", fuse:
         up = upsample_maps(raw, size, method=upsample)
         out.append(normalize(up, relu=False) if normalise else up)
     maps = out[0] if len(out) == 1 else fuse_maps(out, how=fuse)
+    if len(out) > 1 and fuse == "product" and normalise:
+        maps = normalize(maps, relu=False)  # a product of [0, 1] maps shrinks: stretch it back
     xp = array_namespace(maps)
     return xp.astype(maps, xp.float32, copy=False)
 
@@ -441,7 +448,7 @@ def explain_session(
     session: Session,
     method: str,
     *,
-    fuse: str = "mean",
+    fuse: str | None = None,
     upsample: str = "bilinear",
     batch_size: int = 64,
     progress: bool | None = None,
@@ -451,6 +458,8 @@ def explain_session(
 ) -> Explanation:
     """Run the core pipeline on an adapter's session and return the :class:`Explanation`.
 
+    ``fuse`` None is the method's own fusion of layers (:attr:`MethodSpec.fuse`: ``"product"``
+    for RefineCAM), else ``"mean"``; a method with its own fusion refuses another.
     ``method_options`` go to the method's core function (:func:`check_method_options`: Grad-CAM++'s
     ``eps``, Eigen-CAM's ``sign``, Score-CAM's ``max_n``, KPCA-CAM's ``kernel``, ...).
 
@@ -463,6 +472,7 @@ def explain_session(
     """
 
     spec = method_spec(method)
+    fuse = method_fusion(spec.name, fuse)
     _check_choices(fuse=fuse, upsample=upsample)
     opts = check_method_options(spec.name, method_options)
     if eigen_smooth and opts:
@@ -513,6 +523,21 @@ def explain_session(
         method=spec.name,
         layers=tuple(c.layer for c in captures),
     )
+
+
+def method_fusion(method: str, fuse: str | None) -> str:
+    """The fusion of layers for ``method``: ``fuse`` (``"mean"`` when None) for most methods;
+    the method's own (:attr:`MethodSpec.fuse`) when it has one, which refuses any other."""
+    spec = method_spec(method)
+    if spec.fuse is None:
+        return "mean" if fuse is None else fuse
+    if fuse is not None and fuse != spec.fuse:
+        raise ValueError(
+            f"{spec.name} fuses its layers by {spec.fuse!r} (that is the method); got "
+            f"fuse={fuse!r}. Leave `fuse` out, or use the base method "
+            f"({spec.function.__name__}) with fuse={fuse!r}"
+        )
+    return spec.fuse
 
 
 def _check_choices(**options) -> None:
@@ -694,13 +719,13 @@ def explain(
         One of "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
         "randomcam", "finercam" (Grad-CAM of Finer-CAM's contrastive score of ``targets``),
-        "sscam", "iscam", "smoothgradcam++" (:data:`METHODS`; papers in
+        "sscam", "iscam", "smoothgradcam++", "refinecam" (:data:`METHODS`; papers in
         :mod:`cam_core.methods`). Method options (Grad-CAM++'s ``eps``, Score-CAM's
         ``max_n``, KPCA-CAM's ``kernel``, SS-CAM's ``samples``, ...) go in
         ``method_options={...}``, a keyword of ``options`` below.
     layer : str, layer object, or a sequence of them, optional
         The target layer(s); by default the last 4-D output before global pooling. Several layers
-        are fused (``fuse="mean"`` or ``"max"``).
+        are fused (``fuse="mean"``, ``"max"`` or ``"product"``; RefineCAM's is its product).
     targets : None, int, sequence of int, or callable
         None explains each image's predicted class; an int is used for every image; a sequence
         gives one class per image; a callable maps the logits (a framework tensor) to one score

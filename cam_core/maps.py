@@ -25,7 +25,7 @@ from cam_core._validate import (
 
 __all__ = ["FUSIONS", "fuse", "normalize"]
 
-FUSIONS = ("mean", "max")
+FUSIONS = ("mean", "max", "product")
 
 
 def normalize(maps, /, *, relu: bool = False):
@@ -97,20 +97,22 @@ def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
     ----------
     maps : sequence of array_like (N, H, W), or array_like (L, N, H, W)
         One batch of maps per layer, already normalised and resized to a common size.
-    how : {"mean", "max"}
+    how : {"mean", "max", "product"}
         ``"mean"`` (the default) averages the layers: every layer contributes and a strong spot
         found by one layer alone is damped, so the fused map is smoother and less noisy than
         its noisiest (usually earliest) layer. ``"max"`` keeps each pixel's strongest layer,
         which keeps fine detail from early layers and their noise. For reference, torch-cam's
         ``fuse_cams`` takes the element-wise maximum (its LayerCAM first rescales the maps of
         shallow layers with ``tanh``, as the LayerCAM paper does); weighted sums are also
-        found in published code.
+        found in published code. ``"product"`` multiplies the layers (RefineCAM's fusion: a
+        pixel stays hot only where every layer finds it, which removes an early layer's
+        off-object noise; see :data:`cam_core.explain.METHODS` ``"refinecam"``).
 
     Returns
     -------
     ndarray, shape (N, H, W)
-        float32 when all inputs are float32, float64 otherwise. The result of ``"mean"`` or
-        ``"max"`` of maps in ``[0, 1]`` stays in ``[0, 1]`` (not re-normalised).
+        float32 when all inputs are float32, float64 otherwise. The result of any fusion of maps
+        in ``[0, 1]`` stays in ``[0, 1]`` (not re-normalised).
     """
     if not isinstance(how, str):
         raise TypeError(f"`how` must be a str; got {type(how).__name__}")
@@ -149,6 +151,12 @@ def fuse(maps, /, *, how: str = "mean") -> np.ndarray:
     xp = array_namespace(stack)
     if how == "max":
         return xp.max(stack, axis=0)
+    if how == "product":
+        out = xp.prod(stack, axis=0, dtype=stack.dtype)
+        if not bool(xp.all(xp.isfinite(out))):
+            raise ValueError("`maps`: the product of the layers overflows (maps to fuse are "
+                             "normalised to [0, 1])")
+        return out
     # the sum in float64 divided by the count: NumPy's own mean(dtype=float64), bit for bit
     total = xp.sum(stack, axis=0, dtype=accumulation_dtype(xp, device_of(stack)))
     return xp.astype(total / stack.shape[0], stack.dtype, copy=False)

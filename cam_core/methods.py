@@ -39,6 +39,13 @@ channel indices are built in the activations' library, on their device.
   min-max; here the sign is fixed (see :func:`eigencam`) and no ReLU is applied.
   ``eigencam(..., sign="svd")`` keeps the SVD's sign, and ``normalize(..., relu=True)`` adds the
   ReLU.
+
+**Methods that combine layers or passes** are the pipeline's, not functions here: RefineCAM
+(pytorch-grad-cam 1.5.7's ``RefineCAM``, arXiv 2605.14641) is :func:`gradcam_pp` at each layer,
+each layer's map ReLU'd and min-max normalised at the input size, the maps multiplied pixel by
+pixel and the product normalised again (``METHODS["refinecam"]``, ``fuse="product"``);
+pytorch-grad-cam feeds it base maps already min-max normalised, so its extra division by the
+maximum changes nothing.
 """
 
 from __future__ import annotations

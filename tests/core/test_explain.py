@@ -72,7 +72,7 @@ def test_unknown_method_lists_the_names():
     assert set(METHODS) == {
         "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
-        "randomcam", "finercam", "sscam", "iscam", "smoothgradcam++",
+        "randomcam", "finercam", "sscam", "iscam", "smoothgradcam++", "refinecam",
     }
 
 

@@ -99,13 +99,25 @@ def test_fuse_single_layer_and_dtypes():
 def test_fuse_loop_oracle():
     rng = np.random.default_rng(4)
     layers = [rng.random((3, 5, 6)) for _ in range(4)]
-    mean, top = fuse(layers), fuse(layers, how="max")
+    mean, top, prod = fuse(layers), fuse(layers, how="max"), fuse(layers, how="product")
     for n in range(3):
         for i in range(5):
             for j in range(6):
                 vals = [m[n, i, j] for m in layers]
                 assert mean[n, i, j] == pytest.approx(sum(vals) / 4, abs=1e-15)
                 assert top[n, i, j] == max(vals)
+                assert prod[n, i, j] == pytest.approx(vals[0] * vals[1] * vals[2] * vals[3],
+                                                      rel=1e-14)
+
+
+def test_fuse_product_golden_dtype_and_overflow():
+    a = np.array([[[0.0, 1.0], [0.5, 0.2]]], np.float32)
+    b = np.array([[[1.0, 0.0], [0.5, 0.6]]], np.float32)
+    got = fuse([a, b], how="product")
+    np.testing.assert_allclose(got, [[[0.0, 0.0], [0.25, 0.12]]], rtol=1e-7)
+    assert got.dtype == np.float32
+    with pytest.raises(ValueError, match="overflows"):
+        fuse([np.full((1, 2, 2), 1e200), np.full((1, 2, 2), 1e200)], how="product")
 
 
 def test_fuse_bad_input():
