@@ -51,6 +51,7 @@ One call of :func:`explain` (or :func:`capture`) is one :class:`KerasSession`:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import weakref
 from collections.abc import Sequence
@@ -71,6 +72,7 @@ __all__ = [
     "gap_classifier",
     "inputs_from_nhwc",
     "randomized_copy",
+    "rest_target",
 ]
 
 _BACKEND = keras.backend.backend()
@@ -491,19 +493,37 @@ def _forward(g: _Graph, plan: _Plan, x) -> dict:
     return env
 
 
-def _grad_pass(g: _Graph, plan: _Plan, x, score_fn):
-    """Body without recording, head under autograd: (env, scores, gradients per target)."""
+def _grad_pass(g: _Graph, plan: _Plan, x, score_fn, hvp: bool = False):
+    """Body without recording, head under autograd: (env, scores, gradients per target, and
+    with ``hvp`` the Hessian-vector products ``H A`` per target, else None).
+
+    ``H A`` of a target is the gradient of ``<g, A>`` (``A`` held fixed) with respect to ``A``:
+    a second backward pass through the first one's graph; zeros where ``g`` does not depend on
+    ``A``."""
     env = {g.input: x}
     from_head = {v for i in plan.head for v in g.steps[i].outs}
     body_targets = [t for t in plan.targets if t not in from_head]
+    hvps = None
     if _BACKEND == "tensorflow":
         _run(g, plan.body, env, plan.out_step)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for t in body_targets:
-                tape.watch(env[t])
-            _run(g, plan.head, env, plan.out_step)
-            scores = score_fn(env[g.output])
-        grads = tape.gradient(scores, [env[t] for t in plan.targets])
+        # with hvp, an outer tape records the first backward pass too
+        outer = tf.GradientTape(watch_accessed_variables=False, persistent=True) if hvp else None
+        with outer or contextlib.nullcontext():
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                for t in body_targets:
+                    tape.watch(env[t])
+                    if outer is not None:
+                        outer.watch(env[t])
+                _run(g, plan.head, env, plan.out_step)
+                scores = score_fn(env[g.output])
+            grads = tape.gradient(scores, [env[t] for t in plan.targets])
+        if outer is not None:
+            hvps = []
+            for t, gr in zip(plan.targets, grads):
+                a = env[t]
+                hv = None if gr is None else outer.gradient(gr, a, output_gradients=tf.stop_gradient(a))
+                hvps.append(tf.zeros_like(a) if hv is None else hv)
+            del outer
     elif _BACKEND == "torch":
         with torch.no_grad():
             _run(g, plan.body, env, plan.out_step)
@@ -516,8 +536,18 @@ def _grad_pass(g: _Graph, plan: _Plan, x, score_fn):
                 grads = [None] * len(plan.targets)
             else:
                 grads = torch.autograd.grad(
-                    scores.sum(), [env[t] for t in plan.targets], allow_unused=True
+                    scores.sum(), [env[t] for t in plan.targets], allow_unused=True,
+                    create_graph=hvp,
                 )
+            if hvp:
+                hvps = []
+                for t, gr in zip(plan.targets, grads):
+                    a, hv = env[t], None
+                    if gr is not None and gr.requires_grad:
+                        (hv,) = torch.autograd.grad(gr, a, grad_outputs=a.detach(),
+                                                    retain_graph=True, allow_unused=True)
+                    hvps.append(torch.zeros_like(a).detach() if hv is None else hv.detach())
+        grads = [None if gr is None else gr.detach() for gr in grads]
         scores = scores.detach()
     elif _BACKEND == "jax":
         _run(g, plan.body, env, plan.out_step)
@@ -540,13 +570,25 @@ def _grad_pass(g: _Graph, plan: _Plan, x, score_fn):
         scores, vjp, env = jax.vjp(f, leaves, has_aux=True)
         (back,) = vjp(jnp.ones_like(scores))
         grads = [back[str(t)] for t in plan.targets]
+        if hvp:
+            # forward-over-reverse: the derivative of the gradient along A (a later target's
+            # leaf is an offset, so its direction is the target's value itself)
+            def grad_of(lv):
+                return jax.grad(lambda lv2: jnp.sum(f(lv2)[0]))(lv)
+
+            hvps = []
+            for t in plan.targets:
+                tangent = {k: jnp.zeros_like(v) for k, v in leaves.items()}
+                tangent[str(t)] = env[t]
+                _, hv = jax.jvp(grad_of, (leaves,), (tangent,))
+                hvps.append(hv[str(t)])
     else:  # pragma: no cover - Keras backends without autograd (openvino, numpy)
         raise ValueError(
             f"the Keras backend {_BACKEND!r} has no automatic differentiation; use a method "
             f"without gradients (cam, eigencam, scorecam, ablationcam) or the tensorflow, torch "
             f"or jax backend"
         )
-    return env, scores, grads
+    return env, scores, grads, hvps
 
 
 def _compiled(g: _Graph, plan: _Plan, kind: str):
@@ -564,15 +606,15 @@ def _compiled(g: _Graph, plan: _Plan, kind: str):
         def fn(x):
             env = _forward(g, plan, x)
             return [env[v] for v in keep]
-    elif kind == "grad":
+    elif kind in ("grad", "hvp"):
         def fn(x, ids, by_argmax):
             def score_fn(logits):
                 if by_argmax:  # a Python bool: one trace per value
                     return keras.ops.max(logits, axis=1)
                 return _select(logits, ids)
 
-            env, scores, grads = _grad_pass(g, plan, x, score_fn)
-            return [env[v] for v in keep], scores, list(grads)
+            env, scores, grads, hvps = _grad_pass(g, plan, x, score_fn, hvp=kind == "hvp")
+            return [env[v] for v in keep], scores, list(grads), hvps
     elif kind == "head":
         def fn(values):
             env = dict(zip(plan.head_inputs, values))
@@ -706,16 +748,19 @@ class KerasSession:
 
         return score_fn
 
-    def capture(self, *, gradients: bool) -> list[Capture]:
-        """One forward pass (with the head under autograd when ``gradients``): one Capture per layer."""
+    def capture(self, *, gradients: bool, hvp: bool = False) -> list[Capture]:
+        """One forward pass (with the head under autograd when ``gradients``): one Capture per
+        layer; ``hvp`` (with ``gradients``) adds the Hessian-vector products (``Capture.hvp``)."""
+        if hvp and not gradients:
+            raise ValueError("`hvp` needs `gradients=True`")
         g, plan = self._g, self._plan
         keep = (*plan.targets, *plan.head_inputs, g.output)
         spec = self._targets_spec
         is_callable = callable(spec) and not hasattr(spec, "shape")
-        grads = None
+        grads = hvps = None
         if is_callable:
             if gradients:
-                env, scores, grads = _grad_pass(g, plan, self.x, self._score_fn())
+                env, scores, grads, hvps = _grad_pass(g, plan, self.x, self._score_fn(), hvp=hvp)
                 values = [env[v] for v in keep]
             else:
                 env = _forward(g, plan, self.x)
@@ -725,7 +770,7 @@ class KerasSession:
             target_ids = np.full(self.n, -1, dtype=np.int64)
         elif gradients:
             ids, by_argmax = self._pre_targets()
-            values, scores, grads = _compiled(g, plan, "grad")(
+            values, scores, grads, hvps = _compiled(g, plan, "hvp" if hvp else "grad")(
                 self.x, keras.ops.convert_to_tensor(ids, "int32"), by_argmax
             )
             logits_np = self._check_logits(values[-1])
@@ -757,6 +802,7 @@ class KerasSession:
                         f"built from the logits tensor)"
                     )
                 grad = self._to_maps(lay, self._for_core(grads[i]))
+            hv = None if hvps is None else self._to_maps(lay, self._for_core(hvps[i]))
             weights = self._gap_weights(acts, logits_np) if self._want_weights else None
             out.append(
                 Capture(
@@ -767,6 +813,7 @@ class KerasSession:
                     gradients=grad,
                     weights=weights,
                     layer=lay.name,
+                    hvp=hv,
                 )
             )
         self._captured = True
@@ -1019,11 +1066,13 @@ def explain(
 
 
 def capture(
-    model, inputs, *, layer=None, targets=None, gradients: bool = True, layout=None
+    model, inputs, *, layer=None, targets=None, gradients: bool = True, layout=None,
+    hvp: bool = False,
 ) -> list[Capture]:
     """Record activations, gradients, logits and the CAM weights of one batch.
 
-    Parameters are as in :func:`explain`; ``gradients=False`` skips the gradient step.
+    Parameters are as in :func:`explain`; ``gradients=False`` skips the gradient step;
+    ``hvp=True`` adds the Hessian-vector products ``H A`` (ShapleyCAM's; ``Capture.hvp``).
 
     Returns
     -------
@@ -1031,7 +1080,22 @@ def capture(
         One per layer, in the order given; float32 NumPy arrays, channels-first ``(N, K, h, w)``.
     """
     with KerasSession(model, inputs, layer=layer, targets=targets, layout=layout) as session:
-        return session.capture(gradients=bool(gradients))
+        return session.capture(gradients=bool(gradients), hvp=bool(hvp))
+
+
+def rest_target(classes=None):
+    """ShapleyCAM's ReST score as a ``targets`` callable: ``2 z_c - logsumexp(z)`` (see
+    :func:`cam_core.adapters.torch.rest_target`), in ``keras.ops``."""
+
+    def rest(logits):
+        if classes is None:
+            ids = keras.ops.argmax(logits, axis=1)
+        else:
+            ids = keras.ops.convert_to_tensor(
+                resolve_targets(classes, np.zeros(tuple(logits.shape))).astype(np.int32))
+        return 2 * _select(logits, ids) - keras.ops.logsumexp(logits, axis=1)
+
+    return rest
 
 
 def randomized_copy(model, layers, /, *, seed: int = 0):

@@ -89,6 +89,7 @@ __all__ = [
     "gap_classifier",
     "inputs_from_nhwc",
     "randomized_copy",
+    "rest_target",
 ]
 
 logger = logging.getLogger(__name__)
@@ -636,16 +637,22 @@ class TorchSession(_Prepared):
 
     # ---- capture
 
-    def capture(self, *, gradients: bool) -> list[Capture]:
-        """One forward pass (and one ``autograd.grad`` when ``gradients``): one Capture per layer."""
+    def capture(self, *, gradients: bool, hvp: bool = False) -> list[Capture]:
+        """One forward pass (and one ``autograd.grad`` when ``gradients``): one Capture per layer.
+
+        ``hvp`` (with ``gradients``): also the Hessian-vector products ``H A`` of each layer
+        (``Capture.hvp``; the first backward pass keeps its graph, a second one per layer).
+        """
         self._check_state()
-        result = self._forward(gradients)
+        if hvp and not gradients:
+            raise ValueError("`hvp` needs `gradients=True`")
+        result = self._forward(gradients, hvp)
         if result is None:  # a remembered call count of a shared module was stale: redo
             for lay in self._layers:
                 if lay.guessed:
                     lay.call, lay.guessed = None, False
-            result = self._forward(gradients)
-        logits, scores, target_ids, stored, grads, counts = result
+            result = self._forward(gradients, hvp)
+        logits, scores, target_ids, stored, grads, counts, hvps = result
         memo = _memo(self.model)
         for i, layer in enumerate(self._layers):
             layer.n_calls = counts[i]
@@ -663,6 +670,7 @@ class TorchSession(_Prepared):
         for i, layer in enumerate(self._layers):
             acts = self._to_maps(layer, stored[i].detach(), set_grid=True)
             g = None if grads is None else self._for_core(self._to_maps(layer, grads[i]))
+            hv = None if hvps is None else self._for_core(self._to_maps(layer, hvps[i]))
             w = self._gap_weights(acts, logits) if self._want_weights else None
             captures.append(
                 Capture(
@@ -673,11 +681,12 @@ class TorchSession(_Prepared):
                     gradients=g,
                     weights=w,
                     layer=layer.name,
+                    hvp=hv,
                 )
             )
         return captures
 
-    def _forward(self, gradients: bool):
+    def _forward(self, gradients: bool, hvp: bool = False):
         """The forward pass with hooks; None when a guessed call index turned out wrong."""
         stored: dict[int, torch.Tensor] = {}
         counts: dict[int, int] = {}
@@ -719,12 +728,14 @@ class TorchSession(_Prepared):
                     f"that the model calls"
                 )
             scores, target_ids = self._scores(logits)
-            grads = self._gradients(scores, stored) if gradients else None
+            grads = self._gradients(scores, stored, create_graph=hvp) if gradients else None
+            hvps = _hessian_products(grads, [stored[i] for i in range(len(grads))]) if hvp else None
         finally:
             for h in handles:
                 h.remove()
             torch.set_grad_enabled(False)
-        return logits, scores, target_ids, stored, grads, counts
+        grads = None if grads is None else [t.detach() for t in grads]
+        return logits, scores, target_ids, stored, grads, counts, hvps
 
     def _check_logits(self, logits) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor):
@@ -783,7 +794,8 @@ class TorchSession(_Prepared):
             scores = logits[:, int(self._target_ids[index])]
         return _to_numpy(scores)
 
-    def _gradients(self, scores: torch.Tensor, stored: dict[int, torch.Tensor]):
+    def _gradients(self, scores: torch.Tensor, stored: dict[int, torch.Tensor],
+                   create_graph: bool = False):
         tensors = [stored[i] for i in range(len(self._layers))]
         if not scores.requires_grad:
             raise ValueError(
@@ -792,7 +804,8 @@ class TorchSession(_Prepared):
                 f"a `targets` callable that keeps the logits' graph)"
             )
         try:
-            grads = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
+            grads = torch.autograd.grad(scores.sum(), tensors, allow_unused=True,
+                                        create_graph=create_graph)
         except RuntimeError as exc:
             names = ", ".join(repr(lay.name) for lay in self._layers)
             raise ValueError(
@@ -1059,6 +1072,20 @@ _CHANNELS_FIRST_KINDS = (
 
 
 _CHANNELS_FIRST_NAMES = frozenset(k.__name__ for k in _CHANNELS_FIRST_KINDS)
+
+
+def _hessian_products(grads, tensors) -> list[torch.Tensor]:
+    """``H A`` per layer: the gradient of ``<g, A>`` (``A`` held fixed) with respect to ``A``,
+    from ``grads`` built with ``create_graph=True``; zeros where ``g`` does not depend on ``A``
+    (a path that is linear, or piecewise linear, from the layer to the score)."""
+    out = []
+    for g, a in zip(grads, tensors):
+        hv = None
+        if g.requires_grad:
+            (hv,) = torch.autograd.grad(g, a, grad_outputs=a.detach(), retain_graph=True,
+                                        allow_unused=True)
+        out.append(torch.zeros_like(a).detach() if hv is None else hv.detach())
+    return out
 
 
 def _kind_name(mod: nn.Module) -> str:
@@ -1396,10 +1423,12 @@ def capture(
     model, inputs, *, layer=None, targets=None, gradients: bool = True, reshape=None,
     core: str = "numpy",
     layout: str | None = None,
+    hvp: bool = False,
 ) -> list[Capture]:
     """Record activations, gradients, logits and the CAM weights of one batch.
 
-    Parameters are as in :func:`explain`; ``gradients=False`` skips the backward step.
+    Parameters are as in :func:`explain`; ``gradients=False`` skips the backward step;
+    ``hvp=True`` adds the Hessian-vector products ``H A`` (ShapleyCAM's; ``Capture.hvp``).
     ``core="numpy"`` (the default here) gives NumPy arrays; ``"device"`` or ``"auto"`` leave
     the layer-sized arrays as float32 tensors on the model's device (see :func:`explain`).
 
@@ -1411,7 +1440,28 @@ def capture(
     with TorchSession(
         model, inputs, layer=layer, targets=targets, reshape=reshape, core=core, layout=layout
     ) as session:
-        return session.capture(gradients=bool(gradients))
+        return session.capture(gradients=bool(gradients), hvp=bool(hvp))
+
+
+def rest_target(classes=None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ShapleyCAM's ReST score as a ``targets`` callable: ``2 z_c - logsumexp(z)``, the logit of
+    class ``c`` plus its log-softmax (Cai, arXiv:2501.06261, 2025).
+
+    ``classes``: None (each image's top-1), an int, or one int per image. Each image's score is
+    its own; pytorch-grad-cam's ``ClassifierOutputReST`` subtracts the batch's *mean*
+    cross-entropy instead, which is the same for a batch of one.
+    """
+
+    def rest(logits: torch.Tensor) -> torch.Tensor:
+        if classes is None:
+            ids = logits.argmax(dim=1)
+        else:
+            ids = torch.as_tensor(resolve_targets(classes, np.zeros(tuple(logits.shape))),
+                                  device=logits.device)
+        z = logits.gather(1, ids[:, None])[:, 0]
+        return 2 * z - torch.logsumexp(logits, dim=1)
+
+    return rest
 
 
 def randomized_copy(model, layers, /, *, seed: int = 0) -> nn.Module:

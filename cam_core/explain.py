@@ -110,6 +110,7 @@ class MethodSpec:
     target: str | None = None  # "finer": the score explained is Finer-CAM's (see `session_targets`)
     noise: bool = False  # gradients at noisy inputs too (Smooth Grad-CAM++, `noisy_captures`)
     fuse: str | None = None  # the method's own fusion of layers (RefineCAM: "product")
+    second_order: bool = False  # needs the Hessian-vector product H A too (`Capture.hvp`)
     function: Callable | None = field(default=None, compare=False, repr=False)
 
 
@@ -150,6 +151,9 @@ METHODS: dict[str, MethodSpec] = {
         # Grad-CAM++ per layer, the layers' [0, 1] maps multiplied and normalised again
         MethodSpec("refinecam", needs_gradients=True, relu=True, fuse="product",
                    function=m.gradcam_pp),
+        # Grad-CAM's weights less half the Hessian-vector product: a second backward pass
+        MethodSpec("shapleycam", needs_gradients=True, relu=True, second_order=True,
+                   function=m.shapleycam),
     )
 }
 
@@ -200,6 +204,9 @@ class Capture:
         The linear layer after global average pooling, when the head is GAP + linear.
     layer : str
         The layer's name in the model.
+    hvp : array, shape (N, K, h, w), float32, optional
+        ``H A``: the Hessian of ``scores[n]`` with respect to ``activations[n]`` applied to
+        ``activations[n]`` (ShapleyCAM); None unless the capture was asked for it.
     """
 
     activations: np.ndarray
@@ -209,6 +216,7 @@ class Capture:
     gradients: np.ndarray | None = None
     weights: np.ndarray | None = None
     layer: str = ""
+    hvp: np.ndarray | None = None
 
 
 class Session(Protocol):
@@ -217,6 +225,8 @@ class Session(Protocol):
     input_size: tuple[int, int]
 
     def capture(self, *, gradients: bool) -> list[Capture]: ...
+
+    # ``capture(gradients=True, hvp=True)`` also fills ``Capture.hvp`` (second-order methods)
 
     def score_masked(self, index: int, masks: np.ndarray) -> np.ndarray: ...
 
@@ -400,6 +410,13 @@ def raw_maps(
     if spec.needs_gradients:
         if capture.gradients is None:
             raise ValueError(f"method {spec.name!r} needs gradients; the capture has none")
+        if spec.second_order:
+            if capture.hvp is None:
+                raise ValueError(
+                    f"method {spec.name!r} needs the Hessian-vector product; capture with "
+                    f"`capture(gradients=True, hvp=True)`"
+                )
+            return spec.function(a, capture.gradients, capture.hvp, **opts)
         return spec.function(a, capture.gradients, **opts)
     if spec.perturbation == "masked":
         if score_masked is None or input_size is None:
@@ -483,7 +500,15 @@ def explain_session(
             f"`eigen_smooth` applies to {list(EIGEN_SMOOTH_METHODS)}; got method {spec.name!r}"
         )
     size = as_size(session.input_size, "input_size")
-    captures = session.capture(gradients=spec.needs_gradients)
+    if spec.second_order:
+        if "hvp" not in inspect.signature(session.capture).parameters:
+            raise TypeError(
+                f"{spec.name} needs the Hessian-vector product: a session whose `capture` takes "
+                f"`hvp=True`; {type(session).__name__}.capture does not"
+            )
+        captures = session.capture(gradients=True, hvp=True)
+    else:
+        captures = session.capture(gradients=spec.needs_gradients)
     noisy = noisy_captures(session, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_STD) if spec.noise else None
     raws = []
     for li, cap in enumerate(captures):
@@ -719,8 +744,8 @@ def explain(
         One of "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
         "randomcam", "finercam" (Grad-CAM of Finer-CAM's contrastive score of ``targets``),
-        "sscam", "iscam", "smoothgradcam++", "refinecam" (:data:`METHODS`; papers in
-        :mod:`cam_core.methods`). Method options (Grad-CAM++'s ``eps``, Score-CAM's
+        "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam" (:data:`METHODS`;
+        papers in :mod:`cam_core.methods`). Method options (Grad-CAM++'s ``eps``, Score-CAM's
         ``max_n``, KPCA-CAM's ``kernel``, SS-CAM's ``samples``, ...) go in
         ``method_options={...}``, a keyword of ``options`` below.
     layer : str, layer object, or a sequence of them, optional

@@ -84,6 +84,7 @@ __all__ = [
     "layercam",
     "scorecam",
     "scorecam_combine",
+    "shapleycam",
     "xgradcam",
 ]
 
@@ -380,6 +381,44 @@ def hirescam(activations, gradients, /):
     xp = array_namespace(a)
     raw = _sum_k_product(xp.astype(g, _acc(xp, a)), a)
     return xp.astype(raw, dtype, copy=False)
+
+
+def shapleycam(activations, gradients, hvp, /):
+    """ShapleyCAM: Grad-CAM's weights from a second-order expansion of the score.
+
+    ``w_k = mean_ij (g - hvp / 2)_k^ij``, ``M = sum_k w_k A_k``, with ``hvp = H A`` the Hessian
+    of the target score with respect to the layer's output applied to that output,
+    ``hvp^ij_k = sum_{k'i'j'} d^2 y / (dA_k^ij dA_k'^i'j') A_k'^i'j'`` (Cai, "CAMs as Shapley
+    Value-based Explainers", arXiv:2501.06261, 2025: the weights approximate each channel's
+    Shapley value by a second-order Taylor expansion of ``y`` around ``A``). Where ``y`` is
+    linear in ``A`` (a logit after global average pooling and a linear head, or any piecewise
+    linear path such as ReLU networks between ``A`` and a logit), ``H = 0`` and ShapleyCAM is
+    Grad-CAM; the paper explains a softmax-based score (its ReST target, offered by the
+    adapters as ``rest_target``), where ``H`` is not 0. The adapters compute ``hvp`` by a second
+    backward pass (``Session.capture(..., hvp=True)``). ReLU for display only.
+
+    Parameters
+    ----------
+    activations, gradients, hvp : array_like, shape (N, K, h, w)
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        Raw maps, signed.
+    """
+    a, g, dtype = _pair(activations, gradients)
+    hv = as_float(hvp, "hvp", shape=_LAYER_SHAPE, like=a)
+    if hv.shape != a.shape:
+        raise ValueError(
+            f"`hvp` must have the shape of `activations` {tuple(a.shape)}; got {tuple(hv.shape)}"
+        )
+    check_finite(hv, "hvp")
+    xp = array_namespace(a)
+    h, w = a.shape[2:]
+    acc = _acc(xp, a)
+    half = xp.sum(hv, axis=(2, 3), dtype=acc) / 2
+    weights = (xp.sum(g, axis=(2, 3), dtype=acc) - half) / (h * w)
+    return _combine(weights, a, xp.result_type(dtype, hv.dtype))
 
 
 def eigencam(activations, /, *, sign: str = "correlation"):

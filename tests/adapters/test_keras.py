@@ -457,10 +457,13 @@ _BACKEND_SCRIPT = textwrap.dedent(
     (c,) = ka.capture(model, x, layer="c1", targets=lambda z: z[:, 0] - z[:, 3])
     result["callable_grad"] = c.gradients.tolist()
     result["logits"] = c.logits.tolist()
+    (h,) = ka.capture(model, x, layer="c1", targets=ka.rest_target([1, 2]), hvp=True)
+    result["hvp"] = h.hvp.tolist()
     print("RESULT" + json.dumps(result))
     """
 )
-_BACKEND_METHODS = ("cam", "gradcam", "gradcam++", "layercam", "scorecam", "ablationcam")
+_BACKEND_METHODS = ("cam", "gradcam", "gradcam++", "layercam", "scorecam", "ablationcam",
+                    "refinecam", "shapleycam")
 
 
 def _run_backend(backend: str) -> dict:
@@ -482,7 +485,8 @@ def _run_backend(backend: str) -> dict:
 def _same_maps(other: dict, backend: str) -> None:
     assert other["backend"] == backend
     ref = _run_backend("tensorflow")
-    for key in (*_BACKEND_METHODS, "callable_grad", "logits"):
+    assert np.abs(np.array(ref["hvp"])).max() > 1e-3  # a second-order term to compare
+    for key in (*_BACKEND_METHODS, "callable_grad", "logits", "hvp"):
         np.testing.assert_allclose(np.array(other[key]), np.array(ref[key]), atol=1e-5, err_msg=key)
 
 

@@ -68,3 +68,91 @@ def test_refinecam_torch_and_keras_agree():
     np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
     with pytest.raises(ValueError, match="product"):
         ka.explain(km, x.transpose(0, 2, 3, 1), method="refinecam", layer=LAYERS_K, fuse="max")
+
+
+# ------------------------------------------------------------------------------ ShapleyCAM
+# The fixed-weight model of tests/adapters/test_methods_more_equivalence.py: the layer is the
+# identity on A_0 = [1, 2], A_1 = [-3, 1], then GAP and W = [[1, -1], [2, 1], [0, 1]].
+# Score z_0^2 / 2 with z_0 = 2.5: g = z_0 W[0] / 2 = (1.25, -1.25) per position, and
+# H A = (W[0] / 2)(W[0] . mean A) = g (a quadratic). Weights g - H A / 2 = (0.625, -0.625):
+# M = 0.625 (1, 2) - 0.625 (-3, 1) = (2.5, 0.625), half of Grad-CAM's (5, 1.25).
+from tests.adapters.test_methods_more_equivalence import X, _keras_model, _torch_model  # noqa: E402
+
+
+def _half_square(z):
+    return z[:, 0] * z[:, 0] / 2
+
+
+def test_shapleycam_golden_in_both_frameworks():
+    t = ta.explain(_torch_model(), X, method="shapleycam", layer="features", targets=_half_square)
+    k = ka.explain(_keras_model(), X.transpose(0, 2, 3, 1), method="ShapleyCAM",
+                   layer="features", targets=_half_square)
+    for e in (t, k):
+        np.testing.assert_allclose(e.raw, [[[2.5, 0.625]]], rtol=1e-6)
+    (c,) = ta.capture(_torch_model(), X, layer="features", targets=_half_square, hvp=True)
+    np.testing.assert_allclose(c.hvp, [[[[1.25, 1.25]], [[-1.25, -1.25]]]], rtol=1e-6)
+    np.testing.assert_allclose(
+        ka.capture(_keras_model(), X.transpose(0, 2, 3, 1), layer="features",
+                   targets=_half_square, hvp=True)[0].hvp, c.hvp, rtol=1e-6)
+
+
+def _rest_hvp_oracle(cap, w, b, classes):
+    """H A in closed form after GAP + linear: W^T (d^2 ReST / dz^2) (z - b) / (h w)."""
+    z = cap.logits.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    hw = cap.activations.shape[2] * cap.activations.shape[3]
+    out = []
+    for n in range(len(z)):
+        hess = -(np.diag(p[n]) - np.outer(p[n], p[n]))
+        out.append(w.T @ hess @ (z[n] - b) / hw)
+    hv = np.asarray(out)[:, :, None, None]
+    return np.broadcast_to(hv, cap.activations.shape), p, classes
+
+
+def test_rest_hessian_vector_product_closed_form_in_both_frameworks():
+    tm, km = _pair(2)
+    x = _x(seed=2)
+    classes = [3, 0, 7]
+    w = tm.fc.weight.detach().double().numpy()
+    b = tm.fc.bias.detach().double().numpy()
+    (t,) = ta.capture(tm, x, layer="features", targets=ta.rest_target(classes), hvp=True)
+    (k,) = ka.capture(km, x.transpose(0, 2, 3, 1), layer="features",
+                      targets=ka.rest_target(classes), hvp=True)
+    ref, p, _ = _rest_hvp_oracle(t, w, b, classes)
+    scale = np.abs(ref).max()
+    assert scale > 0.01 * np.abs(t.gradients).max()  # the softmax's curvature: not Grad-CAM
+    for c in (t, k):
+        np.testing.assert_allclose(c.hvp, ref, atol=1e-4 * scale)
+        z = c.logits.astype(np.float64)
+        lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+        np.testing.assert_allclose(c.scores, 2 * z[np.arange(3), classes] - lse, rtol=1e-5)
+    # top-1 by default
+    (d,) = ta.capture(tm, x, layer="features", targets=ta.rest_target(), hvp=True)
+    top = t.logits.argmax(1)
+    (e,) = ta.capture(tm, x, layer="features", targets=ta.rest_target(top.tolist()), hvp=True)
+    np.testing.assert_allclose(d.hvp, e.hvp, rtol=1e-6)
+
+
+def test_shapleycam_with_a_logit_target_on_a_relu_network_is_gradcam():
+    # the path from block3 to a logit is piecewise linear: H = 0 almost everywhere
+    tm, _ = _pair(3)
+    x = _x(seed=3)
+    s = ta.explain(tm, x, method="shapleycam", layer="features.block3", targets=[1, 2, 3])
+    g = ta.explain(tm, x, method="gradcam", layer="features.block3", targets=[1, 2, 3])
+    np.testing.assert_allclose(s.raw, g.raw, rtol=1e-6, atol=1e-7)
+    (c,) = ta.capture(tm, x, layer="features.block3", targets=[1, 2, 3], hvp=True)
+    assert not np.any(c.hvp)
+
+
+def test_shapleycam_torch_and_keras_agree_with_rest_at_two_layers():
+    tm, km = _pair(4)
+    x = _x(seed=4)
+    t = ta.explain(tm, x, method="shapleycam", layer=LAYERS_T, targets=ta.rest_target([0, 4, 8]))
+    k = ka.explain(km, x.transpose(0, 2, 3, 1), method="shapleycam", layer=LAYERS_K,
+                   targets=ka.rest_target([0, 4, 8]))
+    np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
+    g = ta.explain(tm, x, method="gradcam", layer=LAYERS_T, targets=ta.rest_target([0, 4, 8]))
+    assert np.abs(t.maps - g.maps).max() > 1e-3  # the second-order term shows
+    with pytest.raises(ValueError, match="hvp"):
+        ta.TorchSession(tm, x).__enter__().capture(gradients=False, hvp=True)

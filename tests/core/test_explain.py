@@ -72,7 +72,7 @@ def test_unknown_method_lists_the_names():
     assert set(METHODS) == {
         "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
-        "randomcam", "finercam", "sscam", "iscam", "smoothgradcam++", "refinecam",
+        "randomcam", "finercam", "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam",
     }
 
 
@@ -104,7 +104,7 @@ class FakeSession:
     def x(self, value):
         self.a = value
 
-    def capture(self, *, gradients):
+    def capture(self, *, gradients, hvp=False):
         n, k, h, w = self.a.shape
         grads = None
         if gradients:  # d logit_c / dA = W[c] / (h*w) at every position
@@ -112,7 +112,9 @@ class FakeSession:
                 (self.w[self.targets] / (h * w))[:, :, None, None], self.a.shape
             ).astype(np.float32)
         scores = self.logits[np.arange(n), self.targets]
-        return [Capture(self.a, self.logits, self.targets, scores, grads, self.w, "input")]
+        second = np.zeros_like(self.a) if hvp else None  # a logit is linear in A
+        return [Capture(self.a, self.logits, self.targets, scores, grads, self.w, "input",
+                        hvp=second)]
 
     def score_masked(self, index, masks):
         # A stand-in model on the masked input: the target weight times the mask's mean.
@@ -230,3 +232,18 @@ def test_raw_maps_refuses_a_method_that_needs_noisy_gradients(session):
     cap = session.capture(gradients=True)[0]
     with pytest.raises(ValueError, match="noisy copies of the input"):
         raw_maps("smoothgradcam++", cap)
+
+
+def test_second_order_methods_need_a_session_with_hvp(session):
+    class FirstOrder(FakeSession):
+        def capture(self, *, gradients):
+            return super().capture(gradients=gradients)
+
+    old = FirstOrder(session.a, session.w, session.b)
+    with pytest.raises(TypeError, match="shapleycam needs the Hessian-vector product"):
+        explain_session(old, "shapleycam")
+    with pytest.raises(ValueError, match="hvp=True"):
+        raw_maps("shapleycam", old.capture(gradients=True)[0])
+    # a logit after GAP + linear has no curvature: ShapleyCAM is Grad-CAM
+    np.testing.assert_array_equal(explain_session(session, "shapleycam").maps,
+                                  explain_session(session, "gradcam").maps)

@@ -332,3 +332,22 @@ def test_smoothgradcam_pp_of_one_sample_is_gradcam_pp():
                                rtol=1e-6)
     with pytest.raises(ValueError, match="gradient_samples"):
         m.smoothgradcam_pp(a, g[None, :2])
+
+
+def test_shapleycam_by_hand_and_its_checks():
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((2, 3, 4, 5))
+    g = rng.standard_normal((2, 3, 4, 5))
+    hv = rng.standard_normal((2, 3, 4, 5))
+    w = (g - hv / 2).mean(axis=(2, 3))
+    ref = np.einsum("nk,nkhw->nhw", w, a)
+    np.testing.assert_allclose(m.shapleycam(a, g, hv), ref, rtol=1e-12)
+    # no curvature: Grad-CAM
+    np.testing.assert_array_equal(m.shapleycam(a, g, np.zeros_like(a)), m.gradcam(a, g))
+    assert m.shapleycam(*(t.astype(np.float32) for t in (a, g, hv))).dtype == np.float32
+    with pytest.raises(ValueError, match="`hvp` must have the shape"):
+        m.shapleycam(a, g, hv[:, :2])
+    bad = hv.copy()
+    bad[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="hvp"):
+        m.shapleycam(a, g, bad)
