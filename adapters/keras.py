@@ -62,7 +62,16 @@ import numpy as np
 from cam_core.adapters import _layout
 from cam_core.adapters.models_keras import gap_classifier  # one builder, re-exported here
 
-from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets, session_targets
+from cam_core.explain import (
+    BiasGradients,
+    Capture,
+    Explanation,
+    explain_session,
+    method_layer,
+    method_spec,
+    resolve_targets,
+    session_targets,
+)
 
 __all__ = [
     "KerasSession",
@@ -466,11 +475,15 @@ def _plan(g: _Graph, targets: tuple) -> _Plan:
     return plan
 
 
-def _run(g: _Graph, steps: list, env: dict, out_step: int, hook=None) -> None:
-    """Run ``steps`` on ``env`` (value id -> tensor), in place; ``hook(v, t)`` may replace outputs."""
+def _run(g: _Graph, steps: list, env: dict, out_step: int, hook=None, step_fn=None) -> None:
+    """Run ``steps`` on ``env`` (value id -> tensor), in place; ``hook(v, t)`` may replace outputs,
+    ``step_fn(i, step, env)`` may compute a step itself (None: the step runs as usual)."""
     for i in steps:
         s = g.steps[i]
-        if i == out_step:
+        y = None if step_fn is None else step_fn(i, s, env)
+        if y is not None:
+            pass
+        elif i == out_step:
             y = _linear_logits(s, env)
             if y is None:
                 y = _call(s, env)
@@ -626,6 +639,125 @@ def _compiled(g: _Graph, plan: _Plan, kind: str):
     # TensorFlow: the first use runs eagerly (no tracing for a one-off call), later ones compiled
     g.compiled[key] = (fn, None if _BACKEND == "tensorflow" else fn)
     return fn
+
+
+# --------------------------------------------------------------------------- FullGrad
+
+_BIAS_CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+
+
+def _bias_of(op):
+    """The per-channel bias a 2-D convolution or a batch norm adds (FullGrad's ``b``) as NumPy,
+    else None; a batch norm's folded: ``beta - moving_mean * gamma / sqrt(moving_var + eps)``."""
+    if isinstance(op, _BIAS_CONVS):
+        return None if not op.use_bias or op.bias is None else _np(op.bias).astype(np.float64)
+    if isinstance(op, keras.layers.BatchNormalization):
+        mean = _np(op.moving_mean).astype(np.float64)
+        var = _np(op.moving_variance).astype(np.float64)
+        gamma = np.ones_like(var) if op.gamma is None else _np(op.gamma).astype(np.float64)
+        beta = np.zeros_like(mean) if op.beta is None else _np(op.beta).astype(np.float64)
+        return beta - mean * gamma / np.sqrt(var + op.epsilon)
+    return None
+
+
+def _bias_channels_first(op, g: _Graph) -> bool:
+    fmt = getattr(op, "data_format", None)
+    if fmt in ("channels_first", "channels_last"):
+        return fmt == "channels_first"
+    axis = getattr(op, "axis", -1)  # a batch norm
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    return axis == 1
+
+
+def _pre_activation(op, step: _Step, env: dict):
+    """A convolution's output before its fused activation, and that activation (None when it
+    has none): the layer runs once with its activation set to linear, restored at once."""
+    act = getattr(op, "activation", None)
+    if act is None or act is keras.activations.linear:
+        return _call(step, env), None
+    op.activation = keras.activations.linear
+    try:
+        return _call(step, env), act
+    finally:
+        op.activation = act
+
+
+def _bias_pass(g: _Graph, x, score_fn):
+    """FullGrad's pass: the whole model under autograd with a zero probe added to each bias
+    layer's pre-activation output (its gradient is that output's). Returns ``(logits, scores,
+    d scores / d x, [(step index, d scores / d z), ...])`` in running order."""
+    steps = sorted(_needed(g, [g.output]))
+    bias_steps = {i for i in steps if _bias_of(g.steps[i].op) is not None}
+    out_step = g.producer[g.output]
+
+    def make_step_fn(probe):
+        def step_fn(i, s, env):
+            if i not in bias_steps:
+                return None
+            pre, act = _pre_activation(s.op, s, env)
+            if keras.ops.ndim(pre) != 4:
+                return pre if act is None else act(pre)
+            pre = probe(i, pre)
+            return pre if act is None else act(pre)
+
+        return step_fn
+
+    if _BACKEND == "tensorflow":
+        probes: list = []
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+
+            def probe(i, pre):
+                p = tf.zeros_like(pre)
+                tape.watch(p)
+                probes.append((i, p))
+                return pre + p
+
+            env = {g.input: x}
+            _run(g, steps, env, out_step, step_fn=make_step_fn(probe))
+            logits = env[g.output]
+            scores = score_fn(logits)
+        grads = tape.gradient(scores, [x, *(p for _, p in probes)])
+    elif _BACKEND == "torch":
+        probes = []
+        x = x.detach().requires_grad_(True)
+
+        def probe(i, pre):
+            p = torch.zeros_like(pre, requires_grad=True)
+            probes.append((i, p))
+            return pre + p
+
+        with torch.enable_grad():
+            env = {g.input: x}
+            _run(g, steps, env, out_step, step_fn=make_step_fn(probe))
+            logits = env[g.output]
+            scores = score_fn(logits)
+            grads = torch.autograd.grad(scores.sum(), [x, *(p for _, p in probes)],
+                                        allow_unused=True)
+        logits, scores = logits.detach(), scores.detach()
+    elif _BACKEND == "jax":
+        shapes: list = []
+
+        def record(i, pre):
+            shapes.append((i, pre))
+            return pre
+
+        _run(g, steps, {g.input: x}, out_step, step_fn=make_step_fn(record))
+        leaves = {"x": x, **{str(i): jnp.zeros_like(t) for i, t in shapes}}
+
+        def f(lv):
+            env = {g.input: lv["x"]}
+            _run(g, steps, env, out_step,
+                 step_fn=make_step_fn(lambda i, pre: pre + lv[str(i)]))
+            return score_fn(env[g.output]), env[g.output]
+
+        scores, vjp, logits = jax.vjp(f, leaves, has_aux=True)
+        (back,) = vjp(jnp.ones_like(scores))
+        probes = [(i, None) for i, _ in shapes]
+        grads = [back["x"], *(back[str(i)] for i, _ in shapes)]
+    else:  # pragma: no cover - Keras backends without autograd (openvino, numpy)
+        raise ValueError(f"FullGrad needs gradients; the Keras backend {_BACKEND!r} has none")
+    return logits, scores, grads[0], [(i, gr) for (i, _), gr in zip(probes, grads[1:])]
 
 
 # --------------------------------------------------------------------------- the session
@@ -856,6 +988,57 @@ class KerasSession:
             )
         return arr
 
+    def bias_gradients(self) -> BiasGradients:
+        """FullGrad's gradients (:func:`_bias_pass`): the input's and the pre-activation output's
+        of every 2-D convolution with a bias and every batch norm, with their biases."""
+        g = self._g
+        spec = self._targets_spec
+        is_callable = callable(spec) and not hasattr(spec, "shape")
+        if is_callable:
+            score_fn = self._score_fn()
+        else:
+            ids, by_argmax = self._pre_targets()
+            ids_t = keras.ops.convert_to_tensor(ids, "int32")
+
+            def score_fn(logits):
+                return keras.ops.max(logits, axis=1) if by_argmax else _select(logits, ids_t)
+
+        logits, scores, gx, terms = _bias_pass(g, self.x, score_fn)
+        if not terms and not any(_bias_of(s.op) is not None for s in g.steps):
+            raise ValueError("FullGrad needs layers with a bias (Conv2D, DepthwiseConv2D, "
+                             "SeparableConv2D, BatchNormalization); the model has none")
+        logits_np = self._check_logits(logits)
+        if is_callable:
+            target_ids = np.full(self.n, -1, dtype=np.int64)
+        else:
+            target_ids = resolve_targets(None if by_argmax else ids, logits_np)
+        self.on_device = _BACKEND in _DEVICE_BACKENDS and (
+            self._core == "device" or (self._core == "auto" and _on_accelerator(self.x))
+        )
+        if gx is None:
+            raise ValueError("the target score does not depend on the input")
+
+        def first(t, channels_first: bool):
+            t = self._for_core(t)
+            if channels_first:
+                return t
+            if isinstance(t, np.ndarray):
+                return np.ascontiguousarray(t.transpose(0, 3, 1, 2))
+            return keras.ops.transpose(t, (0, 3, 1, 2))
+
+        kept = [(i, gr) for i, gr in terms if gr is not None]
+        ops = [g.steps[i].op for i, _ in kept]
+        return BiasGradients(
+            inputs=first(self.x, g.channels_first),
+            input_gradients=first(gx, g.channels_first),
+            gradients=tuple(first(gr, _bias_channels_first(op, g)) for (_, gr), op in zip(kept, ops)),
+            biases=tuple(_bias_of(op).astype(np.float32) for op in ops),  # moved by the core
+            layers=tuple(g.steps[i].path for i, _ in kept),
+            logits=logits_np,
+            targets=target_ids,
+            scores=_np(scores).reshape(self.n),
+        )
+
     def _for_core(self, t):
         """A layer-sized backend tensor as the core gets it: NumPy, or float32 on its device."""
         return _detached(keras.ops.cast(t, "float32")) if self.on_device else _np(t)
@@ -1055,8 +1238,9 @@ def explain(
     """
     spec = method_spec(method)
     with KerasSession(
-        model, inputs, layer=layer, targets=session_targets(spec.name, targets),
-        weights=spec.needs_weights, core=core, layout=layout
+        model, inputs, layer=method_layer(spec.name, layer),
+        targets=session_targets(spec.name, targets), weights=spec.needs_weights, core=core,
+        layout=layout
     ) as session:
         return explain_session(
             session, spec.name, fuse=fuse, upsample=upsample, batch_size=batch_size,

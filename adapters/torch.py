@@ -78,7 +78,16 @@ from cam_core.adapters import _layout
 from cam_core.adapters.models_torch import gap_classifier  # one builder, re-exported here
 from torch import nn
 
-from cam_core.explain import Capture, Explanation, explain_session, method_spec, resolve_targets, session_targets
+from cam_core.explain import (
+    BiasGradients,
+    Capture,
+    Explanation,
+    explain_session,
+    method_layer,
+    method_spec,
+    resolve_targets,
+    session_targets,
+)
 
 __all__ = [
     "DistributedGroup",
@@ -916,6 +925,63 @@ class TorchSession(_Prepared):
                         return self._for_core(wt)
         return None
 
+    # ---- FullGrad
+
+    def bias_gradients(self) -> BiasGradients:
+        """One forward and one backward pass with the input under autograd: the gradient of
+        the target score with respect to the input and to the output of every ``Conv2d`` and
+        ``BatchNorm2d`` that has a bias (each call of a module is its own term), with the
+        biases (a batch norm's folded from its running statistics)."""
+        self._check_state()
+        found = [(name, mod) for name, mod in self.model.named_modules() if _bias_of(mod) is not None]
+        if not found:
+            raise ValueError(
+                "FullGrad needs layers with a bias (Conv2d, BatchNorm2d); the model has none"
+            )
+        biases = {id(mod): _bias_of(mod) for _, mod in found}
+        outs: list[torch.Tensor] = []
+        names: list[str] = []
+        mods: list[nn.Module] = []
+        handles = []
+
+        def make_hook(name):
+            def hook(mod, args, out):
+                if isinstance(out, torch.Tensor) and out.ndim == 4 and out.requires_grad:
+                    outs.append(out)
+                    names.append(name)
+                    mods.append(mod)
+                    return out.clone()  # an in-place activation after it must not change `out`
+                return None
+
+            return hook
+
+        x = self.x.detach().requires_grad_(True)
+        try:
+            for name, mod in found:
+                handles.append(mod.register_forward_hook(make_hook(name)))
+            with torch.enable_grad():
+                logits = self._check_logits(self.model(x))
+                scores, target_ids = self._scores(logits)
+                if not scores.requires_grad:
+                    raise ValueError("the target score does not depend on the input")
+                grads = torch.autograd.grad(scores.sum(), [x, *outs], allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+        gx, layer_grads = grads[0], grads[1:]
+        terms = [(n, g, biases[id(mod)]) for n, g, mod in zip(names, layer_grads, mods)
+                 if g is not None]
+        return BiasGradients(
+            inputs=self._for_core(x),
+            input_gradients=self._for_core(gx),
+            gradients=tuple(self._for_core(g) for _, g, _ in terms),
+            biases=tuple(self._for_core(b) for _, _, b in terms),
+            layers=tuple(n for n, _, _ in terms),
+            logits=_to_numpy(logits),
+            targets=target_ids,
+            scores=_to_numpy(scores),
+        )
+
     # ---- where the core computes
 
     def _for_core(self, t: torch.Tensor):
@@ -1072,6 +1138,24 @@ _CHANNELS_FIRST_KINDS = (
 
 
 _CHANNELS_FIRST_NAMES = frozenset(k.__name__ for k in _CHANNELS_FIRST_KINDS)
+
+
+def _bias_of(mod: nn.Module) -> torch.Tensor | None:
+    """The per-channel bias a ``Conv2d`` or ``BatchNorm2d`` adds (FullGrad's ``b``), else None;
+    a batch norm's is folded: ``beta - running_mean * gamma / sqrt(running_var + eps)``."""
+    if isinstance(mod, nn.Conv2d):
+        return None if mod.bias is None else mod.bias.detach()
+    if isinstance(mod, nn.BatchNorm2d):
+        if mod.running_mean is None or mod.running_var is None:
+            raise ValueError(
+                f"FullGrad folds each batch norm's running statistics into its bias; "
+                f"{type(mod).__name__} without running statistics normalises by the batch's "
+                f"own, which has no fixed bias"
+            )
+        gamma = torch.ones_like(mod.running_var) if mod.weight is None else mod.weight.detach()
+        beta = torch.zeros_like(mod.running_mean) if mod.bias is None else mod.bias.detach()
+        return beta - mod.running_mean * gamma / torch.sqrt(mod.running_var + mod.eps)
+    return None
 
 
 def _hessian_products(grads, tensors) -> list[torch.Tensor]:
@@ -1403,7 +1487,8 @@ def explain(
     """
     spec = method_spec(method)
     with TorchSession(
-        model, inputs, layer=layer, targets=session_targets(spec.name, targets), reshape=reshape,
+        model, inputs, layer=method_layer(spec.name, layer),
+        targets=session_targets(spec.name, targets), reshape=reshape,
         weights=spec.needs_weights, core=core, layout=layout,
     ) as session:
         return explain_session(

@@ -647,11 +647,13 @@ def explain_labels(model, x_nhwc: np.ndarray, labels, method: str, settings: Eva
 
 def shares_capture(method: str) -> bool:
     """True for the methods whose raw maps are a function of one capture of the batch
-    (activations, gradients, logits, classifier weights): no masked, ablated, noisy or
-    re-targeted model calls. :func:`evaluate` computes all of these from ONE capture per batch."""
+    (activations, gradients, logits, classifier weights) fused by the mean: no masked, ablated,
+    noisy or re-targeted model calls, no second-order or every-bias pass (ShapleyCAM, FullGrad)
+    and no fusion of their own (RefineCAM). :func:`evaluate` computes all of these from ONE
+    capture per batch; the others through :func:`explain_labels`."""
     spec = method_spec(method)
-    return (getattr(spec, "perturbation", None) is None and getattr(spec, "target", None) is None
-            and not getattr(spec, "noise", False))
+    return (spec.perturbation is None and spec.target is None and not spec.noise
+            and spec.fuse is None and not spec.second_order and not spec.all_biases)
 
 
 def capture_raw_maps(model, x_nhwc: np.ndarray, labels, methods, settings: EvalSettings):

@@ -111,6 +111,7 @@ class MethodSpec:
     noise: bool = False  # gradients at noisy inputs too (Smooth Grad-CAM++, `noisy_captures`)
     fuse: str | None = None  # the method's own fusion of layers (RefineCAM: "product")
     second_order: bool = False  # needs the Hessian-vector product H A too (`Capture.hvp`)
+    all_biases: bool = False  # every bias layer's gradient, no target layer (`BiasGradients`)
     function: Callable | None = field(default=None, compare=False, repr=False)
 
 
@@ -154,6 +155,9 @@ METHODS: dict[str, MethodSpec] = {
         # Grad-CAM's weights less half the Hessian-vector product: a second backward pass
         MethodSpec("shapleycam", needs_gradients=True, relu=True, second_order=True,
                    function=m.shapleycam),
+        # every bias layer's gradient and the input's (the session's `bias_gradients`)
+        MethodSpec("fullgrad", needs_gradients=True, relu=False, all_biases=True,
+                   function=m.fullgrad),
     )
 }
 
@@ -219,6 +223,38 @@ class Capture:
     hvp: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class BiasGradients:
+    """What an adapter records for FullGrad: the input's gradient and every bias layer's.
+
+    Layer-sized arrays are NumPy or the framework's arrays on the model's device (as in
+    :class:`Capture`); all channels-first.
+
+    Attributes
+    ----------
+    inputs, input_gradients : array, shape (N, C, H, W)
+        The batch as the model took it and ``d scores / d inputs``.
+    gradients : tuple of arrays, each (N, K, h, w)
+        ``d scores / d z`` for each call of each bias layer, ``z`` its output before any
+        activation, in the order the model ran them.
+    biases : tuple of arrays, each (K,)
+        The bias of each (a batch norm's folded: ``beta - mean * gamma / sqrt(var + eps)``).
+    layers : tuple of str
+        Their names.
+    logits, targets, scores
+        As in :class:`Capture`.
+    """
+
+    inputs: np.ndarray
+    input_gradients: np.ndarray
+    gradients: tuple
+    biases: tuple
+    layers: tuple
+    logits: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+
+
 class Session(Protocol):
     """What an adapter provides to :func:`explain_session` for one call on one batch."""
 
@@ -227,6 +263,7 @@ class Session(Protocol):
     def capture(self, *, gradients: bool) -> list[Capture]: ...
 
     # ``capture(gradients=True, hvp=True)`` also fills ``Capture.hvp`` (second-order methods)
+    # optional: ``bias_gradients() -> BiasGradients`` (FullGrad)
 
     def score_masked(self, index: int, masks: np.ndarray) -> np.ndarray: ...
 
@@ -407,6 +444,11 @@ def raw_maps(
             f"{spec.name} needs gradients at noisy copies of the input, which one capture does "
             f"not hold; use explain() or explain_session()"
         )
+    if spec.all_biases:
+        raise ValueError(
+            f"{spec.name} needs the gradients of every bias layer and of the input, which one "
+            f"capture does not hold; use explain() or explain_session()"
+        )
     if spec.needs_gradients:
         if capture.gradients is None:
             raise ValueError(f"method {spec.name!r} needs gradients; the capture has none")
@@ -500,6 +542,8 @@ def explain_session(
             f"`eigen_smooth` applies to {list(EIGEN_SMOOTH_METHODS)}; got method {spec.name!r}"
         )
     size = as_size(session.input_size, "input_size")
+    if spec.all_biases:
+        return _explain_biases(session, spec, size, upsample, maps_on_device, opts)
     if spec.second_order:
         if "hvp" not in inspect.signature(session.capture).parameters:
             raise TypeError(
@@ -548,6 +592,39 @@ def explain_session(
         method=spec.name,
         layers=tuple(c.layer for c in captures),
     )
+
+
+def _explain_biases(session, spec: MethodSpec, size, upsample: str, maps_on_device: bool,
+                    opts: dict) -> Explanation:
+    """FullGrad's pipeline: the session's :class:`BiasGradients`, the method's raw map at the
+    input size, min-max normalised; ``layers`` are the bias layers."""
+    bias_gradients = getattr(session, "bias_gradients", None)
+    if bias_gradients is None:
+        raise TypeError(
+            f"{spec.name} needs every bias layer's gradient: a session with "
+            f"`bias_gradients()`; {type(session).__name__} has none"
+        )
+    t = bias_gradients()
+    raw = spec.function(t.inputs, t.input_gradients, t.gradients, t.biases, **opts)
+    maps = display_maps(raw, relu=spec.relu, size=size, upsample=upsample)
+    if not maps_on_device:
+        maps = (getattr(session, "to_host", None) or to_numpy)(maps)
+        raw = to_numpy(raw)
+    _warn_constant(maps, spec.name, (f"the input and {len(t.layers)} bias layers",))
+    return Explanation(maps=maps, raw=raw, logits=t.logits, targets=t.targets,
+                       method=spec.name, layers=tuple(t.layers))
+
+
+def method_layer(method: str, layer):
+    """``layer`` checked for ``method``: FullGrad takes no target layer (it uses every bias
+    layer), so one given is a ``ValueError``; ``layer`` unchanged otherwise."""
+    spec = method_spec(method)
+    if spec.all_biases and layer is not None:
+        raise ValueError(
+            f"{spec.name} uses the gradient of every bias layer and of the input, not a target "
+            f"layer; leave `layer` out (got {layer!r})"
+        )
+    return layer
 
 
 def method_fusion(method: str, fuse: str | None) -> str:

@@ -78,6 +78,7 @@ __all__ = [
     "ablationcam_combine",
     "cam",
     "eigencam",
+    "fullgrad",
     "gradcam",
     "gradcam_pp",
     "hirescam",
@@ -90,6 +91,7 @@ __all__ = [
 
 _LAYER_SHAPE = ("N", "K", "h", "w")
 EIGENCAM_SIGNS = ("correlation", "svd")
+FULLGRAD_CONVENTIONS = ("paper", "pytorch-grad-cam")
 
 # A progress bar is shown by default (progress=None) from this many chunks on, on a terminal.
 
@@ -1344,3 +1346,99 @@ def input_noise(seed: int, sample: int, shape) -> np.ndarray:
 # the same overflow rule for the methods added above
 gradcam_elementwise = finite_result("activations", "gradients")(gradcam_elementwise)
 eigengradcam = finite_result("activations", "gradients")(eigengradcam)
+
+
+# ------------------------------------------------------------ FullGrad: every bias's gradient
+
+
+def _fullgrad_rescaled(t, convention: str):
+    """``|t|`` rescaled to ``[0, 1]``: per image over all channels and positions (the paper's
+    code, ``/ (max + 1e-6)``) or per image and channel (pytorch-grad-cam, ``/ (max + 1e-7)``)."""
+    xp = array_namespace(t)
+    t = xp.abs(t)
+    axes = (1, 2, 3) if convention == "paper" else (2, 3)
+    eps = 1e-6 if convention == "paper" else 1e-7
+    t = t - xp.min(t, axis=axes, keepdims=True)
+    return t / (xp.max(t, axis=axes, keepdims=True) + eps)
+
+
+def fullgrad(inputs, input_gradients, gradients, biases, /, *, convention: str = "paper"):
+    """FullGrad: the input-gradient term plus every bias's gradient term, at the input's size.
+
+    ``S = psi(grad_x y * x) + sum_l sum_c psi(grad_{z_l} y * b_l)_c`` (Srinivas & Fleuret,
+    "Full-Gradient Representation for Neural Network Visualization", NeurIPS 2019, eq. 5 and
+    Section 4): ``z_l`` is the output of bias layer ``l`` *before* any activation (a
+    convolution's, or a batch norm's with its folded bias ``beta - mu gamma / sqrt(var + eps)``)
+    and ``b_l`` its bias per channel; ``psi`` takes the absolute value, rescales it to ``[0, 1]``
+    and upsamples bilinearly to the input's size. Each layer's rescaled term is summed over its
+    channels (a sum commutes with the upsampling, so it is summed first); the input term over
+    the colour channels. No ReLU (every term is >= 0); the display step min-max normalises.
+
+    Parameters
+    ----------
+    inputs, input_gradients : array_like, shape (N, C, H, W)
+        The batch as the model took it (channels-first) and ``d y / d x``.
+    gradients : sequence of array_like, each (N, K_l, h_l, w_l)
+        ``d y / d z_l`` per bias layer (channels-first).
+    biases : sequence of array_like, each (K_l,)
+        The bias of each layer.
+    convention : {"paper", "pytorch-grad-cam"}
+        How ``psi`` rescales: ``"paper"`` (the authors' code: per image over all channels and
+        positions of a term, ``(t - min) / (max + 1e-6)``) or ``"pytorch-grad-cam"`` (per image
+        *and channel*, ``/ (max + 1e-7)``, so each channel of a layer counts as much as any
+        other, however weak).
+
+    Returns
+    -------
+    array, shape (N, H, W)
+        The raw saliency, >= 0, at the input's size. The upsampling is cam_core's bilinear
+        (half-pixel centres, :func:`cam_core.resize.upsample`); the paper's code uses
+        ``align_corners=True``.
+    """
+    if not isinstance(convention, str) or convention not in FULLGRAD_CONVENTIONS:
+        raise ValueError(
+            f"`convention` must be one of {list(FULLGRAD_CONVENTIONS)}; got {convention!r}"
+        )
+    x = as_float(inputs, "inputs", shape=("N", "C", "H", "W"))
+    gx = as_float(input_gradients, "input_gradients", shape=("N", "C", "H", "W"), like=x)
+    check_same_batch(inputs=x, input_gradients=gx)
+    check_nonempty_axes(x, "inputs", "at least one channel and one pixel")
+    if gx.shape != x.shape:
+        raise ValueError(
+            f"`input_gradients` must have the shape of `inputs` {tuple(x.shape)}; got "
+            f"{tuple(gx.shape)}"
+        )
+    check_finite(x, "inputs")
+    check_finite(gx, "input_gradients")
+    if isinstance(gradients, (str, bytes)) or not hasattr(gradients, "__len__"):
+        raise TypeError(f"`gradients` must be a sequence of arrays; got {type(gradients).__name__}")
+    if isinstance(biases, (str, bytes)) or not hasattr(biases, "__len__"):
+        raise TypeError(f"`biases` must be a sequence of arrays; got {type(biases).__name__}")
+    if len(gradients) != len(biases):
+        raise ValueError(
+            f"`gradients` and `biases` must have one entry per layer; got {len(gradients)} and "
+            f"{len(biases)}"
+        )
+    xp = array_namespace(x)
+    n, size = x.shape[0], (int(x.shape[2]), int(x.shape[3]))
+    dtype = x.dtype
+    acc = _acc(xp, x)
+    total = xp.sum(_fullgrad_rescaled(gx * x, convention), axis=1, dtype=acc)
+    for i, (g, b) in enumerate(zip(gradients, biases)):
+        g = as_float(g, f"gradients[{i}]", shape=_LAYER_SHAPE, like=x)
+        b = as_float(b, f"biases[{i}]", shape=("K",), like=x)
+        if g.shape[0] != n:
+            raise ValueError(f"batch sizes differ: `inputs` has {n}, `gradients[{i}]` has "
+                             f"{g.shape[0]}")
+        if b.shape[0] != g.shape[1]:
+            raise ValueError(
+                f"`biases[{i}]` must have one value per channel of `gradients[{i}]` "
+                f"({g.shape[1]}); got {b.shape[0]}"
+            )
+        check_nonempty_axes(g, f"gradients[{i}]", "at least one channel and one position")
+        check_finite(g, f"gradients[{i}]")
+        check_finite(b, f"biases[{i}]")
+        term = _fullgrad_rescaled(g * xp.reshape(b, (1, -1, 1, 1)), convention)
+        summed = xp.astype(xp.sum(term, axis=1, dtype=acc), dtype, copy=False)
+        total = total + xp.astype(upsample(summed, size, method="bilinear"), acc, copy=False)
+    return xp.astype(total, dtype, copy=False)

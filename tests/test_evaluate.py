@@ -264,6 +264,8 @@ def _capture_methods():
     names = [m for m in METHODS if shares_capture(m)]
     assert {"cam", "gradcam", "gradcam++", "eigencam"} <= set(names)
     assert not {"scorecam", "ablationcam", "finercam", "smoothgradcam++"} & set(names)
+    # a fusion of their own, a second backward pass, every bias layer: explained alone
+    assert not {"refinecam", "shapleycam", "fullgrad"} & set(names)
     return names
 
 
@@ -311,6 +313,22 @@ def test_the_capture_methods_share_one_forward_pass_per_batch(data):
     assert _forward_calls(data, ("cam", "gradcam", "gradcam++", "eigencam")) == alone
     # a perturbation method still makes its own calls, beside the shared capture
     assert _forward_calls(data, ("cam", "ablationcam")) > alone
+
+
+def test_methods_with_their_own_pass_run_in_the_engine(data):
+    from cam_core.evaluate import EvalSettings, explain_labels
+
+    methods = ("refinecam", "shapleycam", "fullgrad", "gradcam")
+    ev = _run(data, methods=methods, protocol="native")
+    assert set(ev.methods) == set(methods)
+    for method in methods:
+        assert 0 <= ev.methods[method].metrics["MaxBoxAccV2"] <= 100
+    # FullGrad's maps are not Grad-CAM's
+    x = np.random.default_rng(1).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    settings = EvalSettings(methods=methods, batch_size=2)
+    full = explain_labels(_model(), x, [0, 1], "fullgrad", settings)
+    grad = explain_labels(_model(), x, [0, 1], "gradcam", settings)
+    assert full.layers != grad.layers and not np.allclose(full.maps, grad.maps, atol=1e-2)
 
 
 def test_mixed_methods_figures_identical_for_one_and_two_workers(data):

@@ -451,8 +451,8 @@ _BACKEND_SCRIPT = textwrap.dedent(
     x = rng.random((2, 10, 10, 3), dtype=np.float32)
     result = {"backend": keras.backend.backend()}
     for method in %(methods)r:
-        e = ka.explain(model, x, method=method, layer=["c1", "feat"] if method != "cam" else "feat",
-                       batch_size=8, targets=[1, 2])
+        e = ka.explain(model, x, method=method, batch_size=8, targets=[1, 2],
+                       layer={"cam": "feat", "fullgrad": None}.get(method, ["c1", "feat"]))
         result[method] = e.maps.tolist()
     (c,) = ka.capture(model, x, layer="c1", targets=lambda z: z[:, 0] - z[:, 3])
     result["callable_grad"] = c.gradients.tolist()
@@ -463,7 +463,7 @@ _BACKEND_SCRIPT = textwrap.dedent(
     """
 )
 _BACKEND_METHODS = ("cam", "gradcam", "gradcam++", "layercam", "scorecam", "ablationcam",
-                    "refinecam", "shapleycam")
+                    "refinecam", "shapleycam", "fullgrad")
 
 
 def _run_backend(backend: str) -> dict:

@@ -156,3 +156,130 @@ def test_shapleycam_torch_and_keras_agree_with_rest_at_two_layers():
     assert np.abs(t.maps - g.maps).max() > 1e-3  # the second-order term shows
     with pytest.raises(ValueError, match="hvp"):
         ta.TorchSession(tm, x).__enter__().capture(gradients=False, hvp=True)
+
+
+# -------------------------------------------------------------------------------- FullGrad
+# By hand: x = (1, -2) on a 1 x 2 grid; a 1x1 convolution to two channels, weights (2, -1),
+# biases (0.5, 1.5), then ReLU, GAP and y = 3 m_0 + m_1:
+#   z_0 = (2.5, -3.5), z_1 = (0.5, 3.5); dy/dz_0 = (1.5, 0) (ReLU off at -3.5), dy/dz_1 = (0.5, 0.5)
+#   bias terms |g b|: channel 0 (0.75, 0), channel 1 (0.75, 0.75)
+#   input term |x dy/dx| = |(1, -2) (1.5 * 2 - 0.5, 0 - 0.5)| = (2.5, 1)
+# paper (per image over all channels): bias (1, 0) + (1, 1), input (1.5, 0) / 1.5: raw (3, 1);
+# pytorch-grad-cam (per channel): channel 1 is flat and vanishes: bias (1, 0), input (1, 0).
+XF = np.array([[[[1.0, -2.0]]]], dtype=np.float32)
+
+
+def _fullgrad_torch(inplace: bool):
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 1)
+            self.relu = nn.ReLU(inplace=inplace)
+            self.fc = nn.Linear(2, 1, bias=False)
+
+        def forward(self, x):
+            return self.fc(self.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    net = Net().eval()
+    with torch.no_grad():
+        net.conv.weight.copy_(torch.tensor([2.0, -1.0]).reshape(2, 1, 1, 1))
+        net.conv.bias.copy_(torch.tensor([0.5, 1.5]))
+        net.fc.weight.copy_(torch.tensor([[3.0, 1.0]]))
+    return net
+
+
+def _fullgrad_keras():
+    L = keras.layers
+    inp = keras.Input((1, 2, 1))
+    f = L.Conv2D(2, 1, activation="relu", name="conv")(inp)  # the ReLU fused in the layer
+    out = L.Dense(1, use_bias=False, name="fc")(L.GlobalAveragePooling2D()(f))
+    model = keras.Model(inp, out)
+    model.get_layer("conv").set_weights([np.array([2.0, -1.0], np.float32).reshape(1, 1, 1, 2),
+                                         np.array([0.5, 1.5], np.float32)])
+    model.get_layer("fc").set_weights([np.array([[3.0], [1.0]], np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("convention", ["paper", "pytorch-grad-cam"])
+def test_fullgrad_golden_in_both_frameworks(convention):
+    c, eps = (0.75, 1e-6) if convention == "paper" else (0.75, 1e-7)
+    bias = [c / (c + eps), 0.0]
+    extra = [c / (c + eps), c / (c + eps)] if convention == "paper" else [0.0, 0.0]
+    inp = [1.5 / (1.5 + eps), 0.0]
+    ref = np.array([[[bias[0] + extra[0] + inp[0], bias[1] + extra[1] + inp[1]]]])
+    opts = {"method_options": {"convention": convention}}
+    got = [ta.explain(_fullgrad_torch(inplace), XF, method="fullgrad", targets=0, **opts)
+           for inplace in (False, True)]
+    got.append(ka.explain(_fullgrad_keras(), XF.transpose(0, 2, 3, 1), method="FullGrad",
+                          targets=0, **opts))
+    for e in got:
+        np.testing.assert_allclose(e.raw, ref, rtol=1e-6)
+        assert e.method == "fullgrad" and len(e.layers) == 1
+    assert got[0].layers == ("conv",) and got[2].layers == ("conv",)
+
+
+def test_fullgrad_refuses_a_layer_and_a_model_without_biases():
+    with pytest.raises(ValueError, match="leave `layer` out"):
+        ta.explain(_fullgrad_torch(False), XF, method="fullgrad", layer="conv")
+    with pytest.raises(ValueError, match="leave `layer` out"):
+        ka.explain(_fullgrad_keras(), XF.transpose(0, 2, 3, 1), method="fullgrad", layer="conv")
+    from tests.adapters.test_methods_more_equivalence import X, _torch_model
+
+    with pytest.raises(ValueError, match="needs layers with a bias"):
+        ta.explain(_torch_model(), X, method="fullgrad")
+    from cam_core.explain import raw_maps
+
+    (cap,) = ta.capture(_fullgrad_torch(False), XF, layer="conv")
+    with pytest.raises(ValueError, match="every bias layer"):
+        raw_maps("fullgrad", cap)
+
+
+def test_fullgrad_folds_batch_norms_and_matches_its_definition():
+    tm, _ = _pair(5)
+    x = _x(2, seed=5)
+    e = ta.explain(tm, x, method="fullgrad", targets=[2, 6])
+    with ta.TorchSession(tm, x, targets=[2, 6]) as s:
+        t = s.bias_gradients()
+    bns = [mod for name, mod in tm.named_modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert t.layers == tuple(name for name, mod in tm.named_modules()
+                             if isinstance(mod, torch.nn.BatchNorm2d))
+    for b, bn in zip(t.biases, bns):
+        folded = (bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps))
+        np.testing.assert_allclose(b, folded.detach().numpy(), rtol=1e-6)
+    # the definition, in float64 by loops over layers
+    def psi(v):
+        v = np.abs(v.astype(np.float64))
+        v = v - v.min(axis=(1, 2, 3), keepdims=True)
+        return v / (v.max(axis=(1, 2, 3), keepdims=True) + 1e-6)
+
+    ref = psi(t.input_gradients * t.inputs).sum(1)
+    for g, b in zip(t.gradients, t.biases):
+        ref += cam_core.upsample(psi(g * b[None, :, None, None]).sum(1), 64)
+    np.testing.assert_allclose(e.raw, ref, rtol=1e-5)
+    np.testing.assert_allclose(e.maps, cam_core.normalize(ref), atol=1e-6)
+
+
+def test_fullgrad_torch_and_keras_agree_on_resnet50():
+    torch.manual_seed(1)
+    tm = randomize_bn(mt.resnet50(1000), 1).eval()
+    km = torch_to_keras(tm, mk.resnet50(1000))
+    x = _x(2, seed=6)
+    t = ta.explain(tm, x, method="fullgrad", targets=[1, 999])
+    k = ka.explain(km, x.transpose(0, 2, 3, 1), method="fullgrad", targets=[1, 999])
+    assert len(t.layers) == len(k.layers) == 53  # every batch norm (the convolutions have none)
+    np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["fullgrad", "shapleycam", "refinecam"])
+def test_the_device_core_gives_the_numpy_maps(method):
+    # core="device" runs the core on the torch tensors where they are (here the CPU)
+    tm, _ = _pair(7)
+    x = _x(2, seed=7)
+    layer = None if method == "fullgrad" else LAYERS_T
+    kw = {"targets": ta.rest_target([3, 4]) if method == "shapleycam" else [3, 4]}
+    host = ta.explain(tm, x, method=method, layer=layer, **kw)
+    dev = ta.explain(tm, x, method=method, layer=layer, core="device", maps_on_device=True, **kw)
+    assert isinstance(dev.maps, torch.Tensor)
+    np.testing.assert_allclose(dev.maps.numpy(), host.maps, atol=1e-5)

@@ -11,6 +11,7 @@ import pytest
 
 from cam_core.explain import (
     METHODS,
+    BiasGradients,
     Capture,
     Explanation,
     MethodSpec,
@@ -73,6 +74,7 @@ def test_unknown_method_lists_the_names():
         "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
         "randomcam", "finercam", "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam",
+        "fullgrad",
     }
 
 
@@ -116,6 +118,12 @@ class FakeSession:
         return [Capture(self.a, self.logits, self.targets, scores, grads, self.w, "input",
                         hvp=second)]
 
+    def bias_gradients(self):
+        # the model has no bias layer before A (its input): FullGrad's input term alone
+        (cap,) = self.capture(gradients=True)
+        return BiasGradients(self.a, cap.gradients, (), (), (), self.logits, self.targets,
+                             cap.scores)
+
     def score_masked(self, index, masks):
         # A stand-in model on the masked input: the target weight times the mask's mean.
         self.calls["masked"] += 1
@@ -146,7 +154,8 @@ def test_every_method_gives_maps_in_unit_range_at_the_input_size(session, method
     assert exp.maps.min() >= 0.0 and exp.maps.max() <= 1.0
     assert exp.raw.shape == (3, 5, 5)
     np.testing.assert_array_equal(exp.targets, session.targets)
-    assert exp.layers == ("input",) and exp.method == method
+    # FullGrad's layers are the bias layers (the fake model has none), the others' the target
+    assert exp.layers == (() if method == "fullgrad" else ("input",)) and exp.method == method
 
 
 def test_gradcam_is_relu_cam_over_hw_on_a_gap_linear_head(session):

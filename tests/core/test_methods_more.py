@@ -351,3 +351,36 @@ def test_shapleycam_by_hand_and_its_checks():
     bad[1, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="hvp"):
         m.shapleycam(a, g, bad)
+
+
+def test_fullgrad_by_loops_and_its_checks():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 8, 8))
+    gx = rng.standard_normal((2, 3, 8, 8))
+    gs = [rng.standard_normal((2, 4, 4, 4)), rng.standard_normal((2, 5, 8, 8))]
+    bs = [rng.standard_normal(4), rng.standard_normal(5)]
+    for conv, axes, eps in (("paper", (1, 2, 3), 1e-6), ("pytorch-grad-cam", (2, 3), 1e-7)):
+        def psi(v, axes=axes, eps=eps):
+            v = np.abs(v)
+            v = v - v.min(axis=axes, keepdims=True)
+            return v / (v.max(axis=axes, keepdims=True) + eps)
+
+        ref = psi(gx * x).sum(1)
+        for g, b in zip(gs, bs):
+            ref = ref + upsample(psi(g * b[None, :, None, None]).sum(1), (8, 8))
+        np.testing.assert_allclose(m.fullgrad(x, gx, gs, bs, convention=conv), ref, rtol=1e-12)
+    # no bias layers: the input term alone
+    np.testing.assert_allclose(m.fullgrad(x, gx, [], []), m.fullgrad(x, gx, gs[:0], bs[:0]))
+    assert m.fullgrad(x.astype(np.float32), gx.astype(np.float32), gs, bs).dtype == np.float32
+    with pytest.raises(ValueError, match="convention"):
+        m.fullgrad(x, gx, gs, bs, convention="torch-cam")
+    with pytest.raises(ValueError, match="one entry per layer"):
+        m.fullgrad(x, gx, gs, bs[:1])
+    with pytest.raises(ValueError, match=r"`biases\[1\]` must have one value per channel"):
+        m.fullgrad(x, gx, gs, [bs[0], bs[0]])
+    with pytest.raises(ValueError, match="`input_gradients` must have the shape"):
+        m.fullgrad(x, gx[:, :2], gs, bs)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        m.fullgrad(x, gx, [gs[0][:1], gs[1]], bs)
+    with pytest.raises(TypeError, match="sequence"):
+        m.fullgrad(x, gx, 5, bs)
