@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FAST_METHODS", "FIXED_TAUS", "NEW_FAST_METHODS", "NEW_SLOW_METHODS", "SLOW_METHODS",
-           "WSOL_SIZE", "BoxStats", "map_correlation", "plot_boxacc", "wsol_maps"]
+__all__ = ["FAST_METHODS", "FIXED_TAUS", "NEW_FAST_METHODS", "NEW_SLOW_METHODS", "OWN_PASS_METHODS",
+           "SLOW_METHODS", "WSOL_SIZE", "BoxStats", "map_correlation", "plot_boxacc", "targets_for",
+           "wsol_maps"]
 
 # issue 15 added NEW_*: the methods from pytorch-grad-cam and torch-cam (SS-CAM, IS-CAM: slow)
 FAST_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
@@ -23,6 +24,19 @@ NEW_FAST_METHODS = ("gradcamelementwise", "eigengradcam", "kpcacam", "fem", "ran
 
 
 NEW_SLOW_METHODS = ("sscam", "iscam", "smoothgradcam++")
+
+
+# fast, but each needs a pass of its own: RefineCAM (several layers multiplied), ShapleyCAM (a
+# second backward pass; the ReST score of the class), FullGrad (every bias layer and the input)
+OWN_PASS_METHODS = ("refinecam", "shapleycam", "fullgrad")
+
+
+def targets_for(adapter, method: str, labels) -> object:
+    """The ``targets`` of the true classes ``labels`` for ``method``: ShapleyCAM's paper explains
+    the ReST score (``adapter.rest_target``; for a logit after a linear head ShapleyCAM is
+    Grad-CAM), every other method the logits."""
+    labels = [int(v) for v in labels]
+    return adapter.rest_target(labels) if method == "shapleycam" else labels
 
 
 WSOL_SIZE = 224

@@ -37,10 +37,12 @@ from benchmarks._scoring import (
     FAST_METHODS,
     NEW_FAST_METHODS,
     NEW_SLOW_METHODS,
+    OWN_PASS_METHODS,
     SLOW_METHODS,
     WSOL_SIZE,
     BoxStats,
     plot_boxacc,
+    targets_for,
     wsol_maps,
 )
 
@@ -72,16 +74,29 @@ class _Model:
             from cam_core.adapters import keras as adapter
         self.adapter = adapter
 
+    def layer_for(self, method: str):
+        """The layer(s) ``method`` explains: none for FullGrad (every bias layer), the layer
+        before the explained one and it for RefineCAM, else the explained layer."""
+        if method == "fullgrad":
+            return None
+        if method == "refinecam":
+            sep = "." if self.fw == "torch" else "/"
+            earlier = {"features": f"features{sep}block3", "layer4": "layer3"}[self.t.layer]
+            return [earlier, self.t.layer]
+        return self.t.layer
+
     def explain(self, images, labels, method, *, batch):
-        """Maps (N, H, W) and raw maps (N, h, w) of ``method`` for the true classes."""
+        """Maps (N, H, W) and raw maps (N, h, w) of ``method`` for the true classes (RefineCAM's
+        fused maps stand for its raw maps: it has one per layer)."""
         maps, raws = [], []
         for i in range(0, len(images), batch):
             x = self.t.prepare(images[i:i + batch])
-            e = self.adapter.explain(self.t.model, x, method=method, layer=self.t.layer,
-                                     targets=labels[i:i + batch].tolist(), batch_size=128,
-                                     progress=False)
+            e = self.adapter.explain(self.t.model, x, method=method, layer=self.layer_for(method),
+                                     targets=targets_for(self.adapter, method,
+                                                         labels[i:i + batch]),
+                                     batch_size=128, progress=False)
             maps.append(e.maps)
-            raws.append(e.raw)
+            raws.append(e.maps if isinstance(e.raw, tuple) else e.raw)
         return np.concatenate(maps), np.concatenate(raws)
 
     def probs(self, x) -> np.ndarray:
@@ -189,8 +204,9 @@ def _randomisation(model: _Model, images, labels, methods, sizes) -> dict:
         slow = method in SLOW_METHODS + NEW_SLOW_METHODS
         n = min(N_RANDOMISATION, sizes["n_slow"] if slow else sizes["n_faith"], len(labels))
         x = model.t.prepare(images[:n])
-        kw = dict(method=method, layer=model.t.layer, targets=labels[:n].tolist(),
-                  batch_size=128, progress=False)
+        kw = dict(method=method, layer=model.layer_for(method),
+                  targets=targets_for(model.adapter, method, labels[:n]), batch_size=128,
+                  progress=False)
         ref = model.adapter.explain(model.t.model, x, **kw).maps
         row = {"images": n}
         for name, rc in copies.items():
@@ -290,7 +306,7 @@ def _evaluate_framework(fw, cfg, sizes, test, progress, out_dir) -> dict:
            "faithfulness": {}, "seconds": {}}
     gallery_idx = list(range(min(4, n_slow)))
     maps_for_gallery = {}
-    methods = FAST_METHODS + NEW_FAST_METHODS + SLOW_METHODS + NEW_SLOW_METHODS
+    methods = FAST_METHODS + NEW_FAST_METHODS + OWN_PASS_METHODS + SLOW_METHODS + NEW_SLOW_METHODS
     bar = progress_bar(methods, enabled=progress, desc=f"localise {fw}", unit="method")
     for method in bar:
         t0 = time.perf_counter()

@@ -14,7 +14,8 @@ reported apart; then ``warmup`` discarded rounds; medians of the rest).
   draws (35 samples, std 2): a correlation below 1 is expected; the noise-free limit is checked
   in ``tests/test_peer_parity_more.py``.
 - pytorch-grad-cam (when it imports; it needs torchvision): Grad-CAM element-wise, Eigen-Grad-CAM
-  (its SVD sign, so the correlation is taken up to the sign), FEM, KPCA-CAM.
+  (its SVD sign, so the correlation is taken up to the sign), FEM, KPCA-CAM, and RefineCAM,
+  ShapleyCAM and FullGrad in its conventions (see :func:`_pgc_own_pass`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,60 @@ def _rows_for(torch, label, model, layer, x, contenders, warmup, repeats):
     return rows
 
 
+# pytorch-grad-cam explains Lite0 at the last batch norm, not at `_swish`: Lite0 calls its
+# top-level `_swish` twice (after the stem and after the head), pytorch-grad-cam records every
+# call of a target module and pairs the stem's activations with the head's gradients.
+_PGC_LAYER = "_bn1"
+_PGC_NOTE = ("pytorch-grad-cam rows at `_bn1` (7 x 7, before the last ReLU6), ours there too: "
+             "EfficientNet-Lite0 calls its top-level `_swish` twice (after the stem and after "
+             "the head) and pytorch-grad-cam records both calls of a target module, pairing the "
+             "stem's activations with the head's gradients (correlations near 0 at `_swish`); "
+             "cam_core and torch-cam take the last call")
+# RefineCAM's layers for the comparison: block 10 (14 x 14) and the last batch norm
+_REFINE_LAYERS = ("_blocks.10", _PGC_LAYER)
+
+
+def _pgc_own_pass(torch, pgc, ta, model, x, targets, contenders) -> None:
+    """pytorch-grad-cam's RefineCAM, ShapleyCAM and FullGrad beside ours, in its conventions:
+    RefineCAM on Grad-CAM++ with its ``eps = 1e-6``; ShapleyCAM for the ReST score, the peer
+    called image by image (its ``ClassifierOutputReST`` subtracts the batch's mean
+    cross-entropy, the image's own for a batch of one); FullGrad with our
+    ``convention="pytorch-grad-cam"`` (each channel rescaled on its own)."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
+
+    modules = dict(model.named_modules())
+    if hasattr(pgc, "RefineCAM"):
+        def pgc_refine():
+            cam = pgc.RefineCAM(model, [modules[n] for n in _REFINE_LAYERS])
+            return cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+
+        contenders["refinecam"] = (
+            lambda: ta.explain(model, x, method="refinecam", layer=list(_REFINE_LAYERS),
+                               targets=targets, method_options={"eps": 1e-6}).maps,
+            {"pytorch-grad-cam RefineCAM": (pgc_refine, False)})
+    if hasattr(pgc, "ShapleyCAM"):
+        def pgc_shapley():
+            out = []
+            for i, t in enumerate(targets):
+                with pgc.ShapleyCAM(model=model, target_layers=[modules[_PGC_LAYER]]) as cam:
+                    out.append(cam(input_tensor=x[i:i + 1], targets=[ClassifierOutputReST(t)]))
+            return np.concatenate(out)
+
+        contenders["shapleycam"] = (
+            lambda: ta.explain(model, x, method="shapleycam", layer=_PGC_LAYER,
+                               targets=ta.rest_target(targets)).maps,
+            {"pytorch-grad-cam ShapleyCAM (ReST, one image per call)": (pgc_shapley, False)})
+    if hasattr(pgc, "FullGrad"):
+        def pgc_fullgrad():
+            with pgc.FullGrad(model=model, target_layers=[]) as cam:
+                return cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+
+        contenders["fullgrad"] = (
+            lambda: ta.explain(model, x, method="fullgrad", targets=targets,
+                               method_options={"convention": "pytorch-grad-cam"}).maps,
+            {"pytorch-grad-cam FullGrad": (pgc_fullgrad, False)})
+
+
 def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
     """Correlation and time of our new methods against torch-cam / pytorch-grad-cam."""
     try:
@@ -146,8 +201,8 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
         with torch.inference_mode():
             targets = model(x).argmax(1).tolist()
 
-        def ours(method, **kw):
-            return lambda: ta.explain(model, x, method=method, layer=layer, targets=targets,
+        def ours(method, at=layer, **kw):
+            return lambda: ta.explain(model, x, method=method, layer=at, targets=targets,
                                       **kw).maps
 
         contenders = {}
@@ -159,7 +214,8 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
                 return maps
             contenders["finercam"] = (ours("finercam"), {"torchcam FinerCAM": (tc_finer, False)})
         if pgc is not None:
-            module = dict(model.named_modules())[layer]
+            module = dict(model.named_modules())[_PGC_LAYER]
+            notes.append(_PGC_NOTE)
 
             def pgc_fn(cls):
                 def f():
@@ -170,10 +226,14 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
 
             for method, cls, sign in (("gradcamelementwise", "GradCAMElementWise", False),
                                       ("eigengradcam", "EigenGradCAM", True),
-                                      ("fem", "FEM", False), ("kpcacam", "KPCA_CAM", False)):
+                                      ("fem", "FEM", False), ("kpcacam", "KPCA_CAM", True)):
                 if hasattr(pgc, cls):
-                    contenders.setdefault(method, (ours(method), {}))[1][
+                    kw = {"method_options": {"convention": "pytorch-grad-cam"}} if (
+                        method == "fem") else {}  # its FEM weights A by the masks' means
+                    contenders.setdefault(method, (ours(method, _PGC_LAYER, **kw), {}))[1][
                         f"pytorch-grad-cam {cls}"] = (pgc_fn(getattr(pgc, cls)), sign)
+        if pgc is not None:
+            _pgc_own_pass(torch, pgc, ta, model, x, targets, contenders)
         rows += _rows_for(torch, f"EfficientNet-Lite0 ({source})", model, layer, x, contenders,
                           warmup, repeats)
 
@@ -236,7 +296,8 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
         f"Machine: CPU {env['machine']['cpu']}, {threads} torch threads. Medians of {repeats} "
         f"timed rounds after {warmup} warm-up (round 0, the cold call, apart), contenders "
         f"interleaved. Correlation: Pearson per image of the maps at the input size, mean over "
-        f"the batch (Eigen-Grad-CAM: its absolute value, pytorch-grad-cam keeps the SVD's sign).",
+        f"the batch (Eigen-Grad-CAM and KPCA-CAM: its absolute value, pytorch-grad-cam keeps "
+        f"the sign its SVD or KernelPCA returns).",
         "",
         table,
     ] + [f"\n{n}." for n in notes]

@@ -37,10 +37,12 @@ from benchmarks._common import (
 from benchmarks._scoring import (
     FAST_METHODS,
     NEW_FAST_METHODS,
+    OWN_PASS_METHODS,
     SLOW_METHODS,
     WSOL_SIZE,
     BoxStats,
     plot_boxacc,
+    targets_for,
     wsol_maps,
 )
 
@@ -48,6 +50,8 @@ __all__ = ["run"]
 
 EXPECTED_TOP1 = 81.5  # the data's README: EfficientNet-Lite0, (x - 127) / 128 at 224x224
 RSS_MARKS = (100, 1000)
+# RefineCAM's layers: the output of block 10 (14 x 14, 112 channels) and the last feature map
+REFINE_LAYERS = ("_blocks.10", "_swish")
 _SIZES = {
     # images per batch; images for Score-CAM and Ablation-CAM; images in all (None: every one).
     # On 2 CPU cores Score-CAM costs 37-45 s per image (1,280 forward passes); Ablation-CAM
@@ -92,7 +96,7 @@ def _fast_pass(model, dataset, sizes, progress) -> dict:
     from cam_core.explain import METHODS, display_maps, raw_maps, session_targets
 
     methods = FAST_METHODS + NEW_FAST_METHODS
-    stats = {m: BoxStats() for m in methods}
+    stats = {m: BoxStats() for m in methods + OWN_PASS_METHODS}
     correct_total, seen, rss = 0, 0, {}
     t0 = time.perf_counter()
     bar = progress_bar(total=len(dataset), enabled=progress, desc="real: images", unit="img")
@@ -114,6 +118,9 @@ def _fast_pass(model, dataset, sizes, progress) -> dict:
                 relu = METHODS[method].relu
                 maps = display_maps(raw, relu=relu, size=WSOL_SIZE)
                 stats[method].update(maps, batch.boxes, wsol_maps(raw, relu), wsol_gt, correct)
+            for method in OWN_PASS_METHODS:
+                maps, wsol = _own_pass(adapter, model, x, batch.labels.tolist(), method)
+                stats[method].update(maps, batch.boxes, wsol, wsol_gt, correct)
             before = seen
             seen += len(batch.labels)
             for mark in RSS_MARKS:
@@ -132,6 +139,19 @@ def _fast_pass(model, dataset, sizes, progress) -> dict:
         "seconds": round(seconds, 1),
         "seconds_per_100_images": round(100 * seconds / seen, 2),
     }
+
+
+def _own_pass(adapter, model, x, labels, method: str):
+    """The maps of a method with a pass of its own, and what the WSOL reference is fed: the
+    raw map of ShapleyCAM's one layer (the ReST score of the class, the paper's), the fused
+    224 x 224 map of RefineCAM's two layers, FullGrad's raw map (already at 224 x 224)."""
+    from cam_core.explain import METHODS
+
+    if method == "refinecam":
+        e = adapter.explain(model, x, method=method, layer=list(REFINE_LAYERS), targets=labels)
+        return e.maps, wsol_maps(e.maps, False)
+    e = adapter.explain(model, x, method=method, targets=targets_for(adapter, method, labels))
+    return e.maps, wsol_maps(np.asarray(e.raw), METHODS[method].relu)
 
 
 def _slow_pass(model, dataset, method: str, n: int, sizes, progress) -> dict:
@@ -182,9 +202,11 @@ def _markdown(res: dict, sizes: dict) -> str:
         f"{fast['images']} images from `{res['data']}`, 224x224 (Pillow bilinear), "
         f"(pixel - 127) / 128. **Top-1 accuracy {fast['top1']:.1f}%** (expected "
         f"{EXPECTED_TOP1} +- 0.5). Maps for the true class at the last feature map "
-        f"({res['layer']}). `wsol`: the reference protocol (bicubic to 224, ground truth scaled "
-        f"with truncation, inclusive-corner IoU); `native`: the bilinear maps against half-open "
-        f"boxes. {slow}",
+        f"({res['layer']}); RefineCAM at {' x '.join(REFINE_LAYERS)}, ShapleyCAM for the "
+        f"ReST score of the class (for its logit it is Grad-CAM here: the head is linear), "
+        f"FullGrad at every batch norm and the input. `wsol`: the reference protocol (bicubic "
+        f"to 224, ground truth scaled with truncation, inclusive-corner IoU); `native`: the "
+        f"bilinear maps against half-open boxes. {slow}",
         "",
         md_table(["method", "images", "MaxBoxAcc wsol", "MaxBoxAccV2 wsol", "MaxBoxAcc native",
                   "MaxBoxAccV2 native", "top-1 loc @20%", "GT-known loc @20%",

@@ -92,6 +92,7 @@ __all__ = [
 _LAYER_SHAPE = ("N", "K", "h", "w")
 EIGENCAM_SIGNS = ("correlation", "svd")
 FULLGRAD_CONVENTIONS = ("paper", "pytorch-grad-cam")
+FEM_CONVENTIONS = ("paper", "pytorch-grad-cam")
 
 # A progress bar is shown by default (progress=None) from this many chunks on, on a terminal.
 
@@ -873,20 +874,24 @@ def kpcacam(
     return xp.astype(xp.reshape(proj, (n, h, w)), a.dtype, copy=False)
 
 
-def fem(activations, /, *, k: float = 2.0):
+def fem(activations, /, *, k: float = 2.0, convention: str = "paper"):
     """FEM: channels' strong responses, kept as binary masks weighted by the channel means.
 
     Fuad et al., "Features Understanding in 3D CNNs for Actions Recognition in Video", IPTA 2020
     (the Feature Explanation Method): per channel, ``B_k = [A_k > mu_k + k sigma_k]`` with
     ``mu_k`` and ``sigma_k`` the mean and (population) standard deviation of ``A_k`` over
-    positions; ``w_k = mu_k``; ``M = sum_k w_k B_k``. No gradient and no class are used
-    (pytorch-grad-cam's ``FEM``, ``k = 2``).
+    positions; ``w_k = mu_k``; ``M = sum_k w_k B_k``. No gradient and no class are used.
+
+    pytorch-grad-cam 1.5.7's ``FEM`` (``k = 2``) computes another map from the same masks: the
+    activations weighted by the *fraction* of each channel's positions that pass,
+    ``M = sum_k mean_ij(B_k) A_k`` (``convention="pytorch-grad-cam"``).
 
     Parameters
     ----------
     activations : array_like, shape (N, K, h, w)
     k : float
         How many standard deviations above the mean a response must be.
+    convention : {"paper", "pytorch-grad-cam"}
 
     Returns
     -------
@@ -897,6 +902,8 @@ def fem(activations, /, *, k: float = 2.0):
         raise TypeError(f"`k` must be a real number; got {type(k).__name__}")
     if not math.isfinite(k):
         raise ValueError(f"`k` must be finite; got {k}")
+    if not isinstance(convention, str) or convention not in FEM_CONVENTIONS:
+        raise ValueError(f"`convention` must be one of {list(FEM_CONVENTIONS)}; got {convention!r}")
     a = _activations(activations)
     xp = array_namespace(a)
     f64 = _acc(xp, a)
@@ -904,7 +911,10 @@ def fem(activations, /, *, k: float = 2.0):
     mu = xp.mean(a64, axis=(2, 3), keepdims=True)
     sigma = xp.sqrt(xp.mean((a64 - mu) ** 2, axis=(2, 3), keepdims=True))
     mask = xp.astype(a64 > mu + float(k) * sigma, f64)
-    return xp.astype(xp.sum(mu * mask, axis=1), a.dtype, copy=False)
+    if convention == "paper":
+        return xp.astype(xp.sum(mu * mask, axis=1), a.dtype, copy=False)
+    return xp.astype(xp.sum(xp.mean(mask, axis=(2, 3), keepdims=True) * a64, axis=1), a.dtype,
+                     copy=False)
 
 
 def random_weights(k: int, /, *, seed: int = 0) -> np.ndarray:

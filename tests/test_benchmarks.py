@@ -274,7 +274,7 @@ def test_train_and_localise_stages_smoke(tmp_path):
     assert "keras" not in train
     torch_loc = loc["frameworks"]["torch"]
     new = {"gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomcam", "finercam",
-           "sscam", "iscam", "smoothgradcam++"}  # issue 15
+           "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam", "fullgrad"}  # issue 15
     assert set(torch_loc["boxes"]) == {"cam", "gradcam", "gradcam++", "xgradcam", "layercam",
                                        "hirescam", "eigencam", "scorecam", "ablationcam"} | new
     assert torch_loc["boxes"]["cam"]["images"] == 16
@@ -317,7 +317,8 @@ def test_real_stage_on_a_few_imagenet_images(tmp_path, imagenet_dir, monkeypatch
     assert set(fig["fast"]["boxes"]) == {"cam", "gradcam", "gradcam++", "xgradcam", "layercam",
                                          "hirescam", "eigencam", "gradcamelementwise",
                                          "eigengradcam", "kpcacam", "fem", "randomcam",
-                                         "finercam"}  # the last six: issue 15
+                                         "finercam", "refinecam", "shapleycam",
+                                         "fullgrad"}  # the last nine: issue 15
     assert fig["slow"]["ablationcam"]["images"] == 2
     for b in [*fig["fast"]["boxes"].values(), fig["slow"]["ablationcam"]]:
         for protocol in ("wsol", "native"):

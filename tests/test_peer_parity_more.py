@@ -4,9 +4,12 @@
   one step later than the paper's), Finer-CAM on Grad-CAM (the same contrastive score, gamma 0.6,
   three references), SS-CAM only in its noise-free limit (its noise comes from torch's generator,
   ours from NumPy's, so single runs cannot agree).
-- pytorch-grad-cam (skipped when absent: it needs torchvision): Grad-CAM element-wise, FEM and
-  Eigen-Grad-CAM (the SVD's sign per image, then a ReLU) under its display (ReLU, then
-  ``x - min`` divided by ``1e-7 + max``).
+- pytorch-grad-cam (skipped when absent: it needs torchvision, which has no CPU build on the
+  development machine; run there with grad-cam 1.5.7 and a stand-in ``torchvision`` package on
+  ``PYTHONPATH``, as for issue 15): Grad-CAM element-wise, FEM (``convention=
+  "pytorch-grad-cam"``: its map weights the activations by the masks' means) and Eigen-Grad-CAM
+  (the SVD's sign per image, then a ReLU) under its display (ReLU, then ``x - min`` divided by
+  ``1e-7 + max``); RefineCAM, ShapleyCAM (ReST) and FullGrad (its rescaling convention).
 
 The model is tests/test_peer_parity.py's: a stride-1 convolution at the input's resolution, so
 no resizing enters the comparison.
@@ -97,9 +100,44 @@ def test_pytorch_grad_cam_new_methods_under_its_conventions():
             return extractor(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in TARGETS])
 
     close(peer(pgc.GradCAMElementWise), peer_display(m.gradcam_elementwise(a, g)), tol=1e-4)
-    close(peer(pgc.FEM), peer_display(m.fem(a)), tol=1e-4)
+    close(peer(pgc.FEM), peer_display(m.fem(a, convention="pytorch-grad-cam")), tol=1e-4)
+    assert np.abs(peer(pgc.FEM) - peer_display(m.fem(a))).max() > 0.1  # not the paper's map
     got = peer(pgc.EigenGradCAM)
     proj = m.eigengradcam(a, g)
     for n in range(len(a)):
         options = [peer_display(s * proj[n : n + 1])[0] for s in (1.0, -1.0)]
         assert min(np.abs(got[n] - o).max() for o in options) < 1e-4
+
+
+def test_pytorch_grad_cam_refinecam_shapleycam_fullgrad():
+    """RefineCAM (Grad-CAM++ with its eps = 1e-6 at two layers, multiplied), ShapleyCAM for the
+    ReST score (one image per call: its ReST subtracts the batch's mean cross-entropy) and
+    FullGrad with ``convention="pytorch-grad-cam"``: the same maps."""
+    torch, model, x, cap = _setup()
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
+
+    from cam_core.adapters import torch as ta
+
+    targets = [ClassifierOutputTarget(t) for t in TARGETS]
+    ours = ta.explain(model, x, method="refinecam", layer=["conv", "act"], targets=TARGETS,
+                      method_options={"eps": 1e-6}).maps
+    peer = pgc.RefineCAM(model, [model.conv, model.act])(input_tensor=x, targets=targets)
+    close(peer, ours, tol=1e-4)
+
+    ours = ta.explain(model, x, method="shapleycam", layer="conv",
+                      targets=ta.rest_target(TARGETS)).maps
+    for n, t in enumerate(TARGETS):
+        with pgc.ShapleyCAM(model=model, target_layers=[model.conv]) as cam:
+            peer = cam(input_tensor=x[n:n + 1], targets=[ClassifierOutputReST(t)])
+        close(peer, ours[n:n + 1], tol=1e-4)
+    grad = ta.explain(model, x, method="gradcam", layer="conv", targets=ta.rest_target(TARGETS))
+    assert np.abs(grad.maps - ours).max() > 1e-2  # the Hessian term counts here
+
+    ours = ta.explain(model, x, method="fullgrad", targets=TARGETS,
+                      method_options={"convention": "pytorch-grad-cam"}).maps
+    with pgc.FullGrad(model=model, target_layers=[]) as cam:
+        peer = cam(input_tensor=x, targets=targets)
+    close(peer, ours, tol=1e-4)
+    paper = ta.explain(model, x, method="fullgrad", targets=TARGETS).maps
+    assert np.abs(paper - peer).max() > 1e-2  # the paper's rescaling is another map

@@ -384,3 +384,13 @@ def test_fullgrad_by_loops_and_its_checks():
         m.fullgrad(x, gx, [gs[0][:1], gs[1]], bs)
     with pytest.raises(TypeError, match="sequence"):
         m.fullgrad(x, gx, 5, bs)
+
+
+def test_fem_pytorch_grad_cam_convention_by_hand():
+    # one channel over 4 positions: mean 1, std sqrt(12); with k = 1 only the 7 passes
+    a = np.array([[[[-1.0, -1.0, -1.0, 7.0]]]])
+    np.testing.assert_allclose(m.fem(a, k=1), [[[0, 0, 0, 1.0]]])  # mu * B
+    np.testing.assert_allclose(m.fem(a, k=1, convention="pytorch-grad-cam"),
+                               [[[-0.25, -0.25, -0.25, 1.75]]])  # mean(B) * A = A / 4
+    with pytest.raises(ValueError, match="convention"):
+        m.fem(a, convention="torch-cam")
