@@ -79,6 +79,7 @@ __all__ = [
     "explain",
     "find_layer",
     "gap_classifier",
+    "guided_backprop",
     "inputs_from_nhwc",
     "randomized_copy",
     "rest_target",
@@ -760,6 +761,131 @@ def _bias_pass(g: _Graph, x, score_fn):
     return logits, scores, grads[0], [(i, gr) for (i, _), gr in zip(probes, grads[1:])]
 
 
+# ----------------------------------------------------------------- guided backpropagation
+
+
+def _guided_unit(op):
+    """``(fused, upper)`` for a step guided backpropagation changes, else None: a ``ReLU``
+    layer (``upper`` its ``max_value``), an ``Activation`` of relu / relu6, or a layer with
+    relu / relu6 fused (``fused``: it runs linear, then the guided unit)."""
+    uppers = {keras.activations.relu: None, keras.activations.relu6: 6.0}
+    if isinstance(op, keras.layers.ReLU):
+        if float(op.negative_slope) != 0.0 or float(op.threshold) != 0.0:
+            raise ValueError(
+                f"guided backpropagation is defined for plain ReLUs; layer {op.name!r} has "
+                f"negative_slope={op.negative_slope}, threshold={op.threshold}"
+            )
+        return False, None if op.max_value is None else float(op.max_value)
+    act = getattr(op, "activation", None)
+    if act in uppers:
+        return not isinstance(op, keras.layers.Activation), uppers[act]
+    return None
+
+
+def _guided_relu(z, upper):
+    """``min(max(z, 0), upper)`` whose backward passes ``g`` only where the unit was active and
+    ``g > 0``, in the backend's own custom-gradient mechanism."""
+    if _BACKEND == "tensorflow":
+        @tf.custom_gradient
+        def f(z):
+            y = tf.nn.relu(z) if upper is None else tf.clip_by_value(z, 0.0, upper)
+
+            def grad(g):
+                active = z > 0 if upper is None else (z > 0) & (z < upper)
+                return g * tf.cast(active & (g > 0), g.dtype)
+
+            return y, grad
+
+        return f(z)
+    if _BACKEND == "torch":
+        return _TorchGuided.apply(z, upper)
+    if _BACKEND == "jax":
+        return _jax_guided(z, upper)
+    raise ValueError(f"guided backpropagation needs gradients; the Keras backend {_BACKEND!r} "
+                     f"has none")  # pragma: no cover
+
+
+if _BACKEND == "torch":
+    class _TorchGuided(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z, upper):
+            active = z > 0 if upper is None else (z > 0) & (z < upper)
+            ctx.save_for_backward(active)
+            return z.clamp(min=0) if upper is None else z.clamp(0.0, upper)
+
+        @staticmethod
+        def backward(ctx, g):
+            (active,) = ctx.saved_tensors
+            return g * (active & (g > 0)), None
+
+elif _BACKEND == "jax":
+    import functools
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def _jax_guided(z, upper):
+        return jnp.maximum(z, 0) if upper is None else jnp.clip(z, 0, upper)
+
+    def _jax_guided_fwd(z, upper):
+        return _jax_guided(z, upper), z
+
+    def _jax_guided_bwd(upper, z, g):
+        active = z > 0 if upper is None else (z > 0) & (z < upper)
+        return (g * (active & (g > 0)),)
+
+    _jax_guided.defvjp(_jax_guided_fwd, _jax_guided_bwd)
+
+
+def _guided_pass(g: _Graph, x, score_fn):
+    """The model with every relu unit guided (:func:`_guided_unit`): ``(d scores / d x, scores,
+    logits)``."""
+    steps = sorted(_needed(g, [g.output]))
+    units = {}
+    for i in steps:
+        unit = _guided_unit(g.steps[i].op)
+        if unit is not None:
+            units[i] = unit
+    if not units:
+        raise ValueError(
+            "guided backpropagation changes the backward pass of the model's ReLUs (ReLU "
+            "layers, relu / relu6 activations); this model has none"
+        )
+    out_step = g.producer[g.output]
+
+    def step_fn(i, s, env):
+        if i not in units:
+            return None
+        fused, upper = units[i]
+        if fused:
+            z, _ = _pre_activation(s.op, s, env)
+        else:
+            (z,), _ = s.node.arguments.fill_in({k: env[v] for k, v in s.fill.items()})
+        return _guided_relu(z, upper)
+
+    def forward(x):
+        env = {g.input: x}
+        _run(g, steps, env, out_step, step_fn=step_fn)
+        return score_fn(env[g.output]), env[g.output]
+
+    if _BACKEND == "tensorflow":
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            scores, logits = forward(x)
+        gx = tape.gradient(scores, x)
+    elif _BACKEND == "torch":
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores, logits = forward(x)
+            (gx,) = torch.autograd.grad(scores.sum(), [x])
+        scores, logits = scores.detach(), logits.detach()
+    elif _BACKEND == "jax":
+        scores, vjp, logits = jax.vjp(forward, x, has_aux=True)
+        (gx,) = vjp(jnp.ones_like(scores))
+    else:  # pragma: no cover
+        raise ValueError(f"guided backpropagation needs gradients; the Keras backend "
+                         f"{_BACKEND!r} has none")
+    return gx, scores, logits
+
+
 # --------------------------------------------------------------------------- the session
 
 
@@ -1039,6 +1165,27 @@ class KerasSession:
             scores=_np(scores).reshape(self.n),
         )
 
+    def guided_gradients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Guided backpropagation (:func:`_guided_pass`): ``(d scores / d inputs`` in the inputs'
+        layout, float32 NumPy``, target classes, logits)``."""
+        spec = self._targets_spec
+        if callable(spec) and not hasattr(spec, "shape"):
+            score_fn, by_argmax, ids = self._score_fn(), None, None
+        else:
+            ids, by_argmax = self._pre_targets()
+            ids_t = keras.ops.convert_to_tensor(ids, "int32")
+
+            def score_fn(logits):
+                return keras.ops.max(logits, axis=1) if by_argmax else _select(logits, ids_t)
+
+        gx, _, logits = _guided_pass(self._g, self.x, score_fn)
+        logits_np = self._check_logits(logits)
+        if by_argmax is None:
+            target_ids = np.full(self.n, -1, dtype=np.int64)
+        else:
+            target_ids = resolve_targets(None if by_argmax else ids, logits_np)
+        return _np(gx).astype(np.float32), target_ids, logits_np
+
     def _for_core(self, t):
         """A layer-sized backend tensor as the core gets it: NumPy, or float32 on its device."""
         return _detached(keras.ops.cast(t, "float32")) if self.on_device else _np(t)
@@ -1280,6 +1427,14 @@ def rest_target(classes=None):
         return 2 * _select(logits, ids) - keras.ops.logsumexp(logits, axis=1)
 
     return rest
+
+
+def guided_backprop(model, inputs, *, targets=None) -> np.ndarray:
+    """Guided backpropagation of the target scores to the inputs, in the inputs' layout, float32
+    NumPy (see :meth:`KerasSession.guided_gradients`); ``targets`` as in :func:`explain`.
+    :func:`cam_core.explain.guided_gradcam` multiplies it by a CAM."""
+    with KerasSession(model, inputs, targets=targets, weights=False) as session:
+        return session.guided_gradients()[0]
 
 
 def randomized_copy(model, layers, /, *, seed: int = 0):

@@ -96,6 +96,7 @@ __all__ = [
     "explain",
     "find_layer",
     "gap_classifier",
+    "guided_backprop",
     "inputs_from_nhwc",
     "randomized_copy",
     "rest_target",
@@ -982,6 +983,39 @@ class TorchSession(_Prepared):
             scores=_to_numpy(scores),
         )
 
+    # ---- guided backpropagation
+
+    def guided_gradients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Guided backpropagation (Springenberg et al., ICLR 2015 workshop): the gradient of the
+        target score with respect to the input, where every ``nn.ReLU`` and ``nn.ReLU6`` passes
+        back only positive gradients, and only where its input was active. Returns
+        ``(gradients (N, C, H, W) float32, target classes, logits)``, NumPy.
+
+        Only modules are reached: a ``torch.nn.functional.relu`` call inside ``forward`` keeps
+        its plain gradient, and a model with no ReLU module is a ``ValueError``."""
+        self._check_state()
+        relus = [mod for mod in self.model.modules() if isinstance(mod, (nn.ReLU, nn.ReLU6))]
+        if not relus:
+            raise ValueError(
+                "guided backpropagation changes the backward pass of the model's nn.ReLU / "
+                "nn.ReLU6 modules; this model has none (functional relu calls cannot be reached)"
+            )
+
+        def hook(mod, args, out):
+            return _GuidedReLU.apply(out, 6.0 if isinstance(mod, nn.ReLU6) else None)
+
+        handles = [mod.register_forward_hook(hook) for mod in relus]
+        x = self.x.detach().requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                logits = self._check_logits(self.model(x))
+                scores, target_ids = self._scores(logits)
+                (gx,) = torch.autograd.grad(scores.sum(), [x])
+        finally:
+            for h in handles:
+                h.remove()
+        return _to_numpy(gx), target_ids, _to_numpy(logits)
+
     # ---- where the core computes
 
     def _for_core(self, t: torch.Tensor):
@@ -1138,6 +1172,24 @@ _CHANNELS_FIRST_KINDS = (
 
 
 _CHANNELS_FIRST_NAMES = frozenset(k.__name__ for k in _CHANNELS_FIRST_KINDS)
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """Identity on a ReLU's output; backward passes ``g`` where the unit was active (output > 0,
+    and below ``upper`` for ReLU6) and ``g > 0``: guided backpropagation's rule."""
+
+    @staticmethod
+    def forward(ctx, out, upper):
+        active = out > 0
+        if upper is not None:
+            active = active & (out < upper)
+        ctx.save_for_backward(active)
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        (active,) = ctx.saved_tensors
+        return g * (active & (g > 0)), None
 
 
 def _bias_of(mod: nn.Module) -> torch.Tensor | None:
@@ -1547,6 +1599,14 @@ def rest_target(classes=None) -> Callable[[torch.Tensor], torch.Tensor]:
         return 2 * z - torch.logsumexp(logits, dim=1)
 
     return rest
+
+
+def guided_backprop(model, inputs, *, targets=None) -> np.ndarray:
+    """Guided backpropagation of the target scores to the inputs: ``(N, C, H, W)`` float32
+    NumPy (see :meth:`TorchSession.guided_gradients`); ``targets`` as in :func:`explain`.
+    :func:`cam_core.explain.guided_gradcam` multiplies it by a CAM."""
+    with TorchSession(model, inputs, targets=targets, weights=False) as session:
+        return session.guided_gradients()[0]
 
 
 def randomized_copy(model, layers, /, *, seed: int = 0) -> nn.Module:

@@ -9,15 +9,17 @@ or, through the array API standard, a framework's tensors on their device (see
 
 **What is public, in one place.** The names in ``cam_core.__all__`` (below) are the library:
 explaining (``explain``, ``explain_session`` and the ``Session`` protocol an adapter implements,
-``Capture``, ``Explanation``, the method registry ``METHODS``/``MethodSpec``, ``raw_maps``,
-``display_maps``), the methods one function each, maps, resizing, thresholds, boxes, the
+``Capture``, ``BiasGradients``, ``Explanation``, ``explain_guided`` (Guided Grad-CAM), the
+method registry ``METHODS``/``MethodSpec``, ``raw_maps``, ``display_maps``), the methods one
+function each, maps, resizing, thresholds, boxes, the
 localisation metrics, faithfulness, data readers and the synthetic set, and pictures. Beyond
 them, three public modules: :mod:`cam_core.evaluate` (the evaluation engine,
 ``cam_core.evaluate.evaluate`` and ``merge``: kept a module of its own because its name is the
 function's), :mod:`cam_core.report` (the HTML report) and :mod:`cam_core.cli` (``cam-core``);
 and the adapters, ``cam_core.adapters.torch`` / ``.keras`` (each with ``explain``, its session,
-``gap_classifier``, ``randomized_copy``), ``.loading``, ``.transfer``, ``.equivalence`` and the
-model zoos. Modules and names with a leading underscore are private and may change.
+``gap_classifier``, ``randomized_copy``, ``guided_backprop``, ``rest_target``), ``.loading``,
+``.transfer``, ``.equivalence`` and the model zoos. Modules and names with a leading underscore
+are private and may change.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from cam_core.data import (
 )
 from cam_core.explain import (
     METHODS,
+    BiasGradients,
     Capture,
     ConstantMapWarning,
     Explanation,
@@ -56,6 +59,7 @@ from cam_core.explain import (
     Session,
     display_maps,
     explain,
+    explain_guided,
     explain_session,
     method_spec,
     raw_maps,
@@ -86,9 +90,11 @@ from cam_core.methods import (  # issue 15
     eigengradcam,
     fem,
     finer_weights,
+    fullgrad,
     gradcam,
     gradcam_elementwise,
     gradcam_pp,
+    guided_gradcam,
     hirescam,
     iscam,
     kpcacam,
@@ -96,6 +102,7 @@ from cam_core.methods import (  # issue 15
     randomcam,
     scorecam,
     scorecam_combine,
+    shapleycam,
     sscam,
     weighted_activations,
     xgradcam,
@@ -161,10 +168,15 @@ __all__ = [
     "eigencam",
     "eigengradcam",
     "explain",
+    "explain_guided",
     "explain_session",
     "Explanation",
     "fem",
     "finer_weights",
+    "fullgrad",
+    "guided_gradcam",
+    "shapleycam",
+    "BiasGradients",
     "FinerTarget",
     "FORMATS",
     "fuse",

@@ -71,6 +71,7 @@ from cam_core.resize import upsample as upsample_maps
 
 __all__ = [
     "METHODS",
+    "BiasGradients",
     "Capture",
     "ConstantMapWarning",
     "Explanation",
@@ -79,7 +80,10 @@ __all__ = [
     "check_method_options",
     "display_maps",
     "explain",
+    "explain_guided",
     "explain_session",
+    "method_fusion",
+    "method_layer",
     "method_spec",
     "raw_maps",
     "resolve_targets",
@@ -99,7 +103,13 @@ class MethodSpec:
     - ``perturbation="masked"``: ``function(activations, score_masked, input_size=,
       batch_size=, progress=)``; ``"ablated"``: ``function(activations, score_ablated, scores,
       batch_size=, progress=)``;
+    - ``second_order``: ``function(activations, gradients, hvp)`` with ``Capture.hvp`` (the
+      session's ``capture(gradients=True, hvp=True)``; ShapleyCAM);
+    - ``all_biases``: ``function(inputs, input_gradients, gradients, biases)`` from the
+      session's ``bias_gradients()`` (:class:`BiasGradients`; FullGrad), at the input's size;
     - otherwise ``function(activations)``.
+
+    ``fuse`` is a method's own fusion of layers (RefineCAM multiplies them).
     """
 
     name: str
@@ -855,6 +865,24 @@ def explain(
     if aug_smooth:
         return _aug_smoothed(adapter, model, inputs, spec, layer, targets, options)
     return adapter.explain(model, inputs, method=spec.name, layer=layer, targets=targets, **options)
+
+
+def explain_guided(model, inputs, *, method: str = "gradcam", layer=None, targets=None,
+                   **options) -> tuple:
+    """Guided Grad-CAM for a PyTorch or a Keras model: ``(guided Grad-CAM, explanation)``.
+
+    The explanation is :func:`explain`'s (``method``, ``layer``, ``targets`` and ``options`` as
+    there; Grad-CAM by default, the paper's); the guided backpropagation
+    (``adapter.guided_backprop``) is of the same classes; their product
+    (:func:`cam_core.methods.guided_gradcam`) has the inputs' shape and layout, NumPy.
+    """
+    e = explain(model, inputs, method=method, layer=layer, targets=targets, **options)
+    adapter = adapter_for(model)
+    classes = targets if callable(targets) and not hasattr(targets, "shape") else e.targets
+    guided = adapter.guided_backprop(model, inputs, targets=classes)
+    maps = to_numpy(e.maps)
+    first = tuple(guided.shape[2:]) == tuple(maps.shape[1:])
+    return m.guided_gradcam(guided, maps, channel_axis=1 if first else 3), e
 
 
 def _aug_smoothed(adapter, model, inputs, spec, layer, targets, options) -> Explanation:

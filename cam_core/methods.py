@@ -81,6 +81,7 @@ __all__ = [
     "fullgrad",
     "gradcam",
     "gradcam_pp",
+    "guided_gradcam",
     "hirescam",
     "layercam",
     "scorecam",
@@ -1452,3 +1453,55 @@ def fullgrad(inputs, input_gradients, gradients, biases, /, *, convention: str =
         summed = xp.astype(xp.sum(term, axis=1, dtype=acc), dtype, copy=False)
         total = total + xp.astype(upsample(summed, size, method="bilinear"), acc, copy=False)
     return xp.astype(total, dtype, copy=False)
+
+
+# ------------------------------------------------------------------------- Guided Grad-CAM
+
+
+def guided_gradcam(guided, maps, /, *, channel_axis: int | None = None):
+    """Guided Grad-CAM: guided backpropagation times a class activation map, pixel by pixel.
+
+    ``G_c = GB_c * L_c`` (Selvaraju et al., ICCV 2017, Section 3.1): ``GB_c`` the guided
+    backpropagation of the class score to the input (Springenberg et al., "Striving for
+    Simplicity: The All Convolutional Net", ICLR 2015 workshop; the adapters'
+    ``guided_backprop``), ``L_c`` the map upsampled to the input's size (any method's
+    ``Explanation.maps``; the paper's is Grad-CAM). Fine-grained and class-discriminative, for
+    looking at: not a localisation map (the package's metrics take ``maps``, not this).
+
+    Parameters
+    ----------
+    guided : array_like, shape (N, C, H, W) or (N, H, W, C)
+        Guided backpropagation, in the inputs' layout.
+    maps : array_like, shape (N, H, W)
+    channel_axis : {1, 3, -1} or None
+        Where ``guided``'s channels are; None finds the axis from the maps' ``(H, W)`` (a
+        ``ValueError`` when both readings fit, e.g. 3 channels on a 3 x 3 input).
+
+    Returns
+    -------
+    array, the shape of ``guided``
+    """
+    gb = as_float(guided, "guided", shape=("N", "a", "b", "c"))
+    mp = as_float(maps, "maps", shape=("N", "H", "W"), like=gb)
+    check_same_batch(guided=gb, maps=mp)
+    check_finite(gb, "guided")
+    check_finite(mp, "maps")
+    hw = tuple(mp.shape[1:])
+    first, last = tuple(gb.shape[2:]) == hw, tuple(gb.shape[1:3]) == hw
+    if channel_axis is None:
+        if first and last:
+            raise ValueError(
+                f"`guided` {tuple(gb.shape)} reads as channels-first and as channels-last "
+                f"against maps of {hw}; give `channel_axis`"
+            )
+        if not (first or last):
+            raise ValueError(f"`guided` {tuple(gb.shape)} has no (H, W) = {hw} of the maps")
+        channel_axis = 1 if first else 3
+    if channel_axis not in (1, 3, -1):
+        raise ValueError(f"`channel_axis` must be 1, 3 or -1; got {channel_axis!r}")
+    if (channel_axis == 1 and not first) or (channel_axis in (3, -1) and not last):
+        raise ValueError(f"`guided` {tuple(gb.shape)} does not have the maps' {hw} around "
+                         f"channel axis {channel_axis}")
+    xp = array_namespace(gb)
+    weight = mp[:, None, :, :] if channel_axis == 1 else mp[:, :, :, None]
+    return gb * xp.astype(weight, gb.dtype, copy=False)

@@ -115,9 +115,8 @@ def test_pytorch_grad_cam_refinecam_shapleycam_fullgrad():
     FullGrad with ``convention="pytorch-grad-cam"``: the same maps."""
     torch, model, x, cap = _setup()
     pgc = pytest.importorskip("pytorch_grad_cam")
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
-
     from cam_core.adapters import torch as ta
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
 
     targets = [ClassifierOutputTarget(t) for t in TARGETS]
     ours = ta.explain(model, x, method="refinecam", layer=["conv", "act"], targets=TARGETS,

@@ -459,6 +459,7 @@ _BACKEND_SCRIPT = textwrap.dedent(
     result["logits"] = c.logits.tolist()
     (h,) = ka.capture(model, x, layer="c1", targets=ka.rest_target([1, 2]), hvp=True)
     result["hvp"] = h.hvp.tolist()
+    result["guided"] = ka.guided_backprop(model, x, targets=[1, 2]).tolist()
     print("RESULT" + json.dumps(result))
     """
 )
@@ -486,7 +487,7 @@ def _same_maps(other: dict, backend: str) -> None:
     assert other["backend"] == backend
     ref = _run_backend("tensorflow")
     assert np.abs(np.array(ref["hvp"])).max() > 1e-3  # a second-order term to compare
-    for key in (*_BACKEND_METHODS, "callable_grad", "logits", "hvp"):
+    for key in (*_BACKEND_METHODS, "callable_grad", "logits", "hvp", "guided"):
         np.testing.assert_allclose(np.array(other[key]), np.array(ref[key]), atol=1e-5, err_msg=key)
 
 

@@ -283,3 +283,86 @@ def test_the_device_core_gives_the_numpy_maps(method):
     dev = ta.explain(tm, x, method=method, layer=layer, core="device", maps_on_device=True, **kw)
     assert isinstance(dev.maps, torch.Tensor)
     np.testing.assert_allclose(dev.maps.numpy(), host.maps, atol=1e-5)
+
+
+# ------------------------------------------------------------------ guided backpropagation
+# The FullGrad model with the classifier y = 3 m_0 - m_1: the gradient reaching the ReLU is
+# (1.5, -0.5) per position. Guided: channel 0 passes 1.5 where z_0 > 0 (position 0), channel 1
+# passes nothing (its gradient is negative): d y / d x = 2 (1.5, 0) = (3, 0). The plain gradient
+# is 2 (1.5, 0) - (-0.5, -0.5) = (3.5, 0.5).
+
+
+def _guided_torch(inplace, relu6=False):
+    net = _fullgrad_torch(inplace)
+    if relu6:
+        net.relu = torch.nn.ReLU6()
+    with torch.no_grad():
+        net.fc.weight.copy_(torch.tensor([[3.0, -1.0]]))
+    return net
+
+
+def _guided_keras(fused: bool):
+    L = keras.layers
+    inp = keras.Input((1, 2, 1))
+    if fused:
+        f = L.Conv2D(2, 1, activation="relu", name="conv")(inp)
+    else:
+        f = L.ReLU(name="relu")(L.Conv2D(2, 1, name="conv")(inp))
+    out = L.Dense(1, use_bias=False, name="fc")(L.GlobalAveragePooling2D()(f))
+    model = keras.Model(inp, out)
+    model.get_layer("conv").set_weights([np.array([2.0, -1.0], np.float32).reshape(1, 1, 1, 2),
+                                         np.array([0.5, 1.5], np.float32)])
+    model.get_layer("fc").set_weights([np.array([[3.0], [-1.0]], np.float32)])
+    return model
+
+
+def test_guided_backprop_golden_in_both_frameworks():
+    for inplace in (False, True):
+        np.testing.assert_allclose(ta.guided_backprop(_guided_torch(inplace), XF, targets=0),
+                                   [[[[3.0, 0.0]]]], rtol=1e-6)
+    for fused in (False, True):
+        got = ka.guided_backprop(_guided_keras(fused), XF.transpose(0, 2, 3, 1), targets=0)
+        np.testing.assert_allclose(got, [[[[3.0], [0.0]]]], rtol=1e-6)  # the inputs' layout
+    # the plain gradient differs: the rule is what the test sees
+    (c,) = ta.capture(_guided_torch(False), XF, layer="conv", targets=0)
+    assert not np.allclose(c.gradients, 0)
+    x = torch.tensor(XF, requires_grad=True)
+    _guided_torch(False)(x)[:, 0].sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[[[3.5, 0.5]]]], rtol=1e-6)
+    # ReLU6 also stops at the top: z_0 = 2.5 and z_1 = 3.5 are below 6, so the same here;
+    # scaled by 4, position 0's z_0 = 10 saturates and nothing passes
+    np.testing.assert_allclose(ta.guided_backprop(_guided_torch(False, relu6=True), XF,
+                                                  targets=0), [[[[3.0, 0.0]]]], rtol=1e-6)
+    np.testing.assert_allclose(ta.guided_backprop(_guided_torch(False, relu6=True), 4 * XF,
+                                                  targets=0), [[[[0.0, 0.0]]]], atol=0)
+
+
+def test_guided_backprop_refuses_a_model_without_relus():
+    from tests.adapters.test_methods_more_equivalence import X, _keras_model, _torch_model
+
+    with pytest.raises(ValueError, match="has none"):
+        ta.guided_backprop(_torch_model(), X)
+    with pytest.raises(ValueError, match="has none"):
+        ka.guided_backprop(_keras_model(), X.transpose(0, 2, 3, 1))
+
+
+def test_guided_gradcam_torch_and_keras_agree_and_multiply_the_map():
+    tm, km = _pair(8)
+    x = _x(2, seed=8)
+    gt = ta.guided_backprop(tm, x, targets=[2, 5])
+    gk = ka.guided_backprop(km, x.transpose(0, 2, 3, 1), targets=[2, 5])
+    assert gt.shape == (2, 3, 64, 64) and gk.shape == (2, 64, 64, 3)
+    np.testing.assert_allclose(gk.transpose(0, 3, 1, 2), gt, atol=1e-5 * np.abs(gt).max())
+    prod, e = cam_core.explain_guided(tm, x, layer="features", targets=[2, 5])
+    assert e.method == "gradcam" and prod.shape == gt.shape
+    np.testing.assert_allclose(prod, gt * e.maps[:, None], rtol=1e-6)
+    prod_k, ek = cam_core.explain_guided(km, x.transpose(0, 2, 3, 1), layer="features",
+                                         targets=[2, 5])
+    np.testing.assert_allclose(prod_k, gk * ek.maps[..., None], rtol=1e-6)
+    np.testing.assert_allclose(prod_k.transpose(0, 3, 1, 2), prod, atol=1e-4 * np.abs(prod).max())
+    # the core's product checks its layout
+    with pytest.raises(ValueError, match="channel_axis"):
+        cam_core.guided_gradcam(np.zeros((1, 3, 3, 3)), np.zeros((1, 3, 3)))
+    np.testing.assert_array_equal(
+        cam_core.guided_gradcam(np.ones((1, 3, 3, 3)), np.full((1, 3, 3), 0.5), channel_axis=-1),
+        np.full((1, 3, 3, 3), 0.5))
