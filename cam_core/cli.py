@@ -76,7 +76,7 @@ from cam_core.data import iter_batches
 from cam_core.data import read_class_names as read_table
 from cam_core.data.batches import to_rgb8
 from cam_core.evaluate import PRESETS, Preprocess, explain_labels
-from cam_core.explain import ConstantMapWarning, explain, method_spec
+from cam_core.explain import METHODS, ConstantMapWarning, explain, method_spec
 from cam_core.report import boxacc_svg, build_report
 from cam_core.resize import upsample
 
@@ -438,7 +438,8 @@ def _write_explanation(args, lm, pre, method, names, path, result, png, js) -> N
     big_heat = np.repeat(np.repeat(heat, f, axis=0), f, axis=1) if f > 1 else heat
     viz.save_png(render_overlay(big, big_heat, boxes * f, text), png)
     write_json(js, record)
-    print(f"{path}: {method} map of {_class_label(target, names)} (layer {', '.join(layers)})")
+    where = ", ".join(layers) if len(layers) <= 3 else f"{layers[0]} ... {layers[-1]}, {len(layers)}"
+    print(f"{path}: {method} map of {_class_label(target, names)} (layer {where})")
     for rank, t in enumerate(top, 1):
         print(f"  {rank:>2}. {t['index']:>5}  {t['probability']:7.2%}  {t['name']}")
     for b in boxes.astype(int).tolist():
@@ -835,8 +836,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     _add_model_args(p)
     p.add_argument("--method", default="gradcam",
-                   help="CAM method: cam, gradcam, gradcam++, xgradcam, layercam, hirescam, "
-                        "eigencam, scorecam, ablationcam (default gradcam)")
+                   help=f"CAM method: {', '.join(METHODS)} (default gradcam; fullgrad uses "
+                        f"every bias layer and takes no --layer)")
     p.add_argument("--class", type=int, default=None, dest="class_index",
                    help="explain this class index (default: each image's predicted class)")
     p.add_argument("--class-names", default=None, dest="class_names",

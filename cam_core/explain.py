@@ -831,8 +831,9 @@ def explain(
         One of "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
         "randomcam", "finercam" (Grad-CAM of Finer-CAM's contrastive score of ``targets``),
-        "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam" (:data:`METHODS`;
-        papers in :mod:`cam_core.methods`). Method options (Grad-CAM++'s ``eps``, Score-CAM's
+        "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam", "fullgrad" (no
+        ``layer``: every bias layer) (:data:`METHODS`; papers in :mod:`cam_core.methods`;
+        Guided Grad-CAM is :func:`explain_guided`). Method options (Grad-CAM++'s ``eps``, Score-CAM's
         ``max_n``, KPCA-CAM's ``kernel``, SS-CAM's ``samples``, ...) go in
         ``method_options={...}``, a keyword of ``options`` below.
     layer : str, layer object, or a sequence of them, optional
