@@ -17,7 +17,8 @@ at 224 x 224, batch 1 and 32, random normal inputs:
   dependency; reported as skipped with the reason otherwise).
 
 Every contender explains the same classes (the model's predictions, fixed before timing).
-Contenders are interleaved round by round (the order rotates each round). Round 0 is the cold
+Contenders are interleaved round by round (a new seeded order each round, so that no contender
+keeps the same predecessor: :func:`benchmarks._common.round_order`). Round 0 is the cold
 first call and is reported apart; the next ``warmup`` rounds are discarded; the figure is the
 median of the ``repeats`` rounds after them, in milliseconds per image, and its ratio to the
 forward pass's median. Quick mode times tf-keras-vis at batch 1 only (at batch 32 it alone would
@@ -42,6 +43,7 @@ from benchmarks._common import (
     plot_ratio_bars,
     progress_bar,
     ratio_rows,
+    round_order,
     set_seeds,
     set_threads,
 )
@@ -124,15 +126,33 @@ def _measure(tf, model, flat, x, vis, warmup, repeats, bar) -> dict:
     return {"batch": len(x), "targets": targets, "rows": rows, "fns": fns}
 
 
+# the forward pass right after a NumPy product of the size of the GAP + Dense check
+_AFTER_BLAS = "forward, after a NumPy (1, 2048) x (2048, 1000) product"
+
+
+def _after_blas(forward):
+    """``forward`` preceded by a small multi-threaded BLAS call: OpenBLAS's threads spin for a
+    while after it, on the cores TensorFlow's graph is about to use (what made the adapter's CAM
+    path 1.7x the floor at batch 1 until its head check moved into the backend, issue 17)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1, 2048)).astype(np.float32)
+    b = rng.standard_normal((2048, 1000)).astype(np.float32)
+
+    def f():
+        a @ b
+        return forward()
+
+    return f
+
+
 def _back_to_back(fns: dict, rounds: int, calls: int, bar) -> dict:
     """Each contender in a block of ``calls`` consecutive calls (the first one of a block, which
-    pays the switch from the previous graph, discarded), blocks rotated round by round; the
+    pays the switch from the previous graph, discarded), blocks in a new order each round; the
     median per call over all rounds and its ratio to the forward pass's."""
     names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in round_order(names, r):
             fns[name]()
             for _ in range(calls):
                 t0 = time.perf_counter()
@@ -239,7 +259,9 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
             use_vis = vis if (n == 1 or not quick) else None
             entry["batches"].append(_measure(tf, model, flat, x, use_vis, warmup, repeats, bar))
         fns1 = entry["batches"][0].pop("fns")
+        fns1[_AFTER_BLAS] = _after_blas(fns1["forward"])
         entry["batch1_back_to_back"] = _back_to_back(fns1, *blocks, bar)
+        del fns1[_AFTER_BLAS]
     entry["batch1_profile"] = _profile(fns1, ("forward", "cam_core cam", "cam_core gradcam"),
                                        _PROFILE_CALLS)
     for b in entry["batches"]:
@@ -309,7 +331,7 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
         f"**Batch 1, interleaved and back to back.** Interleaved round by round (the table's "
         f"`x forward`), each contender runs right after a different graph; back to back, each "
         f"runs {blocks[1]} times in a row (the first call of each block, right after another "
-        f"graph, discarded; {blocks[0]} rotated rounds). The control row is the floor's own "
+        f"graph, discarded; {blocks[0]} rounds, a new order each). The control row is the floor's own "
         f"forward pass traced as a second `tf.function`: "
         f"{fmt(entry['batches'][0]['rows'][_CONTROL]['ratio_to_forward'], 3)}x interleaved, "
         f"{fmt(b2b[_CONTROL]['ratio_to_forward'], 3)}x back to back. The adapter's paths: "
@@ -327,6 +349,16 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
         "",
         md_table(["batch 1", "wall ms / call", "graph ms", "Python ms",
                   "largest Python self-times (ms / call)"], prof_rows),
+        "",
+        f"**Where the CAM path's batch-1 time went (issue 17).** The graph ran slower right after "
+        f"a multi-threaded NumPy product: OpenBLAS's threads keep spinning for a while after a "
+        f"call, on the same two cores TensorFlow's graph then needs. The forward pass right after "
+        f"one (1, 2048) x (2048, 1000) product, the size of the adapter's check that the head "
+        f"is GAP + Dense, runs at "
+        f"{fmt(b2b[_AFTER_BLAS]['ratio_to_forward'], 3)}x back to back; the check now runs in "
+        f"the backend, and the interleaved order changes every round, so no contender always "
+        f"follows CAM. Any NumPy BLAS call of the user's between two explanations does the same "
+        f"(``OPENBLAS_NUM_THREADS=1``, or threadpoolctl, avoids it).",
     ]
     if vis is None:
         lines += ["", f"tf-keras-vis gradcam: skipped ({vis_skip})."]

@@ -331,14 +331,20 @@ def test_real_stage_on_a_few_imagenet_images(tmp_path, imagenet_dir, monkeypatch
     assert svg.startswith("<svg") and svg.count("<polyline") == len(fig["fast"]["boxes"]) + 1
 
 
-def test_interleaved_rounds_rotate_the_order_and_sync_around_each_call():
-    from benchmarks._common import interleaved_rounds, ratio_rows
+def test_interleaved_rounds_shuffle_the_order_and_sync_around_each_call():
+    from benchmarks._common import interleaved_rounds, ratio_rows, round_order
 
     calls, syncs = [], []
-    fns = {k: (lambda k=k: calls.append(k) or k) for k in ("forward", "a", "b")}
-    times, last = interleaved_rounds(fns, 3, sync=lambda: syncs.append(1))
-    assert calls == ["forward", "a", "b", "a", "b", "forward", "b", "forward", "a"]
-    assert len(syncs) == 2 * len(calls) and last == {"forward": "forward", "a": "a", "b": "b"}
+    names = ("forward", "a", "b", "c", "d")
+    fns = {k: (lambda k=k: calls.append(k) or k) for k in names}
+    times, last = interleaved_rounds(fns, 12, sync=lambda: syncs.append(1))
+    rounds = [calls[i:i + 5] for i in range(0, len(calls), 5)]
+    assert rounds[0] == list(names) and all(sorted(r) == sorted(names) for r in rounds)
+    assert [round_order(list(names), r) for r in range(12)] == rounds  # seeded: reproducible
+    # every contender runs behind at least three different ones (a rotation: mostly one)
+    before = {k: {p for p, q in zip(calls, calls[1:]) if q == k} for k in names}
+    assert all(len(v) >= 3 for v in before.values()), before
+    assert len(syncs) == 2 * len(calls) and last == {k: k for k in names}
     rows = ratio_rows({"forward": [9.0, 2.0, 2.0, 4.0], "a": [9.0, 3.0, 4.0, 5.0]}, n=2, warmup=0)
     assert rows["forward"]["ratio_to_forward"] == 1.0 and rows["a"]["ratio_to_forward"] == 2.0
     assert rows["a"]["median_ms_per_image"] == 1e3 * 4.0 / 2 and rows["a"]["cold_ms_per_image"] == 4.5e3
