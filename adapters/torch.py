@@ -79,6 +79,7 @@ from cam_core.adapters.models_torch import gap_classifier  # one builder, re-exp
 from torch import nn
 
 from cam_core.explain import (
+    AttentionGradients,
     BiasGradients,
     Capture,
     Explanation,
@@ -983,6 +984,61 @@ class TorchSession(_Prepared):
             scores=_to_numpy(scores),
         )
 
+    # ---- LeGrad
+
+    def attention_gradients(self) -> AttentionGradients:
+        """LeGrad's gradients: for each block of ``layer``, the model run with the blocks after it
+        (its later siblings in the same ``nn.Sequential`` or ``nn.ModuleList``) passing their
+        input through, so that the model's own norm, pooling and head read the block's output
+        (its intermediate prediction); the gradient of the target class's score there with
+        respect to the block's attention probabilities ``(N, heads, T, T)``. The probabilities
+        are an ``nn.MultiheadAttention``'s weights (asked for per head) or the output of the
+        block's last module that emits them (row-stochastic ``(N, heads, T, T)``, e.g. timm's
+        ``attn_drop`` when ``fused_attn`` is off). The classes are the whole model's (its top-1
+        when ``targets`` is None)."""
+        self._check_state()
+        n = self.x.shape[0]
+        with torch.no_grad():
+            logits = self._check_logits(self.model(self.x))
+        scores, target_ids = self._scores(logits)
+        grads, names = [], []
+        grid = None
+        for lay in self._layers:
+            later = _later_blocks(self.model, lay.name)
+            source = _attention_source(self.model, lay, self.x)
+            probs: list[torch.Tensor] = []
+            handles = source.install(probs)
+            handles += [m.register_forward_hook(_pass_input) for m in later]
+            try:
+                with torch.enable_grad():
+                    x = self.x.detach().requires_grad_(True)
+                    out = self._check_logits(self.model(x))
+                    if self._target_ids is None:
+                        s_l = self._call_target(out, n)
+                    else:
+                        index = torch.as_tensor(self._target_ids, device=out.device)[:, None]
+                        s_l = out.gather(1, index)[:, 0]
+                    if not probs:
+                        raise ValueError(f"block {lay.name!r}: its attention did not run")
+                    (g,) = torch.autograd.grad(s_l.sum(), [probs[-1]], allow_unused=True)
+            finally:
+                for h in handles:
+                    h.remove()
+            if g is None:
+                raise ValueError(f"block {lay.name!r}: the head's score does not depend on its "
+                                 f"attention")
+            keys = int(g.shape[-1])
+            found = self._token_grid(lay, (n, keys, 0))
+            if grid is not None and found != grid:
+                raise ValueError(f"blocks attend over different tokens: {grid} and {found}")
+            grid = found
+            grads.append(self._for_core(g))
+            names.append(lay.name)
+        prefix, hw = grid
+        return AttentionGradients(gradients=tuple(grads), grid=hw, prefix=prefix,
+                                  layers=tuple(names), logits=_to_numpy(logits),
+                                  targets=target_ids, scores=_to_numpy(scores))
+
     # ---- guided backpropagation
 
     def guided_gradients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1172,6 +1228,115 @@ _CHANNELS_FIRST_KINDS = (
 
 
 _CHANNELS_FIRST_NAMES = frozenset(k.__name__ for k in _CHANNELS_FIRST_KINDS)
+
+
+def _pass_input(mod, args, out):
+    """A forward hook that makes a block the identity (LeGrad's bypass of later blocks)."""
+    return args[0]
+
+
+def _later_blocks(model: nn.Module, name: str) -> list[nn.Module]:
+    """The siblings after block ``name`` in its ``nn.Sequential`` / ``nn.ModuleList``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = _by_name(model, parent_name) if parent_name else model
+    if not isinstance(parent, (nn.Sequential, nn.ModuleList)):
+        raise ValueError(
+            f"LeGrad reads each block's intermediate prediction by passing the later blocks "
+            f"through: block {name!r} must be an item of an nn.Sequential or nn.ModuleList; its "
+            f"parent is {type(parent).__name__}"
+        )
+    names = [k for k, _ in parent.named_children()]
+    return [getattr(parent, k) if not k.isdigit() else parent[int(k)]
+            for k in names[names.index(child) + 1:]]
+
+
+class _AttentionSource:
+    """Where a block's attention probabilities come from, and the hooks that record them."""
+
+    def __init__(self, module: nn.Module, kind: str):
+        self.module, self.kind = module, kind
+
+    def install(self, store: list) -> list:
+        if self.kind == "mha":
+            def post(mod, args, kwargs, out):
+                new, probs = _mha_recomputed(mod, args, kwargs, out)
+                store.append(probs)
+                return (new, *out[1:]) if isinstance(out, tuple) else new
+
+            return [self.module.register_forward_hook(post, with_kwargs=True)]
+
+        def hook(mod, args, out):
+            store.append(out)
+
+        return [self.module.register_forward_hook(hook)]
+
+
+def _mha_recomputed(mod: nn.MultiheadAttention, args, kwargs, out):
+    """An ``nn.MultiheadAttention``'s self-attention recomputed in plain operations, so that its
+    probabilities ``(N, heads, T, T)`` are a tensor the output depends on (the weights the module
+    returns are a copy off the graph): ``(output, probabilities)``, the output checked against
+    the module's own. Refused: masks, added key/value biases or zero attention, separate key or
+    value sizes, active dropout, cross-attention."""
+    names = ("query", "key", "value")
+    q_in, k_in, v_in = (args[i] if len(args) > i else kwargs.get(n) for i, n in enumerate(names))
+    masks = [kwargs.get(k) for k in ("attn_mask", "key_padding_mask")] + list(args[3:4]) + list(
+        args[5:6])
+    if not (q_in is k_in is v_in) or any(mk is not None for mk in masks) or not mod.batch_first \
+            or mod.in_proj_weight is None or mod.bias_k is not None or mod.add_zero_attn \
+            or (mod.training and mod.dropout > 0) or kwargs.get("is_causal"):
+        raise ValueError(
+            "LeGrad reads nn.MultiheadAttention as batch-first self-attention without masks, "
+            "added key/value biases, zero attention or active dropout"
+        )
+    n, t, d = q_in.shape
+    heads = mod.num_heads
+    qkv = nn.functional.linear(q_in, mod.in_proj_weight, mod.in_proj_bias)
+    q, k, v = (z.reshape(n, t, heads, d // heads).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
+    probs = torch.softmax(q @ k.transpose(-2, -1) * (d // heads) ** -0.5, dim=-1)
+    new = mod.out_proj((probs @ v).transpose(1, 2).reshape(n, t, d))
+    ref = out[0] if isinstance(out, tuple) else out
+    if not _close(new.detach(), ref.detach(), _rtol(ref)):
+        raise ValueError("LeGrad's recomputation of an nn.MultiheadAttention differs from its "
+                         "output; this attention is not one it can read")
+    return new, probs
+
+
+def _attention_source(model: nn.Module, lay, x: torch.Tensor) -> _AttentionSource:
+    """The block's ``nn.MultiheadAttention``, else its last module whose output is row-stochastic
+    ``(N, heads, T, T)`` (found by one forward pass with hooks on the block's modules)."""
+    mhas = [m for m in lay.module.modules() if isinstance(m, nn.MultiheadAttention)]
+    if len(mhas) == 1:
+        if not mhas[0].batch_first:
+            raise ValueError(f"block {lay.name!r}: LeGrad needs a batch-first nn.MultiheadAttention")
+        return _AttentionSource(mhas[0], "mha")
+    if len(mhas) > 1:
+        raise ValueError(f"block {lay.name!r} holds {len(mhas)} nn.MultiheadAttention modules; "
+                         f"give LeGrad blocks with one")
+    found: list[nn.Module] = []
+
+    def make(mod):
+        def hook(m, args, out):
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] == out.shape[-2] \
+                    and out.is_floating_point() and bool((out >= 0).all()) \
+                    and bool(torch.allclose(out.sum(-1), torch.ones((), dtype=out.dtype),
+                                            atol=1e-3)):
+                found.append(m)
+        return hook
+
+    handles = [m.register_forward_hook(make(m)) for m in lay.module.modules() if m is not lay.module]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        raise ValueError(
+            f"block {lay.name!r}: no module outputs its attention probabilities (N, heads, T, T); "
+            f"a fused attention (torch's scaled_dot_product_attention, timm's default) computes "
+            f"them inside one call (timm: set `attn.fused_attn = False` on the blocks)"
+        )
+    return _AttentionSource(found[-1], "output")
 
 
 class _GuidedReLU(torch.autograd.Function):

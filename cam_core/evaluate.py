@@ -653,7 +653,8 @@ def shares_capture(method: str) -> bool:
     capture per batch; the others through :func:`explain_labels`."""
     spec = method_spec(method)
     return (spec.perturbation is None and spec.target is None and not spec.noise
-            and spec.fuse is None and not spec.second_order and not spec.all_biases)
+            and spec.fuse is None and not spec.second_order and not spec.all_biases
+            and not spec.attention)
 
 
 def capture_raw_maps(model, x_nhwc: np.ndarray, labels, methods, settings: EvalSettings):

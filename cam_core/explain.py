@@ -71,6 +71,7 @@ from cam_core.resize import upsample as upsample_maps
 
 __all__ = [
     "METHODS",
+    "AttentionGradients",
     "BiasGradients",
     "Capture",
     "ConstantMapWarning",
@@ -107,6 +108,8 @@ class MethodSpec:
       session's ``capture(gradients=True, hvp=True)``; ShapleyCAM);
     - ``all_biases``: ``function(inputs, input_gradients, gradients, biases)`` from the
       session's ``bias_gradients()`` (:class:`BiasGradients`; FullGrad), at the input's size;
+    - ``attention``: ``function(gradients, grid=, prefix=)`` from the session's
+      ``attention_gradients()`` (:class:`AttentionGradients`; LeGrad);
     - otherwise ``function(activations)``.
 
     ``fuse`` is a method's own fusion of layers (RefineCAM multiplies them).
@@ -122,6 +125,7 @@ class MethodSpec:
     fuse: str | None = None  # the method's own fusion of layers (RefineCAM: "product")
     second_order: bool = False  # needs the Hessian-vector product H A too (`Capture.hvp`)
     all_biases: bool = False  # every bias layer's gradient, no target layer (`BiasGradients`)
+    attention: bool = False  # each block's attention gradients (`AttentionGradients`)
     function: Callable | None = field(default=None, compare=False, repr=False)
 
 
@@ -168,6 +172,9 @@ METHODS: dict[str, MethodSpec] = {
         # every bias layer's gradient and the input's (the session's `bias_gradients`)
         MethodSpec("fullgrad", needs_gradients=True, relu=False, all_biases=True,
                    function=m.fullgrad),
+        # vision transformers: each block's class score against its attention probabilities
+        MethodSpec("legrad", needs_gradients=True, relu=False, attention=True,
+                   function=m.legrad),
     )
 }
 
@@ -265,6 +272,33 @@ class BiasGradients:
     scores: np.ndarray
 
 
+@dataclass(frozen=True)
+class AttentionGradients:
+    """What an adapter records for LeGrad: per block, the gradient of the block's own class
+    score (the model's head on the block's output) with respect to its attention probabilities.
+
+    Attributes
+    ----------
+    gradients : tuple of arrays, each (N, heads, T, T)
+    grid : (int, int)
+        The patch grid of the ``T - prefix`` patch tokens.
+    prefix : int
+        Tokens before the patches.
+    layers : tuple of str
+        The blocks.
+    logits, targets, scores
+        As in :class:`Capture` (of the whole model).
+    """
+
+    gradients: tuple
+    grid: tuple
+    prefix: int
+    layers: tuple
+    logits: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+
+
 class Session(Protocol):
     """What an adapter provides to :func:`explain_session` for one call on one batch."""
 
@@ -274,6 +308,7 @@ class Session(Protocol):
 
     # ``capture(gradients=True, hvp=True)`` also fills ``Capture.hvp`` (second-order methods)
     # optional: ``bias_gradients() -> BiasGradients`` (FullGrad)
+    # optional: ``attention_gradients() -> AttentionGradients`` (LeGrad)
 
     def score_masked(self, index: int, masks: np.ndarray) -> np.ndarray: ...
 
@@ -454,10 +489,12 @@ def raw_maps(
             f"{spec.name} needs gradients at noisy copies of the input, which one capture does "
             f"not hold; use explain() or explain_session()"
         )
-    if spec.all_biases:
+    if spec.all_biases or spec.attention:
+        what = ("the gradients of every bias layer and of the input" if spec.all_biases else
+                "each block's attention probabilities and their gradients")
         raise ValueError(
-            f"{spec.name} needs the gradients of every bias layer and of the input, which one "
-            f"capture does not hold; use explain() or explain_session()"
+            f"{spec.name} needs {what}, which one capture does not hold; use explain() or "
+            f"explain_session()"
         )
     if spec.needs_gradients:
         if capture.gradients is None:
@@ -489,7 +526,7 @@ def raw_maps(
 
 
 # set by the pipeline itself, never a method option
-_PIPELINE_ARGS = frozenset({"input_size", "batch_size", "progress"})
+_PIPELINE_ARGS = frozenset({"input_size", "batch_size", "progress", "grid", "prefix"})
 
 
 def check_method_options(method: str, options: Mapping | None) -> dict:
@@ -554,6 +591,8 @@ def explain_session(
     size = as_size(session.input_size, "input_size")
     if spec.all_biases:
         return _explain_biases(session, spec, size, upsample, maps_on_device, opts)
+    if spec.attention:
+        return _explain_attention(session, spec, size, upsample, maps_on_device, opts)
     if spec.second_order:
         if "hvp" not in inspect.signature(session.capture).parameters:
             raise TypeError(
@@ -625,14 +664,42 @@ def _explain_biases(session, spec: MethodSpec, size, upsample: str, maps_on_devi
                        method=spec.name, layers=tuple(t.layers))
 
 
+def _explain_attention(session, spec: MethodSpec, size, upsample: str, maps_on_device: bool,
+                       opts: dict) -> Explanation:
+    """LeGrad's pipeline: the session's :class:`AttentionGradients`, the raw map on the patch
+    grid, upsampled and min-max normalised; ``layers`` are the blocks."""
+    attention_gradients = getattr(session, "attention_gradients", None)
+    if attention_gradients is None:
+        raise TypeError(
+            f"{spec.name} needs each block's attention probabilities and their gradients: a "
+            f"session with `attention_gradients()`; {type(session).__name__} has none (LeGrad "
+            f"runs through the PyTorch adapter)"
+        )
+    t = attention_gradients()
+    raw = spec.function(t.gradients, grid=t.grid, prefix=t.prefix, **opts)
+    maps = display_maps(raw, relu=spec.relu, size=size, upsample=upsample)
+    if not maps_on_device:
+        maps = (getattr(session, "to_host", None) or to_numpy)(maps)
+        raw = to_numpy(raw)
+    _warn_constant(maps, spec.name, tuple(t.layers))
+    return Explanation(maps=maps, raw=raw, logits=t.logits, targets=t.targets,
+                       method=spec.name, layers=tuple(t.layers))
+
+
 def method_layer(method: str, layer):
     """``layer`` checked for ``method``: FullGrad takes no target layer (it uses every bias
-    layer), so one given is a ``ValueError``; ``layer`` unchanged otherwise."""
+    layer), so one given is a ``ValueError``; LeGrad needs its blocks named; ``layer`` unchanged
+    otherwise."""
     spec = method_spec(method)
     if spec.all_biases and layer is not None:
         raise ValueError(
             f"{spec.name} uses the gradient of every bias layer and of the input, not a target "
             f"layer; leave `layer` out (got {layer!r})"
+        )
+    if spec.attention and layer is None:
+        raise ValueError(
+            f"{spec.name} needs `layer`: the transformer blocks to read (items of the model's "
+            f"nn.Sequential of blocks), e.g. layer=['blocks.10', 'blocks.11']"
         )
     return layer
 
@@ -832,7 +899,8 @@ def explain(
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
         "randomcam", "finercam" (Grad-CAM of Finer-CAM's contrastive score of ``targets``),
         "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam", "fullgrad" (no
-        ``layer``: every bias layer) (:data:`METHODS`; papers in :mod:`cam_core.methods`;
+        ``layer``: every bias layer), "legrad" (vision transformers, PyTorch: ``layer`` the
+        blocks) (:data:`METHODS`; papers in :mod:`cam_core.methods`;
         Guided Grad-CAM is :func:`explain_guided`). Method options (Grad-CAM++'s ``eps``, Score-CAM's
         ``max_n``, KPCA-CAM's ``kernel``, SS-CAM's ``samples``, ...) go in
         ``method_options={...}``, a keyword of ``options`` below.

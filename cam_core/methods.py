@@ -84,6 +84,7 @@ __all__ = [
     "guided_gradcam",
     "hirescam",
     "layercam",
+    "legrad",
     "scorecam",
     "scorecam_combine",
     "shapleycam",
@@ -1505,3 +1506,69 @@ def guided_gradcam(guided, maps, /, *, channel_axis: int | None = None):
     xp = array_namespace(gb)
     weight = mp[:, None, :, :] if channel_axis == 1 else mp[:, :, :, None]
     return gb * xp.astype(weight, gb.dtype, copy=False)
+
+
+# ------------------------------------------------------------------- LeGrad: attention maps
+
+
+def legrad(attention_gradients, /, *, grid, prefix: int = 1):
+    """LeGrad: how each layer's own class score moves with its attention, over layers.
+
+    Bousselham et al., "LeGrad: An Explainability Method for Vision Transformers via Feature
+    Formation Sensitivity", arXiv:2404.03214 (ICCV 2025): for each chosen block ``l``, ``s^l`` is
+    the class score the model's head gives to the block's output tokens (the intermediate
+    prediction) and ``G^l = d s^l / d A^l`` its gradient with respect to the block's attention
+    probabilities ``A^l`` (heads x queries x keys). The map is
+    ``sum_l mean_{heads, queries} ReLU(G^l)`` over the patch keys (the ``prefix`` keys dropped),
+    laid out on the patch grid; the display step min-max normalises it (so a sum and the paper's
+    mean over layers give the same map). No attention values are multiplied in.
+
+    Parameters
+    ----------
+    attention_gradients : sequence of array_like, each (N, heads, T, T)
+        ``G^l`` per block (the adapters' ``attention_gradients``).
+    grid : (int, int)
+        The patch grid ``(h, w)``, ``h * w = T - prefix``.
+    prefix : int
+        Keys before the patches (class, distillation, register tokens).
+
+    Returns
+    -------
+    array, shape (N, h, w)
+        >= 0.
+    """
+    if isinstance(attention_gradients, (str, bytes)) or not hasattr(attention_gradients, "__len__"):
+        raise TypeError(f"`attention_gradients` must be a sequence of arrays; got "
+                        f"{type(attention_gradients).__name__}")
+    if len(attention_gradients) == 0:
+        raise ValueError("`attention_gradients` is empty; need at least one block")
+    h, w = as_size(grid, "grid")
+    if isinstance(prefix, bool) or not isinstance(prefix, (int, np.integer)) or prefix < 0:
+        raise ValueError(f"`prefix` must be an int >= 0; got {prefix!r}")
+    first = None
+    total = None
+    for i, g in enumerate(attention_gradients):
+        g = as_float(g, f"attention_gradients[{i}]", shape=("N", "heads", "T", "T"), like=first)
+        if first is None:
+            first = g
+        elif g.shape[0] != first.shape[0] or g.shape[3] != first.shape[3]:
+            raise ValueError(
+                f"`attention_gradients[{i}]` {tuple(g.shape)} does not match the first block's "
+                f"{tuple(first.shape)} in images or keys"
+            )
+        keys = g.shape[3]
+        if keys - prefix != h * w:
+            raise ValueError(
+                f"`grid` {(h, w)} needs {h * w} patch keys; attention_gradients[{i}] has {keys} keys "
+                f"and `prefix` {prefix}"
+            )
+        check_finite(g, f"attention_gradients[{i}]")
+        xp = array_namespace(g)
+        acc = _acc(xp, g)
+        pos = xp.astype(xp.maximum(g, xp.zeros((), dtype=g.dtype, device=device_of(g))), acc)
+        per_key = xp.mean(xp.mean(pos, axis=1), axis=1)  # heads, then queries: (N, T)
+        total = per_key if total is None else total + per_key
+    xp = array_namespace(first)
+    n = first.shape[0]
+    raw = xp.reshape(total[:, prefix:], (n, h, w))
+    return xp.astype(raw, first.dtype, copy=False)

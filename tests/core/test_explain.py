@@ -74,7 +74,7 @@ def test_unknown_method_lists_the_names():
         "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam",
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
         "randomcam", "finercam", "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam",
-        "fullgrad",
+        "fullgrad", "legrad",
     }
 
 
@@ -146,7 +146,15 @@ def session():
     return FakeSession(a, w, b)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+def test_legrad_needs_a_session_with_attention(session):
+    # the fake model has no attention (LeGrad's own tests: tests/adapters/test_legrad.py)
+    with pytest.raises(TypeError, match="attention_gradients"):
+        explain_session(session, "legrad")
+    with pytest.raises(ValueError, match="attention probabilities"):
+        raw_maps("legrad", session.capture(gradients=True)[0])
+
+
+@pytest.mark.parametrize("method", sorted(m for m in METHODS if not METHODS[m].attention))
 def test_every_method_gives_maps_in_unit_range_at_the_input_size(session, method):
     exp = explain_session(session, method, batch_size=3)
     assert isinstance(exp, Explanation)
