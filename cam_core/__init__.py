@@ -9,9 +9,9 @@ or, through the array API standard, a framework's tensors on their device (see
 
 **What is public, in one place.** The names in ``cam_core.__all__`` (below) are the library:
 explaining (``explain``, ``explain_session`` and the ``Session`` protocol an adapter implements,
-``Capture``, ``BiasGradients``, ``Explanation``, ``explain_guided`` (Guided Grad-CAM), the
-method registry ``METHODS``/``MethodSpec``, ``raw_maps``, ``display_maps``), the methods one
-function each, maps, resizing, thresholds, boxes, the
+``Capture``, ``BiasGradients``, ``AttentionGradients``, ``Explanation``, ``explain_guided``
+(Guided Grad-CAM), the method registry ``METHODS``/``MethodSpec``, ``raw_maps``,
+``display_maps``), the methods one function each, maps, resizing, thresholds, boxes, the
 localisation metrics, faithfulness, data readers and the synthetic set, and pictures. Beyond
 them, three public modules: :mod:`cam_core.evaluate` (the evaluation engine,
 ``cam_core.evaluate.evaluate`` and ``merge``: kept a module of its own because its name is the
@@ -51,6 +51,7 @@ from cam_core.data import (
 )
 from cam_core.explain import (
     METHODS,
+    AttentionGradients,
     BiasGradients,
     Capture,
     ConstantMapWarning,
@@ -99,6 +100,7 @@ from cam_core.methods import (  # issue 15
     iscam,
     kpcacam,
     layercam,
+    legrad,
     randomcam,
     scorecam,
     scorecam_combine,
@@ -177,6 +179,8 @@ __all__ = [
     "guided_gradcam",
     "shapleycam",
     "BiasGradients",
+    "AttentionGradients",
+    "legrad",
     "FinerTarget",
     "FORMATS",
     "fuse",
