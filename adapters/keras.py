@@ -1435,7 +1435,7 @@ def rest_target(classes=None):
 def guided_backprop(model, inputs, *, targets=None) -> np.ndarray:
     """Guided backpropagation of the target scores to the inputs, in the inputs' layout, float32
     NumPy (see :meth:`KerasSession.guided_gradients`); ``targets`` as in :func:`explain`.
-    :func:`cam_core.explain.guided_gradcam` multiplies it by a CAM."""
+    :func:`cam_core.explain.explain_guided` multiplies it by a CAM."""
     with KerasSession(model, inputs, targets=targets, weights=False) as session:
         return session.guided_gradients()[0]
 

@@ -1769,7 +1769,7 @@ def rest_target(classes=None) -> Callable[[torch.Tensor], torch.Tensor]:
 def guided_backprop(model, inputs, *, targets=None) -> np.ndarray:
     """Guided backpropagation of the target scores to the inputs: ``(N, C, H, W)`` float32
     NumPy (see :meth:`TorchSession.guided_gradients`); ``targets`` as in :func:`explain`.
-    :func:`cam_core.explain.guided_gradcam` multiplies it by a CAM."""
+    :func:`cam_core.explain.explain_guided` multiplies it by a CAM."""
     with TorchSession(model, inputs, targets=targets, weights=False) as session:
         return session.guided_gradients()[0]
 

@@ -110,18 +110,26 @@ def _activations(x, name: str = "activations"):
     return arr
 
 
-def _pair(activations, gradients):
-    a = as_float(activations, "activations", shape=_LAYER_SHAPE)
-    g = as_float(gradients, "gradients", shape=_LAYER_SHAPE, like=a)
-    check_same_batch(activations=a, gradients=g)
-    check_nonempty_axes(a, "activations", "at least one channel and one position")
-    if a.shape != g.shape:
+def _same_shape(x, y, names=("activations", "gradients"), shape=_LAYER_SHAPE,
+                what="at least one channel and one position"):
+    """Two arrays of one shape (the second moved to the first's library), checked: batch,
+    non-empty axes, equal shapes, finite values."""
+    a = as_float(x, names[0], shape=shape)
+    b = as_float(y, names[1], shape=shape, like=a)
+    check_same_batch(**{names[0]: a, names[1]: b})
+    check_nonempty_axes(a, names[0], what)
+    if a.shape != b.shape:
         raise ValueError(
-            f"`gradients` must have the shape of `activations` {tuple(a.shape)}; got "
-            f"{tuple(g.shape)}"
+            f"`{names[1]}` must have the shape of `{names[0]}` {tuple(a.shape)}; got "
+            f"{tuple(b.shape)}"
         )
-    check_finite(a, "activations")
-    check_finite(g, "gradients")
+    check_finite(a, names[0])
+    check_finite(b, names[1])
+    return a, b
+
+
+def _pair(activations, gradients):
+    a, g = _same_shape(activations, gradients)
     xp = array_namespace(a)
     return a, g, xp.result_type(a, g)
 
@@ -1411,17 +1419,8 @@ def fullgrad(inputs, input_gradients, gradients, biases, /, *, convention: str =
         raise ValueError(
             f"`convention` must be one of {list(FULLGRAD_CONVENTIONS)}; got {convention!r}"
         )
-    x = as_float(inputs, "inputs", shape=("N", "C", "H", "W"))
-    gx = as_float(input_gradients, "input_gradients", shape=("N", "C", "H", "W"), like=x)
-    check_same_batch(inputs=x, input_gradients=gx)
-    check_nonempty_axes(x, "inputs", "at least one channel and one pixel")
-    if gx.shape != x.shape:
-        raise ValueError(
-            f"`input_gradients` must have the shape of `inputs` {tuple(x.shape)}; got "
-            f"{tuple(gx.shape)}"
-        )
-    check_finite(x, "inputs")
-    check_finite(gx, "input_gradients")
+    x, gx = _same_shape(inputs, input_gradients, ("inputs", "input_gradients"),
+                        ("N", "C", "H", "W"), "at least one channel and one pixel")
     if isinstance(gradients, (str, bytes)) or not hasattr(gradients, "__len__"):
         raise TypeError(f"`gradients` must be a sequence of arrays; got {type(gradients).__name__}")
     if isinstance(biases, (str, bytes)) or not hasattr(biases, "__len__"):
