@@ -37,7 +37,8 @@ from cam_core.explain import METHODS, explain_session, method_spec, session_targ
 
 __all__ = ["EquivalenceReport", "MethodAgreement", "compare"]
 
-ALL_METHODS: tuple[str, ...] = tuple(METHODS)
+# every method that explains a CNN's layer (LeGrad reads a transformer's attention)
+ALL_METHODS: tuple[str, ...] = tuple(m for m, spec in METHODS.items() if not spec.attention)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def _run_side(session_cls, model, x, layer, targets, methods, options):
         captures = session.capture(gradients=True)
         fixed = _Fixed(session, captures)
         out = {m: explain_session(fixed, m, **options) for m in methods if not _own_target(m)}
-    for m in methods:  # Finer-CAM (its own score), Smooth Grad-CAM++ (noisy captures)
+    for m in methods:  # their own session (see _own_target)
         if _own_target(m):
             with session_cls(model, x, layer=layer, targets=session_targets(m, targets)) as s:
                 out[m] = explain_session(s, m, **options)
@@ -184,9 +185,10 @@ def _run_side(session_cls, model, x, layer, targets, methods, options):
 
 
 def _own_target(method: str) -> bool:
-    """A method that needs its own session: its own score (Finer-CAM) or noisy captures."""
+    """A method that needs its own session: its own score (Finer-CAM), noisy captures, a second
+    backward pass (ShapleyCAM) or every bias layer's gradient (FullGrad)."""
     spec = method_spec(method)
-    return spec.target is not None or spec.noise
+    return spec.target is not None or spec.noise or spec.second_order or spec.all_biases
 
 
 class _Max:

@@ -63,6 +63,7 @@ from cam_core.adapters import _layout
 from cam_core.adapters.models_keras import gap_classifier  # one builder, re-exported here
 
 from cam_core.explain import (
+    AttentionGradients,
     BiasGradients,
     Capture,
     Explanation,
@@ -761,6 +762,102 @@ def _bias_pass(g: _Graph, x, score_fn):
     return logits, scores, grads[0], [(i, gr) for (i, _), gr in zip(probes, grads[1:])]
 
 
+# ------------------------------------------------------------------------------- LeGrad
+
+
+def _mha_with_probe(op, step: _Step, env: dict, probe, check: bool = True):
+    """A ``MultiHeadAttention`` step recomputed from its own sublayers with ``probe(probs)``
+    between the softmax and the product with the values, so that the gradient of anything
+    downstream with respect to the probe is its gradient with respect to the attention
+    probabilities ``(N, heads, T, S)`` (Keras computes them inside the layer). The output is
+    checked against the layer's own (``check``: not while JAX traces); masks, gates and several
+    attention axes are refused."""
+    args, kwargs = step.node.arguments.fill_in({k: env[v] for k, v in step.fill.items()})
+    names = ("query", "value", "key")
+    query, value, key = (args[i] if len(args) > i else kwargs.get(n) for i, n in enumerate(names))
+    key = value if key is None else key
+    masked = any(kwargs.get(k) is not None for k in ("query_mask", "value_mask", "key_mask",
+                                                     "attention_mask"))
+    if masked or kwargs.get("use_causal_mask") or getattr(op, "_use_gate", False) \
+            or len(getattr(op, "_attention_axes", None) or (1,)) != 1:
+        raise ValueError(
+            f"LeGrad reads MultiHeadAttention {op.name!r} without masks, gates or several "
+            f"attention axes"
+        )
+    q = keras.ops.multiply(op._query_dense(query), op._inverse_sqrt_key_dim)
+    scores = keras.ops.einsum(op._dot_product_equation, op._key_dense(key), q)
+    probs = probe(keras.ops.softmax(scores, axis=-1))
+    out = op._output_dense(keras.ops.einsum(op._combine_equation, probs, op._value_dense(value)))
+    if not check:
+        return out
+    ref = _call(step, env)
+    if not np.allclose(_np(out), _np(ref), rtol=1e-4, atol=1e-5 * max(float(np.abs(_np(ref)).max()),
+                                                                      1e-6)):
+        raise ValueError(f"LeGrad's recomputation of MultiHeadAttention {op.name!r} differs from "
+                         f"its output; this attention is not one it can read")
+    return out
+
+
+def _legrad_pass(g: _Graph, x, score_fn, block: int, last: int):
+    """The model up to block output ``block`` with its attention probabilities probed, that
+    output put in place of the last block's (``last``) and the head after it: (the gradient of
+    ``score_fn`` of those logits with respect to the probabilities, its block's attention step).
+    """
+    steps = sorted(_needed(g, [block]))
+    mhas = [i for i in steps if isinstance(g.steps[i].op, keras.layers.MultiHeadAttention)]
+    if not mhas:
+        raise ValueError(f"{g.steps[g.producer[block]].path!r}: no MultiHeadAttention before it")
+    attn = mhas[-1]
+    head = _plan(g, (last,))
+    if [v for v in head.head_inputs if v != last] or any(
+            isinstance(g.steps[i].op, keras.layers.MultiHeadAttention) for i in head.head):
+        raise ValueError("LeGrad needs the last block given to be the model's last one: what "
+                         "follows it must read only its output and hold no attention")
+    out_step = g.producer[g.output]
+
+    def run(probe, check=True):
+        def step_fn(i, s, env):
+            return _mha_with_probe(s.op, s, env, probe, check) if i == attn else None
+
+        env = {g.input: x}
+        _run(g, steps, env, out_step, step_fn=step_fn)
+        env[last] = env[block]
+        _run(g, head.head, env, out_step)
+        return score_fn(env[g.output])
+
+    if _BACKEND == "tensorflow":
+        box = []
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            def probe(p):
+                z = tf.zeros_like(p)
+                tape.watch(z)
+                box.append(z)
+                return p + z
+
+            scores = run(probe)
+        grad = tape.gradient(scores, box[-1])
+    elif _BACKEND == "torch":
+        box = []
+
+        def probe(p):
+            z = torch.zeros_like(p, requires_grad=True)
+            box.append(z)
+            return p + z
+
+        with torch.enable_grad():
+            scores = run(probe)
+            (grad,) = torch.autograd.grad(scores.sum(), [box[-1]], allow_unused=True)
+    elif _BACKEND == "jax":
+        shape = []
+        run(lambda p: shape.append(p) or p)
+        zero = jnp.zeros_like(shape[-1])
+        scores, vjp = jax.vjp(lambda z: run(lambda p: p + z, check=False), zero)
+        (grad,) = vjp(jnp.ones_like(scores))
+    else:  # pragma: no cover
+        raise ValueError(f"LeGrad needs gradients; the Keras backend {_BACKEND!r} has none")
+    return grad, g.steps[attn].path
+
+
 # ----------------------------------------------------------------- guided backpropagation
 
 
@@ -1164,6 +1261,47 @@ class KerasSession:
             targets=target_ids,
             scores=_np(scores).reshape(self.n),
         )
+
+    def attention_gradients(self) -> AttentionGradients:
+        """LeGrad's gradients (:func:`_legrad_pass`) for each block output of ``layer``, the last
+        of which must be the model's last block: its output put in place of the last block's,
+        the head's score of the target class against the probabilities of the last
+        ``MultiHeadAttention`` before it. The classes are the whole model's."""
+        g = self._g
+        n = self.n
+        logits = _forward(g, self._plan, self.x)[g.output]
+        logits_np = self._check_logits(logits)
+        spec = self._targets_spec
+        if callable(spec) and not hasattr(spec, "shape"):
+            score_fn = self._score_fn()
+            target_ids = np.full(n, -1, dtype=np.int64)
+            scores = _np(score_fn(logits)).reshape(n)
+        else:
+            target_ids = resolve_targets(self._targets_spec_np(), logits_np)
+            ids_t = keras.ops.convert_to_tensor(target_ids.astype(np.int32))
+
+            def score_fn(z):
+                return _select(z, ids_t)
+
+            scores = logits_np[np.arange(n), target_ids]
+        last = self._layers[-1].value
+        grads, grid = [], None
+        for lay in self._layers:
+            grad, _ = _legrad_pass(g, self.x, score_fn, lay.value, last)
+            if grad is None:
+                raise ValueError(f"block {lay.name!r}: the head's score does not depend on its "
+                                 f"attention")
+            keys = int(grad.shape[-1])
+            found = _layout.token_grid(keys, self.input_size)
+            if found is None:
+                raise ValueError(f"block {lay.name!r} attends over {keys} tokens: no grid with "
+                                 f"the input's aspect {self.input_size}")
+            grid = found
+            grads.append(_np(grad))
+        prefix, hw = grid
+        return AttentionGradients(gradients=tuple(grads), grid=hw, prefix=prefix,
+                                  layers=tuple(lay.name for lay in self._layers),
+                                  logits=logits_np, targets=target_ids, scores=scores)
 
     def guided_gradients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Guided backpropagation (:func:`_guided_pass`): ``(d scores / d inputs`` in the inputs'

@@ -672,8 +672,7 @@ def _explain_attention(session, spec: MethodSpec, size, upsample: str, maps_on_d
     if attention_gradients is None:
         raise TypeError(
             f"{spec.name} needs each block's attention probabilities and their gradients: a "
-            f"session with `attention_gradients()`; {type(session).__name__} has none (LeGrad "
-            f"runs through the PyTorch adapter)"
+            f"session with `attention_gradients()`; {type(session).__name__} has none"
         )
     t = attention_gradients()
     raw = spec.function(t.gradients, grid=t.grid, prefix=t.prefix, **opts)
@@ -899,7 +898,7 @@ def explain(
         "scorecam", "ablationcam", "gradcamelementwise", "eigengradcam", "kpcacam", "fem",
         "randomcam", "finercam" (Grad-CAM of Finer-CAM's contrastive score of ``targets``),
         "sscam", "iscam", "smoothgradcam++", "refinecam", "shapleycam", "fullgrad" (no
-        ``layer``: every bias layer), "legrad" (vision transformers, PyTorch: ``layer`` the
+        ``layer``: every bias layer), "legrad" (vision transformers: ``layer`` the
         blocks) (:data:`METHODS`; papers in :mod:`cam_core.methods`;
         Guided Grad-CAM is :func:`explain_guided`). Method options (Grad-CAM++'s ``eps``, Score-CAM's
         ``max_n``, KPCA-CAM's ``kernel``, SS-CAM's ``samples``, ...) go in

@@ -715,6 +715,7 @@ gradcam_pp = finite_result("activations", "gradients")(gradcam_pp)
 xgradcam = finite_result("activations", "gradients")(xgradcam)
 layercam = finite_result("activations", "gradients")(layercam)
 hirescam = finite_result("activations", "gradients")(hirescam)
+shapleycam = finite_result("activations", "gradients", "hvp")(shapleycam)
 eigencam = finite_result("activations")(eigencam)
 scorecam_combine = finite_result("activations", "scores")(scorecam_combine)
 ablationcam_combine = finite_result("activations", "ablated_scores", "base_scores")(
@@ -1571,3 +1572,9 @@ def legrad(attention_gradients, /, *, grid, prefix: int = 1):
     n = first.shape[0]
     raw = xp.reshape(total[:, prefix:], (n, h, w))
     return xp.astype(raw, first.dtype, copy=False)
+
+
+# the same overflow rule as the methods above
+fullgrad = finite_result("inputs", "input_gradients", "gradients", "biases")(fullgrad)
+legrad = finite_result("attention_gradients")(legrad)
+guided_gradcam = finite_result("guided", "maps")(guided_gradcam)

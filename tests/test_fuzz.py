@@ -102,6 +102,10 @@ TABLE = [
     Row("eigengradcam", cc.eigengradcam, {"activations": A, "gradients": G},
         {"activations": (4,), "gradients": (4,)}),
     Row("fem", cc.fem, {"activations": A}, {"activations": (4,)}),
+    Row("shapleycam", cc.shapleycam, {"activations": A, "gradients": G, "hvp": G[::-1].copy()},
+        {"activations": (4,), "gradients": (4,), "hvp": (4,)}),
+    Row("guided_gradcam", cc.guided_gradcam,
+        {"guided": RNG.standard_normal((2, 3, 8, 8)), "maps": MAPS}, {"guided": (4,), "maps": (3,)}),
     Row("kpcacam", cc.kpcacam, {"activations": A}, {"activations": (4,)}),
     Row("cam", cc.cam, {"activations": A, "weights": RNG.standard_normal((5, 3)), "classes": np.array([1, 4])},
         {"activations": (4,), "weights": (2,), "classes": (1,)}),
@@ -305,6 +309,11 @@ def test_the_table_covers_every_public_callable():
         # rows yet
         "finer_weights", "FinerTarget", "iscam", "sscam", "randomcam", "noisy_linear_impute",
         "road", "RoadCurves", "rank_correlation", "weighted_activations",
+        # sequences of per-layer arrays (FullGrad's bias terms, LeGrad's blocks): their bad inputs
+        # are tested in tests/core/test_methods_more.py and tests/adapters/test_legrad.py
+        "fullgrad", "legrad",
+        # records of what an adapter hands the core, and Guided Grad-CAM for a model
+        "BiasGradients", "AttentionGradients", "explain_guided",
         # file writers: covered by test_file_writer_faults below
         "save_png", "image_grid",
         # the adapters' session protocol (a typing.Protocol), and the display pipeline, which

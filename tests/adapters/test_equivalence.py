@@ -10,7 +10,12 @@ keras = pytest.importorskip("keras")
 
 from cam_core.adapters import models_keras as mk  # noqa: E402
 from cam_core.adapters import models_torch as mt  # noqa: E402
-from cam_core.adapters.equivalence import EquivalenceReport, MethodAgreement, compare  # noqa: E402
+from cam_core.adapters.equivalence import (  # noqa: E402
+    ALL_METHODS,
+    EquivalenceReport,
+    MethodAgreement,
+    compare,
+)
 from cam_core.adapters.transfer import torch_to_keras  # noqa: E402
 
 from cam_core.explain import METHODS  # noqa: E402
@@ -38,10 +43,10 @@ def test_tiny_every_method_agrees():
                      on_batch=lambda s, et, ek: seen.append((s, sorted(et), sorted(ek))))
     assert isinstance(report, EquivalenceReport)
     assert (report.layer_torch, report.layer_keras, report.n_images) == ("features", "features", 4)
-    check_equal(report, METHODS)
+    check_equal(report, ALL_METHODS)  # every method that explains a CNN layer
     for m in report.methods:
         assert m.identical_boxes == 1.0 and m.differing == () and m.min_iou is None
-    assert seen == [(0, sorted(METHODS), sorted(METHODS))]
+    assert seen == [(0, sorted(ALL_METHODS), sorted(ALL_METHODS))]
     # chunking changes nothing
     again = compare(tm, km, x, layer_torch="features", methods=["gradcam", "cam"], batch_size=3)
     assert [m.method for m in again.methods] == ["gradcam", "cam"]
@@ -57,7 +62,7 @@ def test_resnet50_every_method_agrees():
     km = torch_to_keras(tm, mk.resnet50(1000))
     x = readonly(np.random.default_rng(1).standard_normal((4, 3, 64, 64)).astype(np.float32))
     # the masked-input methods (Score-CAM, SS-CAM, IS-CAM) need thousands of passes at layer4
-    fast = [m for m in METHODS if METHODS[m].perturbation != "masked"]
+    fast = [m for m in ALL_METHODS if METHODS[m].perturbation != "masked"]
     report = compare(tm, km, x, layer_torch="layer4", methods=fast)
     check_equal(report, fast)
     assert all(m.identical_boxes == 1.0 for m in report.methods)
@@ -78,14 +83,19 @@ def test_lite0_pretrained_on_imagenet(imagenet_dir):
     x = mt.preprocess_imagenet_lite(imgs).numpy()
     # Score-CAM: 1,280 forward passes per image, left to the benchmark; Ablation-CAM (1,280 head
     # passes per image) on the first four images
-    methods = [m for m in METHODS if METHODS[m].perturbation is None]
+    methods = [m for m in ALL_METHODS if METHODS[m].perturbation is None]
     report = compare(tm, km, x, layer_torch="_swish", methods=methods)
     ablation = compare(tm, km, x[:4], layer_torch="_swish", methods="ablationcam", score_batch_size=320)
     assert (report.layer_torch, report.layer_keras) == ("_swish", mk.LITE0_FEATURES)
     assert report.top1_agreement == 1.0 and ablation.top1_agreement == 1.0
     assert report.logits_max_rel < 1e-4 and report.gradients_max_rel < 1e-4
     for m in report.methods + ablation.methods:
-        assert m.max_abs_map < 1e-3, (m.method, m.max_abs_map)
+        # FullGrad reads the gradient at every batch norm back to the input: there the two
+        # frameworks' float32 gradients differ by up to 4% (relative, in _blocks.9-11 on these
+        # images; 2e-3 at the input) where the explained layer's differ by < 1e-4, which moves
+        # one image's normalised map by 3.9e-3
+        bar = 5e-3 if m.method == "fullgrad" else 1e-3
+        assert m.max_abs_map < bar, (m.method, m.max_abs_map)
         # at most one image may differ; the report names it (m.differing) with its IoU
         assert len(m.differing) <= 1, (m.method, m.differing, m.ious)
 

@@ -132,12 +132,19 @@ def test_gradcam_equals_relu_cam_over_hw_on_gap_dense():
     np.testing.assert_allclose(grad.maps, shown, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(m for m in METHODS if not METHODS[m].attention))
 def test_every_method_runs(method):
-    e = ka.explain(small_model(skip=True), images(), method=method, batch_size=5)
+    # (LeGrad needs a transformer: tests/adapters/test_legrad.py)
+    model = small_model(skip=True)
+    e = ka.explain(model, images(), method=method, batch_size=5)
     assert e.maps.shape == (3, 12, 12) and e.maps.dtype == np.float32
     assert np.all((e.maps >= 0) & (e.maps <= 1))
-    assert e.layers == ("feat",)
+    if method == "fullgrad":  # every convolution with a bias and every batch norm
+        assert e.layers and all(isinstance(model.get_layer(n), (keras.layers.Conv2D,
+                                                                keras.layers.BatchNormalization))
+                                for n in e.layers)
+    else:
+        assert e.layers == ("feat",)
 
 
 def test_batch_equals_each_image_alone():
@@ -460,6 +467,16 @@ _BACKEND_SCRIPT = textwrap.dedent(
     (h,) = ka.capture(model, x, layer="c1", targets=ka.rest_target([1, 2]), hvp=True)
     result["hvp"] = h.hvp.tolist()
     result["guided"] = ka.guided_backprop(model, x, targets=[1, 2]).tolist()
+    vin = keras.Input((8, 8, 3))  # LeGrad on a small transformer (two attention blocks)
+    t = L.Reshape((16, 6))(L.Conv2D(6, 2, strides=2)(vin))
+    for i in range(2):
+        y = L.LayerNormalization()(t)
+        t = L.Add(name=f"block_{i}")([t, L.MultiHeadAttention(2, 3)(y, y)])
+    vit = keras.Model(vin, L.Dense(4)(L.GlobalAveragePooling1D()(t)))
+    vit.set_weights([rng.standard_normal(w.shape).astype("float32") * 0.5 for w in vit.weights])
+    xv = rng.random((2, 8, 8, 3), dtype=np.float32)
+    result["legrad"] = ka.explain(vit, xv, method="legrad", layer=["block_0", "block_1"],
+                                  targets=[1, 2]).raw.tolist()
     print("RESULT" + json.dumps(result))
     """
 )
@@ -487,7 +504,7 @@ def _same_maps(other: dict, backend: str) -> None:
     assert other["backend"] == backend
     ref = _run_backend("tensorflow")
     assert np.abs(np.array(ref["hvp"])).max() > 1e-3  # a second-order term to compare
-    for key in (*_BACKEND_METHODS, "callable_grad", "logits", "hvp", "guided"):
+    for key in (*_BACKEND_METHODS, "callable_grad", "logits", "hvp", "guided", "legrad"):
         np.testing.assert_allclose(np.array(other[key]), np.array(ref[key]), atol=1e-5, err_msg=key)
 
 

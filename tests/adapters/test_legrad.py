@@ -1,6 +1,7 @@
-"""LeGrad (issue 15) through the PyTorch adapter: the core's arithmetic by hand, the adapter
-against the paper's one-forward reading of the intermediate predictions (timm-style blocks), and
-against torch-cam 0.5's LeGrad (blocks with nn.MultiheadAttention); what it refuses."""
+"""LeGrad (issue 15): the core's arithmetic by hand; the PyTorch adapter against the paper's
+one-forward reading of the intermediate predictions (timm-style blocks) and against torch-cam
+0.5's LeGrad (blocks with nn.MultiheadAttention); the Keras adapter (MultiHeadAttention blocks)
+against the same reading written in TensorFlow; what both refuse."""
 
 from __future__ import annotations
 
@@ -135,9 +136,10 @@ def test_what_legrad_refuses():
     from cam_core.adapters import keras as ka
 
     inp = keras.Input((4, 4, 3))
-    km = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inp)))
-    with pytest.raises(TypeError, match="PyTorch adapter"):
-        ka.explain(km, np.zeros((1, 4, 4, 3), np.float32), method="legrad", layer="dense")
+    pooled = keras.layers.GlobalAveragePooling2D()(inp)
+    km = keras.Model(inp, keras.layers.Dense(2, name="head")(pooled))
+    with pytest.raises(ValueError, match="no MultiHeadAttention"):
+        ka.explain(km, np.zeros((1, 4, 4, 3), np.float32), method="legrad", layer="head")
 
 
 def _fused_forward(self, x):
@@ -145,3 +147,61 @@ def _fused_forward(self, x):
     qkv = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
     out = torch.nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
     return self.proj(out.transpose(1, 2).reshape(n, t, d))
+
+
+# ------------------------------------------------------------------------------------ Keras
+
+
+def _keras_vit(depth=2, size=16, patch=4, dim=8):
+    keras = pytest.importorskip("keras")
+    L = keras.layers
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((size, size, 3))
+    t = L.Reshape(((size // patch) ** 2, dim))(L.Conv2D(dim, patch, strides=patch, name="patch")(inp))
+    for i in range(depth):
+        y = L.LayerNormalization(name=f"norm1_{i}")(t)
+        t = L.Add(name=f"block_{i}")([t, L.MultiHeadAttention(2, dim // 2, name=f"attn_{i}")(y, y)])
+    out = L.Dense(5, name="head")(L.GlobalAveragePooling1D()(L.LayerNormalization(name="norm")(t)))
+    return keras.Model(inp, out)
+
+
+def _keras_oracle(model, x, classes, blocks, depth):
+    """The one-forward reading in TensorFlow: the blocks by hand, each MultiHeadAttention asked
+    for its scores (the tensor its output is computed from), each block's output through the
+    final norm, pooling and head."""
+    tf = pytest.importorskip("tensorflow")
+    get = model.get_layer
+    x = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        t = model.layers[2](get("patch")(x))  # the Reshape
+        outs, scores = [], []
+        for i in range(depth):
+            y = get(f"norm1_{i}")(t)
+            o, sc = get(f"attn_{i}")(y, y, return_attention_scores=True)
+            t = get(f"block_{i}")([t, o])
+            outs.append(t)
+            scores.append(sc)
+        heads = [get("head")(tf.reduce_mean(get("norm")(z), axis=1)) for z in outs]
+        picked = [tf.gather(h, classes, axis=1, batch_dims=0) for h in heads]
+        s = [tf.reduce_sum(tf.linalg.diag_part(p)) for p in picked]
+    total = 0
+    for b in blocks:
+        g = tape.gradient(s[b], scores[b]).numpy()
+        total = total + np.maximum(g, 0).mean(axis=(1, 2))
+    n, t = total.shape
+    side = int(round(t ** 0.5))
+    return total.reshape(n, side, side)
+
+
+def test_keras_multihead_attention_blocks_match_the_one_forward_reading():
+    pytest.importorskip("tensorflow")
+    from cam_core.adapters import keras as ka
+
+    model = _keras_vit(depth=3)
+    x = np.random.default_rng(2).standard_normal((2, 16, 16, 3)).astype(np.float32)
+    e = ka.explain(model, x, method="legrad", layer=["block_1", "block_2"], targets=[0, 4])
+    ref = _keras_oracle(model, x, [0, 4], [1, 2], depth=3)
+    np.testing.assert_allclose(e.raw, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+    assert e.layers == ("block_1", "block_2") and e.maps.shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="last block given"):
+        ka.explain(model, x, method="legrad", layer=["block_0", "block_1"], targets=[0, 4])
