@@ -205,3 +205,85 @@ def test_keras_multihead_attention_blocks_match_the_one_forward_reading():
     assert e.layers == ("block_1", "block_2") and e.maps.shape == (2, 16, 16)
     with pytest.raises(ValueError, match="last block given"):
         ka.explain(model, x, method="legrad", layer=["block_0", "block_1"], targets=[0, 4])
+
+
+# --------------------------------------------------------------- torch vs Keras, mirrored ViT
+
+
+class _MeanViT(nn.Module):
+    """The MultiheadAttention ViT without a class token, pooled by the mean of its tokens (so that
+    a plain Keras functional model can mirror it layer for layer)."""
+
+    def __init__(self, dim=8, heads=2, depth=3, patch=4, classes=5):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, dim, patch, stride=patch)
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.Sequential(*[_MhaBlock(dim, heads) for _ in range(depth)])
+        self.encoder.ln = nn.LayerNorm(dim)
+        self.heads = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        t = self.conv_proj(x).flatten(2).transpose(1, 2)
+        return self.heads(self.encoder.ln(self.encoder.layers(t)).mean(dim=1))
+
+
+def _keras_mirror(tm: _MeanViT, size=16, patch=4, dim=8, heads=2, depth=3, classes=5):
+    """The same network in Keras, weights copied from ``tm``."""
+    keras = pytest.importorskip("keras")
+    L = keras.layers
+    hd = dim // heads
+    inp = keras.Input((size, size, 3))
+    conv = L.Conv2D(dim, patch, strides=patch, name="patch")
+    t = L.Reshape(((size // patch) ** 2, dim))(conv(inp))
+    blocks = []
+    for i in range(depth):
+        ln1, ln2 = L.LayerNormalization(epsilon=1e-5), L.LayerNormalization(epsilon=1e-5)
+        mha = L.MultiHeadAttention(heads, hd)
+        fc1, fc2 = L.Dense(2 * dim, activation="gelu"), L.Dense(dim)
+        y = ln1(t)
+        t = L.Add()([t, mha(y, y)])
+        t = L.Add(name=f"block_{i}")([t, fc2(fc1(ln2(t)))])
+        blocks.append((ln1, mha, ln2, fc1, fc2))
+    ln = L.LayerNormalization(epsilon=1e-5)
+    head = L.Dense(classes)
+    model = keras.Model(inp, head(L.GlobalAveragePooling1D()(ln(t))))
+
+    def np_(p):
+        return p.detach().numpy()
+
+    conv.set_weights([np_(tm.conv_proj.weight).transpose(2, 3, 1, 0), np_(tm.conv_proj.bias)])
+    for blk, (ln1, mha, ln2, fc1, fc2) in zip(tm.encoder.layers, blocks):
+        ln1.set_weights([np_(blk.ln_1.weight), np_(blk.ln_1.bias)])
+        ln2.set_weights([np_(blk.ln_2.weight), np_(blk.ln_2.bias)])
+        a = blk.self_attention
+        wq, wk, wv = np_(a.in_proj_weight).reshape(3, dim, dim)
+        bq, bk, bv = np_(a.in_proj_bias).reshape(3, dim)
+        mha.set_weights([
+            wq.T.reshape(dim, heads, hd), bq.reshape(heads, hd),
+            wk.T.reshape(dim, heads, hd), bk.reshape(heads, hd),
+            wv.T.reshape(dim, heads, hd), bv.reshape(heads, hd),
+            np_(a.out_proj.weight).T.reshape(heads, hd, dim), np_(a.out_proj.bias),
+        ])
+        fc1.set_weights([np_(blk.mlp[0].weight).T, np_(blk.mlp[0].bias)])
+        fc2.set_weights([np_(blk.mlp[2].weight).T, np_(blk.mlp[2].bias)])
+    ln.set_weights([np_(tm.encoder.ln.weight), np_(tm.encoder.ln.bias)])
+    head.set_weights([np_(tm.heads.weight).T, np_(tm.heads.bias)])
+    return model
+
+
+def test_torch_and_keras_agree_on_a_mirrored_vit():
+    from cam_core.adapters import keras as ka
+
+    torch.manual_seed(3)
+    tm = _MeanViT().eval()
+    km = _keras_mirror(tm)
+    x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    xk = x.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(np.asarray(km(xk)), tm(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
+    t = ta.explain(tm, x, method="legrad", layer=["encoder.layers.1", "encoder.layers.2"],
+                   targets=[0, 3])
+    k = ka.explain(km, xk, method="legrad", layer=["block_1", "block_2"], targets=[0, 3])
+    assert np.abs(t.raw).max() > 0
+    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-4 * np.abs(t.raw).max())
+    np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
