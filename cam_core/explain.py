@@ -647,42 +647,44 @@ def _explain_biases(session, spec: MethodSpec, size, upsample: str, maps_on_devi
                     opts: dict) -> Explanation:
     """FullGrad's pipeline: the session's :class:`BiasGradients`, the method's raw map at the
     input size, min-max normalised; ``layers`` are the bias layers."""
-    bias_gradients = getattr(session, "bias_gradients", None)
-    if bias_gradients is None:
-        raise TypeError(
-            f"{spec.name} needs every bias layer's gradient: a session with "
-            f"`bias_gradients()`; {type(session).__name__} has none"
-        )
-    t = bias_gradients()
+    t = _session_record(session, "bias_gradients", spec, "every bias layer's gradient")
     raw = spec.function(t.inputs, t.input_gradients, t.gradients, t.biases, **opts)
-    maps = display_maps(raw, relu=spec.relu, size=size, upsample=upsample)
-    if not maps_on_device:
-        maps = (getattr(session, "to_host", None) or to_numpy)(maps)
-        raw = to_numpy(raw)
-    _warn_constant(maps, spec.name, (f"the input and {len(t.layers)} bias layers",))
-    return Explanation(maps=maps, raw=raw, logits=t.logits, targets=t.targets,
-                       method=spec.name, layers=tuple(t.layers))
+    return _one_map(session, spec, raw, t, size, upsample, maps_on_device,
+                    (f"the input and {len(t.layers)} bias layers",))
 
 
 def _explain_attention(session, spec: MethodSpec, size, upsample: str, maps_on_device: bool,
                        opts: dict) -> Explanation:
     """LeGrad's pipeline: the session's :class:`AttentionGradients`, the raw map on the patch
     grid, upsampled and min-max normalised; ``layers`` are the blocks."""
-    attention_gradients = getattr(session, "attention_gradients", None)
-    if attention_gradients is None:
-        raise TypeError(
-            f"{spec.name} needs each block's attention probabilities and their gradients: a "
-            f"session with `attention_gradients()`; {type(session).__name__} has none"
-        )
-    t = attention_gradients()
+    t = _session_record(session, "attention_gradients", spec,
+                        "each block's attention probabilities and their gradients")
     raw = spec.function(t.gradients, grid=t.grid, prefix=t.prefix, **opts)
+    return _one_map(session, spec, raw, t, size, upsample, maps_on_device, tuple(t.layers))
+
+
+def _session_record(session, name: str, spec: MethodSpec, what: str):
+    """The record of the session's optional method ``name`` (a ``TypeError`` saying what
+    ``spec``'s method needs when the session has no such method)."""
+    method = getattr(session, name, None)
+    if method is None:
+        raise TypeError(f"{spec.name} needs {what}: a session with `{name}()`; "
+                        f"{type(session).__name__} has none")
+    return method()
+
+
+def _one_map(session, spec: MethodSpec, raw, record, size, upsample: str, maps_on_device: bool,
+             shown: tuple) -> Explanation:
+    """The end of a pipeline that makes one raw map from what the session recorded (``record``:
+    its ``logits``, ``targets`` and ``layers``): display maps, the host copy, the constant-map
+    warning (naming ``shown``) and the :class:`Explanation`."""
     maps = display_maps(raw, relu=spec.relu, size=size, upsample=upsample)
     if not maps_on_device:
         maps = (getattr(session, "to_host", None) or to_numpy)(maps)
         raw = to_numpy(raw)
-    _warn_constant(maps, spec.name, tuple(t.layers))
-    return Explanation(maps=maps, raw=raw, logits=t.logits, targets=t.targets,
-                       method=spec.name, layers=tuple(t.layers))
+    _warn_constant(maps, spec.name, shown)
+    return Explanation(maps=maps, raw=raw, logits=record.logits, targets=record.targets,
+                       method=spec.name, layers=tuple(record.layers))
 
 
 def method_layer(method: str, layer):

@@ -83,12 +83,13 @@ class _MhaBlock(nn.Module):
 
 class _MhaViT(nn.Module):
     """torchvision's ViT layout in small: conv patches, a class token, encoder.layers, encoder.ln,
-    heads on the class token."""
+    heads on the class token; ``class_token=False``: no class token, the heads on the mean of the
+    tokens (so that a plain Keras functional model can mirror it layer for layer)."""
 
-    def __init__(self, dim=8, heads=2, depth=3, patch=4, classes=5):
+    def __init__(self, dim=8, heads=2, depth=3, patch=4, classes=5, class_token=True):
         super().__init__()
         self.conv_proj = nn.Conv2d(3, dim, patch, stride=patch)
-        self.class_token = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.class_token = nn.Parameter(torch.randn(1, 1, dim) * 0.1) if class_token else None
         self.encoder = nn.Module()
         self.encoder.layers = nn.Sequential(*[_MhaBlock(dim, heads) for _ in range(depth)])
         self.encoder.ln = nn.LayerNorm(dim)
@@ -96,6 +97,8 @@ class _MhaViT(nn.Module):
 
     def forward(self, x):
         t = self.conv_proj(x).flatten(2).transpose(1, 2)
+        if self.class_token is None:
+            return self.heads(self.encoder.ln(self.encoder.layers(t)).mean(dim=1))
         t = torch.cat([self.class_token.expand(len(t), -1, -1), t], dim=1)
         return self.heads(self.encoder.ln(self.encoder.layers(t))[:, 0])
 
@@ -210,24 +213,7 @@ def test_keras_multihead_attention_blocks_match_the_one_forward_reading():
 # --------------------------------------------------------------- torch vs Keras, mirrored ViT
 
 
-class _MeanViT(nn.Module):
-    """The MultiheadAttention ViT without a class token, pooled by the mean of its tokens (so that
-    a plain Keras functional model can mirror it layer for layer)."""
-
-    def __init__(self, dim=8, heads=2, depth=3, patch=4, classes=5):
-        super().__init__()
-        self.conv_proj = nn.Conv2d(3, dim, patch, stride=patch)
-        self.encoder = nn.Module()
-        self.encoder.layers = nn.Sequential(*[_MhaBlock(dim, heads) for _ in range(depth)])
-        self.encoder.ln = nn.LayerNorm(dim)
-        self.heads = nn.Linear(dim, classes)
-
-    def forward(self, x):
-        t = self.conv_proj(x).flatten(2).transpose(1, 2)
-        return self.heads(self.encoder.ln(self.encoder.layers(t)).mean(dim=1))
-
-
-def _keras_mirror(tm: _MeanViT, size=16, patch=4, dim=8, heads=2, depth=3, classes=5):
+def _keras_mirror(tm: _MhaViT, size=16, patch=4, dim=8, heads=2, depth=3, classes=5):
     """The same network in Keras, weights copied from ``tm``."""
     keras = pytest.importorskip("keras")
     L = keras.layers
@@ -275,7 +261,7 @@ def test_torch_and_keras_agree_on_a_mirrored_vit():
     from cam_core.adapters import keras as ka
 
     torch.manual_seed(3)
-    tm = _MeanViT().eval()
+    tm = _MhaViT(class_token=False).eval()
     km = _keras_mirror(tm)
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
     xk = x.transpose(0, 2, 3, 1)
