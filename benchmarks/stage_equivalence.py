@@ -115,8 +115,8 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     from cam_core.adapters.transfer import torch_to_keras
 
     from benchmarks._scoring import wsol_maps
+    from cam_core.boxes import ground_truth
     from cam_core.data import iter_batches, read_wsol
-    from cam_core.evaluate import ground_truth
     from cam_core.explain import METHODS
     from cam_core.metrics import BoxAccuracy
 
@@ -130,7 +130,7 @@ def _data_section(data: Path, quick: bool, progress: bool) -> tuple[dict, str]:
     t0 = time.perf_counter()
     gts_of = {}
     for r in ds:
-        gts_of[r.id] = ground_truth(r, (224, 224), "wsol")
+        gts_of[r.id] = ground_truth(r.boxes, r.size, (224, 224), protocol="wsol")
     batches = iter_batches(ds, batch_size=32, size=(224, 224), progress=progress)
     for batch in batches:
         x = mt.preprocess_imagenet_lite(batch.images, size=None).numpy()

@@ -153,9 +153,9 @@ class _Model:
 
 
 def _box_figures(maps, raw, relu, boxes, correct, size) -> dict:
-    from cam_core.evaluate import wsol_boxes
+    from cam_core.boxes import ground_truth
 
-    gts = [wsol_boxes(b, (size, size), WSOL_SIZE) for b in boxes]  # square images
+    gts = [ground_truth(b, (size, size), WSOL_SIZE, protocol="wsol") for b in boxes]  # square images
     stats = BoxStats()
     stats.update(maps, boxes, wsol_maps(raw, relu), gts, correct)
     return stats.result()
@@ -255,8 +255,8 @@ def _photos(out_dir: Path, progress: bool) -> dict:
     from cam_core.adapters import torch as adapter
     from PIL import Image
 
-    from cam_core.boxes import box_iou, boxes_from_map
-    from cam_core.data import sample_photos, scale_boxes
+    from cam_core.boxes import best_iou, boxes_from_map, scale_boxes
+    from cam_core.data import sample_photos
     from cam_core.viz import image_grid, save_png
 
     model = zoo.efficientnet_lite0(pretrained=True)
@@ -272,6 +272,7 @@ def _photos(out_dir: Path, progress: bool) -> dict:
                for p, t in zip(photos, predicted)]
     expl = {m: adapter.explain(model, x, method=m, targets=targets) for m in ("cam", "gradcam")}
     for i, p in enumerate(photos):
+        # the photo's boxes in the 224x224 frame, rounded to whole pixels to be drawn
         gt = np.round(scale_boxes(p.boxes, (p.image.shape[1], p.image.shape[0]), 224)).astype(
             np.int64)
         pred_class = int(predicted[i])
@@ -279,7 +280,7 @@ def _photos(out_dir: Path, progress: bool) -> dict:
                "predicted": pred_class}
         for m, e in expl.items():
             pred = boxes_from_map(e.maps[i], threshold=0.2)
-            iou = float(box_iou(pred, gt).max()) if len(pred) else 0.0
+            iou = best_iou(pred, gt)
             row[f"{m}_iou"] = iou
             cells.append(_overlay_cell(images[i], e.maps[i], gt, pred, scale=1))
             titles.append(f"{p.name.split('_')[-1]} {m} IoU {iou:.2f}")

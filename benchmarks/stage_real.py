@@ -64,9 +64,9 @@ _SIZES = {
 
 def _wsol_gt(batch) -> list[np.ndarray]:
     """The reference's ground truth: original inclusive boxes scaled to 224 with truncation."""
-    from cam_core.evaluate import wsol_boxes
+    from cam_core.boxes import ground_truth
 
-    return [wsol_boxes(boxes, size, WSOL_SIZE)
+    return [ground_truth(boxes, size, WSOL_SIZE, protocol="wsol")
             for boxes, size in zip(batch.original_boxes, batch.sizes)]
 
 

@@ -32,7 +32,10 @@ from cam_core.boxes import (
     boxes_from_map,
     boxes_from_mask,
     convert_boxes,
+    ground_truth,
     mask_iou,
+    scale_boxes,
+    scale_boxes_wsol,
 )
 from cam_core.data import (
     Batch,
@@ -47,7 +50,6 @@ from cam_core.data import (
     read_voc,
     read_wsol,
     sample_photos,
-    scale_boxes,
 )
 from cam_core.explain import (
     METHODS,
@@ -118,7 +120,6 @@ from cam_core.metrics import (
     PointingGameResult,
     PxAP,
     PxAPResult,
-    scale_boxes_wsol,
 )
 from cam_core.resize import (
     INTERPOLATIONS,
@@ -188,6 +189,7 @@ __all__ = [
     "gradcam",
     "gradcam_elementwise",
     "gradcam_pp",
+    "ground_truth",
     "hirescam",
     "image_grid",
     "increase_in_confidence",

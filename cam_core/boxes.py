@@ -8,6 +8,15 @@ gives an empty ``(0, 4)`` int64 array, never a sentinel box. The IoU of two boxe
 empty is 0. Other layouts (inclusive corners, width/height, centres, TFDS's normalised
 ``(ymin, xmin, ymax, xmax)``) are converted with :func:`convert_boxes`.
 
+**Boxes in a map's frame (the ground truth).** Annotations keep boxes in the pixels of the
+ORIGINAL image, with its size ``(width, height)``; a map of size ``(H, W)`` is scored against them
+scaled to its frame, here and nowhere else. :func:`scale_boxes` scales half-open edges,
+``x * W / width`` (floats: a box covering the whole image still covers the whole map);
+:func:`scale_boxes_wsol` scales inclusive corners as the WSOL reference does,
+``int(x * W / width)``; :func:`ground_truth` gives an image's boxes for either protocol of
+:class:`cam_core.metrics.BoxAccuracy` (the evaluation engine, the command line and the benchmarks
+all call it).
+
 Components are found with :func:`scipy.ndimage.label` at 8- or 4-connectivity. "Largest" means
 the most pixels; ties go to the component whose first pixel comes first in row-major order (top
 row first, then leftmost), which is also the order in which :func:`scipy.ndimage.label` numbers
@@ -50,7 +59,10 @@ __all__ = [
     "boxes_from_map",
     "boxes_from_mask",
     "convert_boxes",
+    "ground_truth",
     "mask_iou",
+    "scale_boxes",
+    "scale_boxes_wsol",
 ]
 
 #: Box layouts understood by :func:`convert_boxes`.
@@ -237,6 +249,124 @@ def convert_boxes(boxes, /, src: str, dst: str, *, size=None) -> np.ndarray:
         out = np.stack([xyxy[:, 1] / height, xyxy[:, 0] / width,
                         xyxy[:, 3] / height, xyxy[:, 2] / width], axis=1)
     return np.ascontiguousarray(out, dtype=out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# scaling boxes to a map's frame: the ground truth of an image
+
+
+def ground_truth(boxes, /, original_size, size, *, protocol: str = "native") -> np.ndarray:
+    """An image's ground-truth boxes in the frame of a map of ``size``, as ``protocol`` scores them.
+
+    Parameters
+    ----------
+    boxes : array_like, shape (G, 4)
+        Half-open ``(x0, y0, x1, y1)`` in the ORIGINAL image's pixels (a
+        :class:`cam_core.data.Record`'s ``boxes``).
+    original_size : (width, height)
+        The original image's size, in the annotation files' order (a record's ``size``).
+    size : int or (H, W)
+        The map's size.
+    protocol : {"native", "wsol"}
+        "native": half-open float boxes, ``x * W / width`` (:func:`scale_boxes`). "wsol": the
+        WSOL reference's inclusive-corner integer boxes, ``int(x * W / width)`` on the original
+        inclusive corners (:func:`scale_boxes_wsol`), for ``BoxAccuracy(protocol="wsol")``.
+
+    Returns
+    -------
+    ndarray, shape (G, 4)
+        float64 ("native") or int64 ("wsol").
+    """
+    if original_size is None or isinstance(original_size, (int, np.integer)):
+        raise TypeError(f"`original_size` must be a (width, height) pair; got {original_size!r}")
+    width, height = as_size(original_size, "original_size")  # checked as a pair; order (w, h)
+    size = as_size(size, "size")
+    if protocol == "native":
+        return scale_boxes(boxes, (width, height), size)
+    if protocol == "wsol":
+        inclusive = checked_boxes(boxes, "boxes") - np.array([0, 0, 1, 1])
+        return scale_boxes_wsol(inclusive, (height, width), size)
+    raise ValueError(f"`protocol` must be 'native' or 'wsol'; got {protocol!r}")
+
+
+def scale_boxes(boxes, /, from_size, to_size) -> np.ndarray:
+    """Scale half-open boxes from one image size to another.
+
+    Parameters
+    ----------
+    boxes : array_like, shape (G, 4)
+        ``(x0, y0, x1, y1)`` in the pixels of an image of ``from_size``.
+    from_size : tuple of int
+        ``(width, height)`` of the frame of ``boxes`` (the annotation-file order).
+    to_size : int or tuple of int
+        The working size ``(height, width)`` (the core's order).
+
+    Returns
+    -------
+    ndarray of float64, shape (G, 4)
+        ``x * W / width`` and ``y * H / height`` for every edge.
+    """
+    b = _scalable_boxes(boxes)
+    if from_size is None or isinstance(from_size, (int, np.integer)):
+        raise TypeError(f"`from_size` must be a (width, height) pair; got {from_size!r}")
+    height, width = as_size(from_size, "from_size")[::-1]  # checked as a pair; order (w, h)
+    h, w = as_size(to_size, "to_size")
+    with np.errstate(over="ignore"):
+        out = b * np.array([w, h, w, h], dtype=np.float64) / np.array([width, height, width, height])
+    if not np.isfinite(out).all():
+        raise ValueError(f"`boxes` scaled by {to_size!r} / {from_size!r} overflow float64")
+    return out
+
+
+def _scalable_boxes(boxes) -> np.ndarray:
+    """``boxes`` as finite float64 ``(G, 4)`` with ``x0 <= x1`` and ``y0 <= y1``."""
+    b = as_float_array(boxes, "boxes").astype(np.float64, copy=False)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"`boxes` must have shape (G, 4); got {b.shape}")
+    check_finite(b, "boxes")
+    inverted = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
+    if inverted.size:
+        i = int(inverted[0])
+        raise ValueError(
+            f"`boxes` must have x0 <= x1 and y0 <= y1; got {b[i].tolist()} at row {i}"
+        )
+    return b
+
+
+def scale_boxes_wsol(boxes_inclusive_original, /, original_size, target_size=(224, 224)
+                     ) -> np.ndarray:
+    """Scale inclusive-corner boxes to the map's size as the WSOL reference does.
+
+    Each coordinate becomes ``int(x * target / original)`` (float arithmetic, truncation), the
+    x coordinates with the widths and the y coordinates with the heights.
+
+    Parameters
+    ----------
+    boxes_inclusive_original : array_like, shape (G, 4)
+        ``(x0, y0, x1, y1)`` with inclusive corners, in the original image's pixels.
+    original_size : int or (H, W)
+        The original image's height and width (note: (H, W), not the reference's (W, H)).
+    target_size : int or (H, W)
+        The map's size; 224 x 224 in the reference.
+
+    Returns
+    -------
+    ndarray of int64, shape (G, 4)
+        Inclusive-corner boxes in the map's frame, for ``BoxAccuracy(protocol="wsol")``.
+    """
+    boxes = checked_boxes(boxes_inclusive_original, "boxes_inclusive_original")
+    oh, ow = as_size(original_size, "original_size")
+    th, tw = as_size(target_size, "target_size")
+    b = boxes.astype(np.float64)
+    with np.errstate(over="ignore"):
+        scale_x = (b[:, [0, 2]] * float(tw)) / float(ow)
+        scale_y = (b[:, [1, 3]] * float(th)) / float(oh)
+    if not (np.abs(scale_x) < 2.0**63).all() or not (np.abs(scale_y) < 2.0**63).all():
+        raise ValueError("`boxes_inclusive_original`: the scaled boxes overflow int64")
+    out = np.empty(b.shape, dtype=np.int64)
+    out[:, [0, 2]] = np.trunc(scale_x)
+    out[:, [1, 3]] = np.trunc(scale_y)
+    return out
 
 
 def box_area(boxes, /) -> np.ndarray:

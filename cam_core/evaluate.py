@@ -21,10 +21,10 @@ accumulator states are merged in dataset order, so the figures are identical (ev
 threshold) for any number of workers, shards or ranks. At most ``2 * workers`` (batch, method)
 maps are in flight (and a few batches decoded ahead), so memory stays flat in the number of images.
 
-**Ground truth** of a record (:func:`ground_truth`): ``protocol="native"`` scales the record's
-half-open boxes to the map's size (:func:`cam_core.data.scale_boxes`); ``protocol="wsol"`` makes
-the reference's inclusive-corner integer boxes (:func:`cam_core.metrics.scale_boxes_wsol` on the
-original inclusive corners) and resizes the maps bicubically, as the reference does.
+**Ground truth** of a record: :func:`cam_core.boxes.ground_truth` (``protocol="native"``: the
+record's half-open boxes scaled to the map's size; ``protocol="wsol"``: the reference's
+inclusive-corner integer boxes); ``protocol="wsol"`` also resizes the maps bicubically, as the
+reference does.
 
 **Checkpoints.** With ``checkpoint=FOLDER`` each finished batch is saved atomically to
 ``FOLDER/batch-<start>-<stop>.npz`` (its accumulator states and per-image figures, see
@@ -67,10 +67,10 @@ from cam_core._errors import MODEL_ERRORS, explain_error
 from cam_core._io import atomic_write_bytes, to_jsonable, write_json
 from cam_core._progress import progress_bar
 from cam_core._validate import as_size, to_numpy
-from cam_core.boxes import best_iou, boxes_from_map
-from cam_core.data import Dataset, iter_batches, scale_boxes
+from cam_core.boxes import best_iou, boxes_from_map, ground_truth
+from cam_core.data import Dataset, iter_batches
 from cam_core.explain import adapter_for, display_maps, explain, framework_of, method_spec, raw_maps
-from cam_core.metrics import BoxAccuracy, Localization, scale_boxes_wsol
+from cam_core.metrics import BoxAccuracy, Localization
 
 __all__ = [
     "CheckpointError",
@@ -85,13 +85,11 @@ __all__ = [
     "available_cores",
     "capture_raw_maps",
     "evaluate",
-    "ground_truth",
     "load_state",
     "merge",
     "missing_images",
     "save_state",
     "shares_capture",
-    "wsol_boxes",
 ]
 
 # name -> (scale, mean, std): the model input is (pixel * scale - mean) / std, per channel
@@ -215,55 +213,14 @@ class EvalSettings:
 
 
 # --------------------------------------------------------------------------------------------
-# ground truth and the accumulator schema (shared with the benchmarks)
-
-
-def ground_truth(record, size, protocol: str = "native") -> np.ndarray:
-    """A record's ground-truth boxes in the frame of a map of ``size`` = (H, W).
-
-    Parameters
-    ----------
-    record : cam_core.data.Record
-    size : int or (int, int)
-    protocol : {"native", "wsol"}
-        "native": half-open float boxes, ``x * W / width`` (:func:`cam_core.data.scale_boxes`).
-        "wsol": the reference's inclusive-corner integer boxes, ``int(x * W / width)`` on the
-        original inclusive corners (:func:`cam_core.metrics.scale_boxes_wsol`).
-
-    Returns
-    -------
-    ndarray, shape (G, 4)
-    """
-
-    size = as_size(size, "size")
-    if protocol == "native":
-        return scale_boxes(record.boxes, record.size, size)
-    if protocol == "wsol":
-        return wsol_boxes(record.boxes, record.size, size)
-    raise ValueError(f"`protocol` must be 'native' or 'wsol'; got {protocol!r}")
+# the accumulator schema (shared with the benchmarks)
 
 
 def wsol_boxes(boxes, original_size, size=(224, 224)) -> np.ndarray:
-    """Half-open boxes in original pixels -> the WSOL reference's ground truth in the map's frame.
-
-    Parameters
-    ----------
-    boxes : array_like, shape (G, 4)
-        Half-open ``(x0, y0, x1, y1)`` in the original image's pixels (a record's boxes).
-    original_size : (width, height)
-        The original image's size, in the annotation files' order (a record's ``size``).
-    size : int or (H, W)
-        The map's size.
-
-    Returns
-    -------
-    ndarray of int64, shape (G, 4)
-        Inclusive corners ``int(x * W / width)`` (:func:`cam_core.metrics.scale_boxes_wsol`).
-    """
-
-    inclusive = np.asarray(boxes) - np.array([0, 0, 1, 1])
-    width, height = (int(v) for v in original_size)
-    return scale_boxes_wsol(inclusive, (height, width), size)
+    """``ground_truth(boxes, original_size, size, protocol="wsol")`` (:mod:`cam_core.boxes`, the
+    home of box scaling): kept under this name for ``benchmarks/stage_dogs.py`` only; call
+    :func:`cam_core.boxes.ground_truth`."""
+    return ground_truth(boxes, original_size, size, protocol="wsol")
 
 
 def _fixed_key(tau: float) -> str:
@@ -688,7 +645,7 @@ def _decode(records, pre: Preprocess, settings: EvalSettings):
     t0 = time.perf_counter()
     batch = next(iter_batches(Dataset(tuple(records)), batch_size=len(records), size=pre.size))
     x = pre(list(batch.images))
-    gts = [ground_truth(r, pre.size, settings.protocol) for r in records]
+    gts = [ground_truth(r.boxes, r.size, pre.size, protocol=settings.protocol) for r in records]
     return batch, x, gts, time.perf_counter() - t0
 
 

@@ -26,7 +26,7 @@ clovaai/wsolevaluation), quirks included, so that its numbers can be compared wi
    IoU uses inclusive corners, ``area = (x1 - x0 + 1) * (y1 - y0 + 1)``: boxes come out one pixel
    wider and taller than the component;
 6. ground-truth boxes are inclusive-corner integers in the map's frame, as the reference makes them
-   with :func:`scale_boxes_wsol`.
+   with :func:`cam_core.boxes.scale_boxes_wsol` (:func:`cam_core.boxes.ground_truth`).
 
 No OpenCV is used: components, holes and contour areas come from SciPy labelling and run
 arithmetic (:mod:`cam_core._sweep`), tested equal to OpenCV threshold by threshold. One
@@ -62,7 +62,6 @@ from cam_core._validate import (
     as_float_array,
     as_fractions,
     as_mask,
-    as_size,
     check_finite,
     check_same_batch,
     checked_boxes,
@@ -77,49 +76,12 @@ __all__ = [
     "PointingGameResult",
     "PxAP",
     "PxAPResult",
-    "scale_boxes_wsol",
 ]
 
 _PROTOCOLS = ("native", "wsol")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def scale_boxes_wsol(boxes_inclusive_original, /, original_size, target_size=(224, 224)
-                     ) -> np.ndarray:
-    """Scale inclusive-corner boxes to the map's size as the WSOL reference does.
-
-    Each coordinate becomes ``int(x * target / original)`` (float arithmetic, truncation), the
-    x coordinates with the widths and the y coordinates with the heights.
-
-    Parameters
-    ----------
-    boxes_inclusive_original : array_like, shape (G, 4)
-        ``(x0, y0, x1, y1)`` with inclusive corners, in the original image's pixels.
-    original_size : int or (H, W)
-        The original image's height and width (note: (H, W), not the reference's (W, H)).
-    target_size : int or (H, W)
-        The map's size; 224 x 224 in the reference.
-
-    Returns
-    -------
-    ndarray of int64, shape (G, 4)
-        Inclusive-corner boxes in the map's frame, for ``BoxAccuracy(protocol="wsol")``.
-    """
-    boxes = checked_boxes(boxes_inclusive_original, "boxes_inclusive_original")
-    oh, ow = as_size(original_size, "original_size")
-    th, tw = as_size(target_size, "target_size")
-    b = boxes.astype(np.float64)
-    with np.errstate(over="ignore"):
-        scale_x = (b[:, [0, 2]] * float(tw)) / float(ow)
-        scale_y = (b[:, [1, 3]] * float(th)) / float(oh)
-    if not (np.abs(scale_x) < 2.0**63).all() or not (np.abs(scale_y) < 2.0**63).all():
-        raise ValueError("`boxes_inclusive_original`: the scaled boxes overflow int64")
-    out = np.empty(b.shape, dtype=np.int64)
-    out[:, [0, 2]] = np.trunc(scale_x)
-    out[:, [1, 3]] = np.trunc(scale_y)
-    return out
-
 
 def _as_taus(taus) -> np.ndarray:
     if taus is None:
@@ -331,7 +293,7 @@ class BoxAccuracy(_Accumulator):
         gt_boxes : list of array_like, each shape (G_i, 4), G_i >= 1
             Each image's ground-truth boxes in the map's pixel frame: half-open
             ``(x0, y0, x1, y1)`` for ``"native"``, inclusive-corner integers for ``"wsol"`` (see
-            :func:`scale_boxes_wsol`).
+            :func:`cam_core.boxes.scale_boxes_wsol`).
         """
         arr = _as_maps(maps)
         gts = _as_gt_list(gt_boxes, len(arr), arr)

@@ -68,8 +68,9 @@ def test_figures_identical_for_one_and_several_workers(data, protocol):
     assert_identical(one, several)
     assert one.images == 13 and one.complete
     # the figures are the accumulators' own over the whole dataset in one pass
+    from cam_core.boxes import ground_truth
     from cam_core.data import iter_batches, read_wsol
-    from cam_core.evaluate import PRESETS, EvalSettings, Preprocess, accumulators, explain_labels, ground_truth
+    from cam_core.evaluate import PRESETS, EvalSettings, Preprocess, accumulators, explain_labels
 
     ds = read_wsol(data)
     pre = Preprocess("unit", *PRESETS["unit"], (32, 32))
@@ -77,7 +78,7 @@ def test_figures_identical_for_one_and_several_workers(data, protocol):
     accs = accumulators(settings)
     batch = next(iter_batches(ds, batch_size=len(ds), size=32))
     exp = explain_labels(_model(), pre(list(batch.images)), batch.labels, "gradcam", settings)
-    gts = [ground_truth(r, 32, protocol) for r in ds]
+    gts = [ground_truth(r.boxes, r.size, 32, protocol=protocol) for r in ds]
     accs["sweep"].update(exp.maps, gts)
     res = accs["sweep"].result()
     assert np.array_equal(one.methods["gradcam"].curves["box_acc"]["0.5"], res.box_acc[:, 1])

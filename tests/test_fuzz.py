@@ -150,6 +150,8 @@ TABLE = [
     Row("scale_boxes_wsol", cc.scale_boxes_wsol,
         {"boxes_inclusive_original": BOXES, "original_size": (10, 8), "target_size": (20, 20)},
         {"boxes_inclusive_original": (2,)}),
+    Row("ground_truth", mixed(cc.ground_truth, ["boxes"]),
+        {"boxes": BOXES, "original_size": (10, 8), "size": (20, 20)}, {"boxes": (2,)}, positional=False),
     Row("colormap", cc.colormap, {"maps": MAPS}, {"maps": (2, 3)}, any_rank=("maps",)),
     Row("overlay", cc.overlay, {"image": IMAGE, "map": MAP}, {"image": (2, 3), "map": (2,)}),
     Row("draw_boxes", cc.draw_boxes, {"image": IMAGE, "boxes": BOXES}, {"image": (2, 3), "boxes": (2,)}),

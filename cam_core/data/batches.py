@@ -11,7 +11,8 @@ from PIL import Image
 
 from cam_core._progress import progress_bar
 from cam_core._validate import as_size
-from cam_core.data.records import Dataset, scale_boxes
+from cam_core.boxes import scale_boxes
+from cam_core.data.records import Dataset
 
 # --------------------------------------------------------------------------------------------
 # streaming
@@ -81,7 +82,7 @@ def iter_batches(dataset: Dataset, *, batch_size: int = 32, size=(224, 224),
 
     Images are read with Pillow, converted to RGB (EXIF orientation is NOT applied: annotations
     refer to the stored pixel grid) and resized to ``size`` with Pillow's bilinear filter, the
-    aspect ratio not kept. Boxes are scaled from the original size (see :func:`scale_boxes`).
+    aspect ratio not kept. Boxes are scaled from the original size (see :func:`cam_core.boxes.scale_boxes`).
 
     Parameters
     ----------

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cam_core._validate import as_float_array, as_size, check_finite
+from cam_core._validate import as_size
+from cam_core.boxes import scale_boxes
 
 # --------------------------------------------------------------------------------------------
 # records and datasets
@@ -43,50 +44,6 @@ class Record:
     label: int
     boxes: np.ndarray
     size: tuple[int, int]
-
-
-def scale_boxes(boxes, /, from_size, to_size) -> np.ndarray:
-    """Scale half-open boxes from one image size to another.
-
-    Parameters
-    ----------
-    boxes : array_like, shape (G, 4)
-        ``(x0, y0, x1, y1)`` in the pixels of an image of ``from_size``.
-    from_size : tuple of int
-        ``(width, height)`` of the frame of ``boxes`` (the annotation-file order).
-    to_size : int or tuple of int
-        The working size ``(height, width)`` (the core's order).
-
-    Returns
-    -------
-    ndarray of float64, shape (G, 4)
-        ``x * W / width`` and ``y * H / height`` for every edge.
-    """
-    b = _scalable_boxes(boxes)
-    if from_size is None or isinstance(from_size, (int, np.integer)):
-        raise TypeError(f"`from_size` must be a (width, height) pair; got {from_size!r}")
-    height, width = as_size(from_size, "from_size")[::-1]  # checked as a pair; order (w, h)
-    h, w = as_size(to_size, "to_size")
-    with np.errstate(over="ignore"):
-        out = b * np.array([w, h, w, h], dtype=np.float64) / np.array([width, height, width, height])
-    if not np.isfinite(out).all():
-        raise ValueError(f"`boxes` scaled by {to_size!r} / {from_size!r} overflow float64")
-    return out
-
-
-def _scalable_boxes(boxes) -> np.ndarray:
-    """``boxes`` as finite float64 ``(G, 4)`` with ``x0 <= x1`` and ``y0 <= y1``."""
-    b = as_float_array(boxes, "boxes").astype(np.float64, copy=False)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"`boxes` must have shape (G, 4); got {b.shape}")
-    check_finite(b, "boxes")
-    inverted = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
-    if inverted.size:
-        i = int(inverted[0])
-        raise ValueError(
-            f"`boxes` must have x0 <= x1 and y0 <= y1; got {b[i].tolist()} at row {i}"
-        )
-    return b
 
 
 @dataclass(frozen=True)
@@ -152,7 +109,8 @@ class Dataset:
         return [r.boxes for r in self.records]
 
     def boxes_at(self, size) -> list[np.ndarray]:
-        """The boxes of every record scaled to the working size ``(H, W)`` (see :func:`scale_boxes`)."""
+        """The boxes of every record scaled to the working size ``(H, W)``
+        (:func:`cam_core.boxes.scale_boxes`)."""
         as_size(size)
         return [scale_boxes(r.boxes, r.size, size) for r in self.records]
 

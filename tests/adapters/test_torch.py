@@ -594,8 +594,8 @@ def test_efficientnet_lite0_classifies_and_localises(imagenet_dir):
     from cam_core.adapters import models_torch as mt
     from PIL import Image
 
-    from cam_core.boxes import box_iou
-    from cam_core.data import read_wsol, scale_boxes
+    from cam_core.boxes import box_iou, scale_boxes
+    from cam_core.data import read_wsol
 
     records = list(read_wsol(imagenet_dir))[:LITE_SAMPLE]
     pixels = np.stack([np.asarray(Image.open(r.path).convert("RGB")) for r in records])

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from cam_core.boxes import scale_boxes
 from cam_core.data import (
     SHAPES,
     Dataset,
@@ -17,7 +18,6 @@ from cam_core.data import (
     read_voc,
     read_wsol,
     sample_photos,
-    scale_boxes,
 )
 
 # --------------------------------------------------------------------------------------------

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy.ndimage import zoom
 
+from cam_core.boxes import scale_boxes_wsol
 from cam_core.metrics import (
     BoxAccuracy,
     Localization,
     PointingGame,
     PxAP,
-    scale_boxes_wsol,
 )
 from tests.conftest import readonly
 from tests.oracles import brute_native

@@ -14,7 +14,8 @@ import pytest
 from scipy.ndimage import zoom
 
 from cam_core import _sweep
-from cam_core.metrics import BoxAccuracy, scale_boxes_wsol
+from cam_core.boxes import scale_boxes_wsol
+from cam_core.metrics import BoxAccuracy
 from tests.conftest import readonly
 
 
