@@ -63,6 +63,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from cam_core.boxes import paired_iou
+
 _S8 = np.ones((3, 3), dtype=bool)
 _S4 = ndi.generate_binary_structure(2, 1)
 
@@ -622,10 +624,4 @@ def _chunk_ious(maps: np.ndarray, gts: list[np.ndarray], taus: np.ndarray, proto
 
 def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of half-open boxes a (K, 4) with each of b (K, G, 4) -> (K, G)."""
-    w = np.minimum(a[:, None, 2], b[:, :, 2]) - np.maximum(a[:, None, 0], b[:, :, 0])
-    h = np.minimum(a[:, None, 3], b[:, :, 3]) - np.maximum(a[:, None, 1], b[:, :, 1])
-    inter = np.maximum(w, 0) * np.maximum(h, 0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, :, 2] - b[:, :, 0]) * (b[:, :, 3] - b[:, :, 1])
-    union = area_a[:, None] + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return paired_iou(a[:, None, :], b)

@@ -61,6 +61,7 @@ __all__ = [
     "convert_boxes",
     "ground_truth",
     "mask_iou",
+    "paired_iou",
     "scale_boxes",
     "scale_boxes_wsol",
 ]
@@ -444,15 +445,28 @@ def _xp_boxes(boxes, name: str, xp, like):
 
 def _iou(a, b):
     """IoU of checked float64 half-open boxes (N, 4) x (M, 4) -> (N, M), in their library."""
+    return paired_iou(a[:, None, :], b[None, :, :])
+
+
+def paired_iou(boxes1, boxes2, /):
+    """The IoU formula of cam_core, for boxes that are already checked: half-open float boxes
+    ``(..., 4)`` that broadcast against each other, paired element by element -> ``(...)``.
+
+    :func:`box_iou` (every pair of two sets) and the threshold sweep of
+    :class:`cam_core.metrics.BoxAccuracy` (each image's boxes against its own ground truth) both
+    compute it here. No checks: give float arrays of one library (NumPy or an array API one).
+    0 where the union is empty.
+    """
+    a, b = boxes1, boxes2
     xp = array_namespace(a)
     zero = xp.zeros((), dtype=a.dtype, device=device_of(a))
     one = xp.ones((), dtype=a.dtype, device=device_of(a))
-    w = xp.minimum(a[:, None, 2], b[None, :, 2]) - xp.maximum(a[:, None, 0], b[None, :, 0])
-    h = xp.minimum(a[:, None, 3], b[None, :, 3]) - xp.maximum(a[:, None, 1], b[None, :, 1])
+    w = xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0])
+    h = xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1])
     inter = xp.maximum(w, zero) * xp.maximum(h, zero)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
     safe = xp.where(union > 0, union, one)
     return xp.where(union > 0, inter / safe, zero)
 
