@@ -32,14 +32,20 @@ from cam_core._progress import progress_bar as _progress_bar
 from cam_core._tables import fmt, md_table
 
 __all__ = [
+    "IMAGENET",
     "ROOT",
     "cpu_model",
     "environment",
     "fmt",
+    "image_batch",
+    "interleaved_rounds",
     "md_table",
     "median_time",
     "peak_rss_mb",
+    "plot_ratio_bars",
     "progress_bar",
+    "ratio_rows",
+    "round_order",
     "rss_mb",
     "save_figure",
     "set_seeds",
@@ -49,6 +55,8 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The ImageNet validation subset (``../shared/data``), when the machine has it.
+IMAGENET = ROOT.parent / "shared" / "data" / "imagenet-val-1300"
 
 # Packages whose versions go into every report, and the frameworks reported only when loaded.
 _LIBRARIES = ("numpy", "scipy", "skimage", "PIL", "tqdm", "matplotlib", "cv2")
@@ -315,6 +323,21 @@ def interleaved_rounds(fns: dict, rounds: int, bar=None, sync=None) -> tuple[dic
         if bar is not None:
             bar.update(1)
     return times, last
+
+
+def image_batch(torch, n: int, real: bool, seed: int, size: int = 224):
+    """A batch of ``n`` images for EfficientNet-Lite0 (torch, NCHW) and where it came from: the
+    first ``n`` images of the ImageNet subset, preprocessed, when ``real`` and the subset is
+    there, else normal noise of ``size`` x ``size`` from a generator seeded with ``seed``."""
+    if real and (IMAGENET / "metadata" / "image_ids.txt").is_file():
+        from cam_core.adapters.models_torch import preprocess_imagenet_lite
+        from PIL import Image
+
+        ids = (IMAGENET / "metadata" / "image_ids.txt").read_text().split()[:n]
+        pixels = np.stack([np.asarray(Image.open(IMAGENET / i).convert("RGB")) for i in ids])
+        return preprocess_imagenet_lite(pixels), "ImageNet subset"
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g), "random normal"
 
 
 def ratio_rows(times: dict, n: int, warmup: int, floor: str = "forward") -> dict:

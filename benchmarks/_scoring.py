@@ -113,14 +113,15 @@ def plot_boxacc(panels: dict, path: Path) -> Path:
     return path
 
 
-def map_correlation(a: np.ndarray, b: np.ndarray) -> float:
+def map_correlation(a: np.ndarray, b: np.ndarray, *, up_to_sign: bool = False) -> float:
     """Mean over images of the Pearson correlation of two maps (1 or 0 for a constant map: equal
-    or not)."""
+    or not); ``up_to_sign``: its absolute value (a peer that keeps the sign an SVD returns)."""
     vals = []
     for m1, m2 in zip(a, b):
         m1, m2 = m1.ravel().astype(np.float64), m2.ravel().astype(np.float64)
         if m1.std() == 0 or m2.std() == 0:
             vals.append(float(np.array_equal(m1, m2)))
         else:
-            vals.append(float(np.corrcoef(m1, m2)[0, 1]))
+            c = float(np.corrcoef(m1, m2)[0, 1])
+            vals.append(abs(c) if up_to_sign else c)
     return float(np.mean(vals))

@@ -12,7 +12,7 @@ when present, else random inputs) and ResNet-50 (random weights) at 224 x 224, b
 
 Every contender explains the same classes (the model's predictions, fixed before timing) at the
 same layer (``_swish``, the head's activation, for Lite0; ``layer4`` for ResNet-50). Contenders are
-interleaved round by round (the order rotates each round), so a busy patch of the shared machine
+interleaved round by round (in a new order each round), so a busy patch of the shared machine
 hits them alike. Round 0 is the cold first call and is reported apart; the next ``warmup`` rounds
 are discarded; the figure is the median of the ``repeats`` rounds after them, in milliseconds per
 image, and its ratio to the forward pass's median. The other libraries' maps are compared with
@@ -38,6 +38,7 @@ import numpy as np
 from benchmarks._common import (
     environment,
     fmt,
+    image_batch,
     interleaved_rounds,
     md_table,
     plot_ratio_bars,
@@ -54,7 +55,6 @@ SIZE = 224
 BATCHES = (1, 32)
 # (warm-up rounds after the cold one, timed rounds) per batch size
 _ROUNDS = {True: {1: (1, 5), 32: (1, 3)}, False: {1: (3, 21), 32: (2, 9)}}
-IMAGENET = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-val-1300"
 
 
 def _models(torch):
@@ -68,19 +68,6 @@ def _models(torch):
         out.append(("EfficientNet-Lite0 (ImageNet weights)", None, str(exc), True))
     out.append(("ResNet-50 (random weights)", mt.resnet50(1000), "layer4", False))
     return out
-
-
-def _inputs(torch, n: int, real: bool, seed: int):
-    """A batch of ``n`` images: ImageNet subset pixels for the pretrained model when available."""
-    if real and (IMAGENET / "metadata" / "image_ids.txt").is_file():
-        from cam_core.adapters.models_torch import preprocess_imagenet_lite
-        from PIL import Image
-
-        ids = (IMAGENET / "metadata" / "image_ids.txt").read_text().split()[:n]
-        pixels = np.stack([np.asarray(Image.open(IMAGENET / i).convert("RGB")) for i in ids])
-        return preprocess_imagenet_lite(pixels), "ImageNet subset"
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, SIZE, SIZE, generator=g), "random normal"
 
 
 def _other_libraries():
@@ -202,7 +189,7 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True, device: str | None
             model = model.to(device).eval()
             entry = {"model": label, "layer": layer, "batches": []}
             for n in BATCHES:
-                x, source = _inputs(torch, n, real, seed=n)
+                x, source = image_batch(torch, n, real, seed=n)
                 warmup, repeats = rounds[n]
                 res = _measure(torch, device, model, layer, x.to(device), libs, warmup, repeats, bar)
                 res["inputs"] = source
@@ -469,7 +456,7 @@ def run_accelerator(*, quick: bool, out_dir: Path, progress: bool = True, device
             model = model.to(device).eval()
             entry = {"model": label, "layer": layer, "batches": []}
             for n in batches:
-                x, source = _inputs(torch, n, real, seed=n)
+                x, source = image_batch(torch, n, real, seed=n)
                 if tuple(x.shape[2:]) != (size, size):
                     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
                 res = _accel_measure(torch, device, model, layer, x.to(device), peers, warmup,
@@ -478,7 +465,7 @@ def run_accelerator(*, quick: bool, out_dir: Path, progress: bool = True, device
                 entry["batches"].append(res)
             results.append(entry)
             if layer == "layer4":  # ResNet-50: Score-CAM on one image
-                x1, _ = _inputs(torch, 1, False, seed=1)
+                x1, _ = image_batch(torch, 1, False, seed=1)
                 if tuple(x1.shape[2:]) != (size, size):
                     x1 = torch.nn.functional.interpolate(x1, size=(size, size), mode="bilinear")
                 score_layer = "layer1" if tiny else "layer4"  # tiny: 256 channels, not 2,048

@@ -20,43 +20,26 @@ reported apart; then ``warmup`` discarded rounds; medians of the rest).
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import environment, fmt, md_table, set_seeds, set_threads
+from benchmarks._common import (
+    environment,
+    fmt,
+    image_batch,
+    interleaved_rounds,
+    md_table,
+    ratio_rows,
+    set_seeds,
+    set_threads,
+)
+from benchmarks._scoring import map_correlation
 
 __all__ = ["run"]
 
 _ROUNDS = {True: (0, 2), False: (2, 7)}  # (warm-up rounds after the cold one, timed rounds)
 _SAMPLES = {True: 4, False: None}  # SS-CAM / IS-CAM samples (None: the peer's defaults 35 / 10)
-
-
-def _corr(a, b, *, up_to_sign: bool = False) -> float:
-    vals = []
-    for m1, m2 in zip(np.asarray(a, np.float64), np.asarray(b, np.float64)):
-        m1, m2 = m1.ravel(), m2.ravel()
-        if m1.std() == 0 or m2.std() == 0:
-            vals.append(float(np.array_equal(m1, m2)))
-            continue
-        c = float(np.corrcoef(m1, m2)[0, 1])
-        vals.append(abs(c) if up_to_sign else c)
-    return float(np.mean(vals))
-
-
-def _time(fns: dict, warmup: int, repeats: int) -> tuple[dict, dict]:
-    names = list(fns)
-    times = {k: [] for k in names}
-    last = {}
-    for r in range(1 + warmup + repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            t0 = time.perf_counter()
-            last[name] = fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return times, last
 
 
 def _up(torch, maps, size):
@@ -72,13 +55,11 @@ def _up(torch, maps, size):
 def _lite0_inputs(torch, n):
     from cam_core.adapters import models_torch as mt
 
-    from benchmarks.stage_adapter_torch import _inputs
-
     try:
         model = mt.efficientnet_lite0(pretrained=True).eval()
     except ImportError as exc:
         return None, None, str(exc).splitlines()[0]
-    x, source = _inputs(torch, n, True, seed=0)
+    x, source = image_batch(torch, n, True, seed=0)
     return model, x, f"{n} images, {source}"
 
 
@@ -93,18 +74,15 @@ def _rows_for(torch, label, model, layer, x, contenders, warmup, repeats):
     rows = []
     for method, (ours, peers) in contenders.items():
         fns = {"forward": forward, "cam_core": ours, **{k: v[0] for k, v in peers.items()}}
-        times, last = _time(fns, warmup, repeats)
-        n = len(x)
-        floor = statistics.median(times["forward"][1 + warmup:])
+        times, last = interleaved_rounds(fns, 1 + warmup + repeats)
+        timing = ratio_rows(times, len(x), warmup)
         ours_maps = np.asarray(last["cam_core"])
         for name in ["cam_core", *peers]:
-            med = statistics.median(times[name][1 + warmup:])
-            corr = "-" if name == "cam_core" else fmt(
-                _corr(_up(torch, last[name], size), ours_maps, up_to_sign=peers[name][1]), 4)
+            corr = "-" if name == "cam_core" else fmt(map_correlation(
+                _up(torch, last[name], size), ours_maps, up_to_sign=peers[name][1]), 4)
             rows.append({"model": label, "method": method, "contender": name, "corr": corr,
-                         "median_ms_per_image": 1e3 * med / n,
-                         "cold_ms_per_image": 1e3 * times[name][0] / n,
-                         "ratio_to_forward": med / floor})
+                         **{k: timing[name][k] for k in ("median_ms_per_image",
+                                                         "cold_ms_per_image", "ratio_to_forward")}})
     return rows
 
 
@@ -253,12 +231,11 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
             return logits[:, t_targets[n]].numpy()
 
         def ours_masked(fn, **kw):
-            from cam_core.maps import normalize
-            from cam_core.resize import upsample
+            from cam_core.explain import display_maps
 
-            return lambda: normalize(upsample(np.maximum(fn(cap.activations, score,
-                                                            input_size=(64, 64), **kw), 0),
-                                              (64, 64)))
+            # the display pipeline of explain (ReLU: both papers have it; bilinear; min-max)
+            return lambda: display_maps(fn(cap.activations, score, input_size=(64, 64), **kw),
+                                        relu=True, size=(64, 64))
 
         def tc_masked(cls, **kw):
             def f():

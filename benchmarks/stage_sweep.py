@@ -8,8 +8,8 @@ the boxes; :func:`opencv_reference_ious` below is that loop. cam_core's
 (:mod:`cam_core._sweep`) and computes MaxBoxAcc and MaxBoxAccV2 in the same pass.
 
 Measured per map (224 x 224), with 100 and 1000 thresholds: the median over rounds in which the
-two are run alternately, after one warm-up round (its time reported as the cold call). The
-reference is timed for one contour mode (the largest contour, MaxBoxAcc), cam_core for both
+two are run interleaved (a new order each round), after one warm-up round (its time reported as
+the cold call). The reference is timed for one contour mode (the largest contour, MaxBoxAcc), cam_core for both
 modes at once. Correctness: the correct-image counts of both modes, compared at every threshold
 and IoU threshold.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import numpy as np
 from benchmarks._common import (
     cpu_model,
     fmt,
+    interleaved_rounds,
     md_table,
     progress_bar,
 )
@@ -171,20 +171,12 @@ def _measure(maps, gts, n_taus: int, rounds: int, progress: bool) -> dict:
     def boxes_only():
         _opencv_boxes_only(maps, taus)
 
-    runners = [("cam_core", ours), ("opencv", reference), ("opencv_boxes_only", boxes_only)]
-    times = {name: [] for name, _ in runners}
-    bar = progress_bar(range(rounds + 1), enabled=progress, desc=f"sweep {n_taus} taus",
-                       leave=False)
-    cold = {}
-    for r in bar:
-        for name, fn in runners[r % 3:] + runners[:r % 3]:  # rotate the order round by round
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-            if r == 0:
-                cold[name] = dt
-            else:
-                times[name].append(dt)
+    runners = {"cam_core": ours, "opencv": reference, "opencv_boxes_only": boxes_only}
+    with progress_bar(total=rounds + 1, enabled=progress, desc=f"sweep {n_taus} taus",
+                      leave=False) as bar:
+        every, _ = interleaved_rounds(runners, rounds + 1, bar)  # round 0: the cold calls
+    cold = {k: t[0] for k, t in every.items()}
+    times = {k: t[1:] for k, t in every.items()}
     res = holder["result"]
     ref_v1 = holder["ref"]
     ref_v2 = _reference_counts(maps, gts, taus, multi_contour=True)
@@ -254,7 +246,7 @@ def run(*, quick: bool = True, out_dir: Path | None = None, progress: bool = Tru
         "## Threshold sweep: cam_core vs the WSOL reference (OpenCV)",
         "",
         f"{SIZE} x {SIZE} maps, {n_maps} per set, ms per map (median of rounds in which the "
-        f"three run in rotating order, warm). \"OpenCV boxes\": the reference's per-threshold "
+        f"three run in a new order each round, warm). \"OpenCV boxes\": the reference's per-threshold "
         f"OpenCV work only (threshold, findContours, largest contourArea, boundingRect); "
         f"\"reference\": the whole reference loop with its IoU and counting (largest "
         f"contour); cam_core: everything, MaxBoxAcc and MaxBoxAccV2 together. OpenCV "

@@ -10,8 +10,9 @@ preallocated float32 array, measured in the same run. Contenders, for N maps (N 
 - ``torch bilinear``: ``F.interpolate(mode="bilinear", align_corners=False)`` on CPU, when torch
   is importable (the NumPy view of its result included).
 
-The contenders are interleaved round by round (one call of each per round, in a fixed order),
-so that a slow patch of the shared machine hits all of them alike. The first round is the cold
+The contenders are interleaved round by round (one call of each per round, in a new order each
+round: :func:`benchmarks._common.interleaved_rounds`, as every timed stage does), so that a slow
+patch of the shared machine hits all of them alike. The first round is the cold
 call (the interpolation matrices are not cached yet) and is reported apart; the next
 ``warmup`` rounds are discarded; the figure is the median of the ``repeats`` rounds after them.
 Throughput is output bytes per second (``N * 224 * 224 * 4`` bytes per call).
@@ -22,12 +23,11 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import cpu_model, fmt, md_table, progress_bar
+from benchmarks._common import cpu_model, fmt, interleaved_rounds, md_table, progress_bar
 
 __all__ = ["run"]
 
@@ -71,13 +71,9 @@ def _measure(n: int, torch, warmup: int, repeats: int, progress: bool) -> dict:
 
     resize._matrix.cache_clear()  # the first round pays for building the matrices
     fns = _contenders(n, torch)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in progress_bar(range(1 + warmup + repeats), enabled=progress,
-                          desc=f"upsample N={n}", leave=False):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    rounds = 1 + warmup + repeats
+    with progress_bar(total=rounds, enabled=progress, desc=f"upsample N={n}", leave=False) as bar:
+        times, _ = interleaved_rounds(fns, rounds, bar)
     nbytes = n * OUT_SIZE * OUT_SIZE * 4
     rows = {}
     for name, ts in times.items():
