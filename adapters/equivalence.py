@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cam_core._progress import progress_bar
+from cam_core._tables import md_table, sci
 from cam_core._validate import as_float_array
 from cam_core.boxes import best_iou
 from cam_core.explain import METHODS, explain_session, method_spec, session_targets
@@ -115,37 +116,25 @@ class EquivalenceReport:
 
     def to_markdown(self) -> str:
         """The report as Markdown: the tensors, the top-1 agreement, then one row per method."""
-        e = _sci
         lines = [
             f"Torch layer `{self.layer_torch}` vs Keras layer `{self.layer_keras}`, "
             f"{self.n_images} image(s); boxes at {self.threshold:g} of each map's maximum.",
             "",
-            "| quantity | max abs diff | max rel diff |",
-            "|---|---|---|",
-            f"| logits | {e(self.logits_max_abs)} | {e(self.logits_max_rel)} |",
-            f"| activations | {e(self.activations_max_abs)} | {e(self.activations_max_rel)} |",
-            f"| gradients | {e(self.gradients_max_abs)} | {e(self.gradients_max_rel)} |",
+            md_table(["quantity", "max abs diff", "max rel diff"], [
+                [name, sci(getattr(self, f"{name}_max_abs")), sci(getattr(self, f"{name}_max_rel"))]
+                for name in ("logits", "activations", "gradients")]),
             "",
             f"Top-1 class agrees for {100 * self.top1_agreement:.2f}% of the images"
             + (f" (differs for images {_list(self.top1_differing)})." if self.top1_differing else "."),
         ]
         if self.methods:
-            lines += [
-                "",
-                "| method | max abs diff of maps | identical boxes | differing images | min IoU of those |",
-                "|---|---|---|---|---|",
-            ]
-            for m in self.methods:
-                low = "-" if m.min_iou is None else f"{m.min_iou:.3f}"
-                lines.append(
-                    f"| {m.method} | {e(m.max_abs_map)} | {100 * m.identical_boxes:.2f}% "
-                    f"| {_list(m.differing) or '-'} | {low} |"
-                )
+            lines += ["", md_table(
+                ["method", "max abs diff of maps", "identical boxes", "differing images",
+                 "min IoU of those"],
+                [[m.method, sci(m.max_abs_map), f"{100 * m.identical_boxes:.2f}%",
+                  _list(m.differing) or "-", "-" if m.min_iou is None else f"{m.min_iou:.3f}"]
+                 for m in self.methods])]
         return "\n".join(lines) + "\n"
-
-
-def _sci(v: float) -> str:
-    return "-" if v is None or not np.isfinite(v) else f"{v:.2e}"
 
 
 def _list(items: Sequence[int], most: int = 10) -> str:

@@ -95,19 +95,17 @@ def plot_boxacc(panels: dict, path: Path) -> Path:
     line's and the HTML report's, :mod:`cam_core.report`): one panel per key of ``panels``, whose
     value maps each method to its :meth:`BoxStats.result`. Returns the path written."""
     from cam_core._io import write_text
-    from cam_core.report import svg_line_chart, svg_row
+    from cam_core.report import boxacc_charts, svg_row
 
     n = max(len(by_method) for by_method in panels.values())
     width, height = 640, max(300, 60 + 16 * n)
     charts = []
     for fw, by_method in panels.items():
-        first = next(iter(by_method.values()))["native"]["curves"]
-        series = {f"{m} (max {r['native']['MaxBoxAcc']:.1f})": r["native"]["curves"]["box_acc"]["0.5"]
+        curves = {f"{m} (max {r['native']['MaxBoxAcc']:.1f})": r["native"]["curves"]
                   for m, r in by_method.items()}
-        charts.append(svg_line_chart(
-            first["thresholds"], series, title=f"{fw}: BoxAcc at IoU 0.5 (native protocol)",
-            xlabel="threshold (fraction of the map's maximum)", ylabel="BoxAcc (%)", ymax=100.0,
-            width=width, height=height, legend=230))
+        charts += boxacc_charts(curves, criteria=("0.5",),
+                                title=f"{fw}: BoxAcc at IoU 0.5 (native protocol)",
+                                width=width, height=height, legend=230)
     path = Path(path)
     write_text(path, svg_row(charts, width=width, height=height))
     return path

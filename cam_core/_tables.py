@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["fmt", "md_table"]
+__all__ = ["fmt", "md_table", "sci"]
 
 
 def fmt(value, digits: int = 1) -> str:
@@ -20,6 +20,15 @@ def fmt(value, digits: int = 1) -> str:
     except (TypeError, ValueError):
         return str(value)
     return f"{v:.{digits}f}" if math.isfinite(v) else "-"
+
+
+def sci(value, digits: int = 2) -> str:
+    """A number in scientific notation (``1.23e-06``, for differences that span magnitudes);
+    "-" for None, NaN and infinities."""
+    if value is None:
+        return "-"
+    v = float(value)
+    return f"{v:.{digits}e}" if math.isfinite(v) else "-"
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence], digits: int = 1) -> str:

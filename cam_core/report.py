@@ -84,19 +84,25 @@ def _data_uri(path: Path) -> str | None:
 # charts
 
 
-def boxacc_charts(curves: dict) -> list[str]:
-    """BoxAcc against the threshold, one SVG chart per IoU criterion, one line per method.
+def boxacc_charts(curves: dict, *, criteria=None, title: str = "BoxAcc at IoU >= {key}",
+                  width: int = 420, height: int = 280, legend: int = 110) -> list[str]:
+    """BoxAcc against the threshold, one SVG chart per IoU criterion, one line per method: the
+    BoxAcc chart of the report, the command line and the benchmarks.
 
-    ``curves`` maps each method to its ``curves`` record of ``results.json`` (``thresholds`` and
-    ``box_acc``: IoU criterion -> BoxAcc per threshold, in percent).
+    ``curves`` maps each method (its line's label) to its ``curves`` record of ``results.json``
+    (``thresholds`` and ``box_acc``: IoU criterion -> BoxAcc per threshold, in percent).
+    ``criteria``: the IoU criteria to chart (keys of ``box_acc``; default: all of the first
+    method's); ``title``: each chart's title, ``{key}`` standing for its criterion; ``width``,
+    ``height``, ``legend``: as :func:`svg_line_chart`'s.
     """
     first = next(iter(curves.values()))
     charts = []
-    for key in first.get("box_acc", {}):
+    for key in first.get("box_acc", {}) if criteria is None else criteria:
         series = {m: c["box_acc"][key] for m, c in curves.items() if key in c.get("box_acc", {})}
         charts.append(svg_line_chart(
-            first["thresholds"], series, title=f"BoxAcc at IoU >= {key}",
+            first["thresholds"], series, title=title.replace("{key}", key),
             xlabel="threshold (fraction of the map's maximum)", ylabel="BoxAcc (%)", ymax=100.0,
+            width=width, height=height, legend=legend,
         ))
     return charts
 
