@@ -75,6 +75,7 @@ from cam_core.explain import (
 )
 
 __all__ = [
+    "INPUT_WIDTH_AXIS",
     "KerasSession",
     "capture",
     "explain",
@@ -85,6 +86,10 @@ __all__ = [
     "randomized_copy",
     "rest_target",
 ]
+
+#: The width axis of the inputs this adapter takes, (N, H, W, C) (what the core flips for
+#: ``aug_smooth``).
+INPUT_WIDTH_AXIS = -2
 
 _BACKEND = keras.backend.backend()
 _RTOL = 1e-4  # GAP + Dense check, relative to max |logit|

@@ -91,6 +91,7 @@ from cam_core.explain import (
 )
 
 __all__ = [
+    "INPUT_WIDTH_AXIS",
     "DistributedGroup",
     "TorchSession",
     "capture",
@@ -104,6 +105,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The width axis of the inputs this adapter takes, (N, C, H, W) (what the core flips for
+#: ``aug_smooth``).
+INPUT_WIDTH_AXIS = -1
 
 # Relative tolerance of the GAP + linear check (and of the head-only cut), against max |logit|.
 _RTOL = {torch.float64: 1e-4, torch.float32: 1e-4}

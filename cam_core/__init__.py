@@ -67,6 +67,7 @@ from cam_core.explain import (
     method_spec,
     raw_maps,
     resolve_targets,
+    weighted_activations,
 )
 from cam_core.faithfulness import (  # issue 15
     PerturbationCurves,
@@ -107,8 +108,8 @@ from cam_core.methods import (  # issue 15
     scorecam,
     scorecam_combine,
     shapleycam,
+    smoothgradcam_pp,
     sscam,
-    weighted_activations,
     xgradcam,
 )
 from cam_core.metrics import (
@@ -233,6 +234,7 @@ __all__ = [
     "scale_boxes_wsol",
     "scorecam",
     "scorecam_combine",
+    "smoothgradcam_pp",
     "sscam",
     "SyntheticData",
     "threshold_fraction",

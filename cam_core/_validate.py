@@ -62,6 +62,7 @@ __all__ = [
     "check_same_batch",
     "device_of",
     "is_numpy_namespace",
+    "resolve_targets",
     "to_numpy",
 ]
 
@@ -480,3 +481,37 @@ def as_fractions(values, name: str) -> np.ndarray:
     if arr.min() < 0 or arr.max() > 1:
         raise ValueError(f"`{name}` must lie in [0, 1]; got values from {arr.min()} to {arr.max()}")
     return arr
+
+
+def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
+    """Turn the user's ``targets`` into one class index per image.
+
+    ``None`` picks each image's predicted class; an int is broadcast to the whole batch; a
+    sequence must have exactly one entry per image. Classes outside ``[0, C)`` are refused.
+    Callables are handled by the adapters (they need the framework's logits) and never reach here.
+    """
+    logits = as_float_array(logits, "logits", shape=("N", "C"))
+
+    check_finite(logits, "logits")  # argmax would pick a NaN's class
+    n, c = logits.shape
+    if targets is None:
+        out = np.argmax(logits, axis=1).astype(np.int64)
+    elif isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
+        out = np.full(n, int(targets), dtype=np.int64)
+    else:
+        if isinstance(targets, bool):
+            raise TypeError("`targets` must be None, an int, a sequence of ints or a callable")
+        out = as_int_array(targets, "targets")
+        if out.ndim != 1:
+            raise ValueError(f"`targets` must be one-dimensional; got shape {out.shape}")
+        if len(out) != n:
+            raise ValueError(
+                f"`targets` must have one entry per image ({n}); got {len(out)}"
+            )
+    bad = (out < 0) | (out >= c)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"`targets` must be class indices in [0, {c}); got {int(out[i])} for image {i}"
+        )
+    return out

@@ -26,11 +26,19 @@ Upsampling comes before min-max so that every map spans exactly [0, 1] whatever 
 interpolation (bicubic overshoots), as in the WSOL protocol (resize, then normalise).
 
 **Adding a method** touches one function and one registry entry: write the function in
-:mod:`cam_core.methods` (its paper and equation in the docstring), then add
-``MethodSpec("name", needs_gradients=..., relu=..., function=m.your_function)`` to
-:data:`METHODS`. :func:`raw_maps` calls the function with what the spec says it needs (see
-:class:`MethodSpec`), and every adapter, the engine, the command line and the equivalence check
-then know the method by its name.
+:mod:`cam_core.methods` (its paper and equation in the docstring; export it in its ``__all__``
+and in ``cam_core.__all__``), then add its entry to :data:`METHODS`::
+
+    MethodSpec("mycam", needs_gradients=True, relu=True, function=m.mycam,
+               aliases=("mycamv2",),      # other spellings method_spec accepts (optional)
+               terms=m.gradcam_terms)     # its per-channel terms, for eigen_smooth (optional)
+
+What the spec says the method needs (:class:`MethodSpec`: gradients, the classifier weights, a
+masked or ablated score, a second backward pass, every bias, attention gradients) picks how
+:func:`raw_maps` calls the function and what an adapter's session is asked for; ``relu`` is the
+display ReLU of its paper. Every adapter, the engine, the command line and the equivalence check
+then know the method by its name; no other table lists methods (``tests/core/test_explain.py``
+checks that every registered function is exported).
 
 Perturbation methods (Score-CAM, Ablation-CAM) reach the model only through two callables of the
 adapter's session, called in chunks of ``batch_size``:
@@ -50,16 +58,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import array_api_compat
 import numpy as np
 
 from cam_core import methods as m
 from cam_core._validate import (
     array_namespace,
-    as_float_array,
-    as_int_array,
     as_size,
-    check_finite,
     device_of,
+    resolve_targets,
     to_numpy,
 )
 from cam_core.boxes import boxes_from_map
@@ -89,6 +96,7 @@ __all__ = [
     "raw_maps",
     "resolve_targets",
     "session_targets",
+    "weighted_activations",
 ]
 
 
@@ -112,7 +120,11 @@ class MethodSpec:
       ``attention_gradients()`` (:class:`AttentionGradients`; LeGrad);
     - otherwise ``function(activations)``.
 
-    ``fuse`` is a method's own fusion of layers (RefineCAM multiplies them).
+    ``fuse`` is a method's own fusion of layers (RefineCAM multiplies them). ``aliases`` are
+    other spellings :func:`method_spec` accepts, written as it compares them (lower case, no
+    ``_`` or ``-``). ``terms`` is the function of :mod:`cam_core.methods` giving the per-channel
+    terms whose channel sum is the raw map, called with the same arguments as ``function``
+    (:func:`weighted_activations`); a method with ``terms`` takes ``eigen_smooth``.
     """
 
     name: str
@@ -127,18 +139,26 @@ class MethodSpec:
     all_biases: bool = False  # every bias layer's gradient, no target layer (`BiasGradients`)
     attention: bool = False  # each block's attention gradients (`AttentionGradients`)
     function: Callable | None = field(default=None, compare=False, repr=False)
+    aliases: tuple[str, ...] = ()  # other spellings, normalised as `method_spec` compares them
+    terms: Callable | None = field(default=None, compare=False, repr=False)  # eigen_smooth's
 
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         # Zhou et al. min-max normalise the signed map; no ReLU in the paper.
-        MethodSpec("cam", needs_gradients=False, relu=False, needs_weights=True, function=m.cam),
-        MethodSpec("gradcam", needs_gradients=True, relu=True, function=m.gradcam),
-        MethodSpec("gradcam++", needs_gradients=True, relu=True, function=m.gradcam_pp),
-        MethodSpec("xgradcam", needs_gradients=True, relu=True, function=m.xgradcam),
-        MethodSpec("layercam", needs_gradients=True, relu=True, function=m.layercam),
-        MethodSpec("hirescam", needs_gradients=True, relu=True, function=m.hirescam),
+        MethodSpec("cam", needs_gradients=False, relu=False, needs_weights=True, function=m.cam,
+                   terms=m.cam_terms),
+        MethodSpec("gradcam", needs_gradients=True, relu=True, function=m.gradcam,
+                   terms=m.gradcam_terms),
+        MethodSpec("gradcam++", needs_gradients=True, relu=True, function=m.gradcam_pp,
+                   aliases=("gradcampp", "gradcamplusplus"), terms=m.gradcam_pp_terms),
+        MethodSpec("xgradcam", needs_gradients=True, relu=True, function=m.xgradcam,
+                   terms=m.xgradcam_terms),
+        MethodSpec("layercam", needs_gradients=True, relu=True, function=m.layercam,
+                   terms=m.layercam_terms),
+        MethodSpec("hirescam", needs_gradients=True, relu=True, function=m.hirescam,
+                   terms=m.hirescam_terms),
         # The projection's sign is fixed by the core; the map is min-max normalised as it is.
         MethodSpec("eigencam", needs_gradients=False, relu=False, function=m.eigencam),
         MethodSpec("scorecam", needs_gradients=False, relu=True, perturbation="masked",
@@ -147,22 +167,25 @@ METHODS: dict[str, MethodSpec] = {
                    function=m.ablationcam),
         # issue 15: pytorch-grad-cam's and torch-cam's other methods (cam_core.methods)
         MethodSpec("gradcamelementwise", needs_gradients=True, relu=True,
-                   function=m.gradcam_elementwise),
+                   function=m.gradcam_elementwise, aliases=("gradcamew",),
+                   terms=m.gradcam_elementwise_terms),
         # the signs of the projections are fixed, as Eigen-CAM's
         MethodSpec("eigengradcam", needs_gradients=True, relu=False, function=m.eigengradcam),
         MethodSpec("kpcacam", needs_gradients=False, relu=False, function=m.kpcacam),
         MethodSpec("fem", needs_gradients=False, relu=True, function=m.fem),
-        MethodSpec("randomcam", needs_gradients=False, relu=True, function=m.randomcam),
+        MethodSpec("randomcam", needs_gradients=False, relu=True, function=m.randomcam,
+                   terms=m.randomcam_terms),
         # Grad-CAM of Finer-CAM's contrastive score (`session_targets` builds it)
         MethodSpec("finercam", needs_gradients=True, relu=True, target="finer",
-                   function=m.gradcam),
+                   function=m.gradcam, terms=m.gradcam_terms),
         MethodSpec("sscam", needs_gradients=False, relu=True, perturbation="masked",
-                   function=m.sscam),
+                   function=m.sscam, aliases=("smoothscorecam",)),
         MethodSpec("iscam", needs_gradients=False, relu=True, perturbation="masked",
-                   function=m.iscam),
+                   function=m.iscam, aliases=("integratedscorecam",)),
         # gradients at noisy copies of the input: `noisy_captures`
         MethodSpec("smoothgradcam++", needs_gradients=True, relu=True, noise=True,
-                   function=m.smoothgradcam_pp),
+                   function=m.smoothgradcam_pp,
+                   aliases=("smoothgradcampp", "smoothgradcamplusplus")),
         # Grad-CAM++ per layer, the layers' [0, 1] maps multiplied and normalised again
         MethodSpec("refinecam", needs_gradients=True, relu=True, fuse="product",
                    function=m.gradcam_pp),
@@ -177,12 +200,9 @@ METHODS: dict[str, MethodSpec] = {
                    function=m.legrad),
     )
 }
-
-# Methods whose raw map is a channel sum of per-channel terms: `eigen_smooth` applies to them.
-EIGEN_SMOOTH_METHODS = (
-    "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "gradcamelementwise",
-    "finercam", "randomcam",
-)
+# Methods whose raw map is a channel sum of per-channel terms (`MethodSpec.terms`): `eigen_smooth`
+# applies to them.
+EIGEN_SMOOTH_METHODS = tuple(name for name, spec in METHODS.items() if spec.terms is not None)
 # pytorch-grad-cam's test-time augmentation (through ttach): horizontal flip x intensity factors
 AUG_SMOOTH_FACTORS = (0.9, 1.0, 1.1)
 
@@ -192,14 +212,51 @@ def method_spec(method: str) -> MethodSpec:
     if not isinstance(method, str):
         raise TypeError(f"`method` must be a str; got {type(method).__name__}")
     key = method.lower().replace("_", "").replace("-", "")
-    key = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}.get(key, key)
-    key = {"smoothgradcampp": "smoothgradcam++",
-           "smoothgradcamplusplus": "smoothgradcam++"}.get(key, key)
-    key = {"smoothscorecam": "sscam", "integratedscorecam": "iscam",
-           "gradcamew": "gradcamelementwise"}.get(key, key)
-    if key not in METHODS:
-        raise ValueError(f"`method` must be one of {sorted(METHODS)}; got {method!r}")
-    return METHODS[key]
+    if key in METHODS:
+        return METHODS[key]
+    for spec in METHODS.values():
+        if key in spec.aliases:
+            return spec
+    raise ValueError(f"`method` must be one of {sorted(METHODS)}; got {method!r}")
+
+
+def weighted_activations(method: str, activations, gradients=None, /, *, weights=None,
+                         classes=None, seed: int = 0):
+    """The per-channel terms ``T[n, k]`` whose channel sum is ``method``'s raw map.
+
+    ``sum_k T[:, k]`` equals the method's map (to float rounding): ``w_k A_k`` for the
+    channel-weight methods (Grad-CAM, Grad-CAM++, XGrad-CAM, RandomCAM, CAM), the element-wise
+    products for HiResCAM (``g A``), LayerCAM (``ReLU(g) A``) and Grad-CAM element-wise
+    (``ReLU(g A)``). ``eigen_smooth`` (pytorch-grad-cam's option) replaces the sum by the first
+    principal component of these terms: ``eigencam(weighted_activations(...))``. The method's
+    :attr:`MethodSpec.terms` computes them (:mod:`cam_core.methods`).
+
+    Parameters
+    ----------
+    method : str
+        A method of :data:`METHODS` with ``terms`` (:data:`EIGEN_SMOOTH_METHODS`).
+    activations, gradients : array_like, shape (N, K, h, w)
+        ``gradients`` for the gradient methods.
+    weights, classes
+        CAM's classifier weights ``(C, K)`` and classes ``(N,)``.
+    seed : int
+        RandomCAM's seed (the methods that need neither gradients nor weights take it).
+
+    Returns
+    -------
+    array, shape (N, K, h, w), float64 (float32 on a device without float64)
+    """
+    spec = method_spec(method)
+    if spec.terms is None:
+        raise ValueError(
+            f"`method` {method!r} is not a sum of per-channel terms of the activations; "
+            f"eigen_smooth applies to {', '.join(EIGEN_SMOOTH_METHODS)}"
+        )
+    if spec.needs_weights:
+        return spec.terms(activations, weights, classes)
+    if spec.needs_gradients:
+        return spec.terms(activations, gradients)
+    return spec.terms(activations, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -376,40 +433,6 @@ class Explanation:
         ]
 
 
-def resolve_targets(targets, logits: np.ndarray) -> np.ndarray:
-    """Turn the user's ``targets`` into one class index per image.
-
-    ``None`` picks each image's predicted class; an int is broadcast to the whole batch; a
-    sequence must have exactly one entry per image. Classes outside ``[0, C)`` are refused.
-    Callables are handled by the adapters (they need the framework's logits) and never reach here.
-    """
-    logits = as_float_array(logits, "logits", shape=("N", "C"))
-
-    check_finite(logits, "logits")  # argmax would pick a NaN's class
-    n, c = logits.shape
-    if targets is None:
-        out = np.argmax(logits, axis=1).astype(np.int64)
-    elif isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
-        out = np.full(n, int(targets), dtype=np.int64)
-    else:
-        if isinstance(targets, bool):
-            raise TypeError("`targets` must be None, an int, a sequence of ints or a callable")
-        out = as_int_array(targets, "targets")
-        if out.ndim != 1:
-            raise ValueError(f"`targets` must be one-dimensional; got shape {out.shape}")
-        if len(out) != n:
-            raise ValueError(
-                f"`targets` must have one entry per image ({n}); got {len(out)}"
-            )
-    bad = (out < 0) | (out >= c)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(
-            f"`targets` must be class indices in [0, {c}); got {int(out[i])} for image {i}"
-        )
-    return out
-
-
 def display_maps(raws, /, *, relu: bool, size, upsample: str = "bilinear", fuse: str = "mean",
                  normalise: bool = True):
     """Raw maps -> the maps people look at and score: the one display pipeline of the package.
@@ -572,9 +595,9 @@ def explain_session(
     The pipeline runs where the capture's arrays are; the maps and raw maps are copied to the
     host at the end (the session's ``to_host`` when it has one) unless ``maps_on_device``.
     ``eigen_smooth`` replaces the method's channel sum by the first principal component of its
-    per-channel terms (:func:`cam_core.methods.weighted_activations`, then
+    per-channel terms (:func:`weighted_activations`, then
     :func:`cam_core.methods.eigencam`, sign fixed, no display ReLU), for the methods in
-    :data:`EIGEN_SMOOTH_METHODS`.
+    :data:`EIGEN_SMOOTH_METHODS` (those with ``MethodSpec.terms``).
     """
 
     spec = method_spec(method)
@@ -584,7 +607,7 @@ def explain_session(
     if eigen_smooth and opts:
         raise ValueError("`eigen_smooth` replaces the method's combination; it takes no "
                          f"`method_options` (got {sorted(opts)})")
-    if eigen_smooth and spec.name not in EIGEN_SMOOTH_METHODS:
+    if eigen_smooth and spec.terms is None:
         raise ValueError(
             f"`eigen_smooth` applies to {list(EIGEN_SMOOTH_METHODS)}; got method {spec.name!r}"
         )
@@ -808,8 +831,6 @@ def noisy_captures(session, samples: int, std: float, *, seed: int = 0) -> list[
 
 
 def _array_api(x) -> bool:
-    import array_api_compat
-
     return array_api_compat.is_array_api_obj(x)
 
 
@@ -817,7 +838,7 @@ def _eigen_smoothed(name: str, cap: Capture):
     """``eigen_smooth``: Eigen-CAM of the method's per-channel terms, in the activations' dtype."""
     if name == "cam" and cap.weights is None:
         raw_maps(name, cap)  # raises the message that explains CAM's head
-    terms = m.weighted_activations(
+    terms = weighted_activations(
         name, cap.activations, cap.gradients, weights=cap.weights, classes=cap.targets
     )
     xp = array_namespace(cap.activations)
@@ -957,10 +978,7 @@ def explain_guided(model, inputs, *, method: str = "gradcam", layer=None, target
 
 def _aug_smoothed(adapter, model, inputs, spec, layer, targets, options) -> Explanation:
     """``aug_smooth``: explain flipped and scaled copies, flip the maps back, average."""
-    import array_api_compat
-
-
-    width_axis = -1 if adapter.__name__.endswith(".torch") else -2
+    width_axis = adapter.INPUT_WIDTH_AXIS
     x = inputs if array_api_compat.is_array_api_obj(inputs) else to_numpy(inputs)
     xp = array_namespace(x)
     plain = adapter.explain(model, x, method=spec.name, layer=layer, targets=targets, **options)

@@ -53,6 +53,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import array_api_compat
 import numpy as np
 
 from cam_core._chunks import check_batch_size, check_callable, chunked_scores
@@ -68,35 +69,61 @@ from cam_core._validate import (
     device_of,
     finite_result,
     is_numpy_namespace,
+    resolve_targets,
     to_numpy,
 )
 from cam_core.maps import normalize
 from cam_core.resize import upsample
 
 __all__ = [
+    "EIGENCAM_SIGNS",
+    "FEM_CONVENTIONS",
+    "FULLGRAD_CONVENTIONS",
+    "FinerTarget",
+    "ISCAM_CONVENTIONS",
+    "KPCA_KERNELS",
     "ablationcam",
     "ablationcam_combine",
     "cam",
+    "cam_terms",
     "eigencam",
+    "eigengradcam",
+    "fem",
+    "finer_weights",
     "fullgrad",
     "gradcam",
+    "gradcam_elementwise",
+    "gradcam_elementwise_terms",
     "gradcam_pp",
+    "gradcam_pp_terms",
+    "gradcam_terms",
     "guided_gradcam",
     "hirescam",
+    "hirescam_terms",
+    "input_noise",
+    "iscam",
+    "iscam_coefficients",
+    "kpcacam",
     "layercam",
+    "layercam_terms",
     "legrad",
+    "mask_noise",
+    "random_weights",
+    "randomcam",
+    "randomcam_terms",
     "scorecam",
     "scorecam_combine",
     "shapleycam",
+    "smoothgradcam_pp",
+    "sscam",
     "xgradcam",
+    "xgradcam_terms",
 ]
 
 _LAYER_SHAPE = ("N", "K", "h", "w")
 EIGENCAM_SIGNS = ("correlation", "svd")
 FULLGRAD_CONVENTIONS = ("paper", "pytorch-grad-cam")
 FEM_CONVENTIONS = ("paper", "pytorch-grad-cam")
-
-# A progress bar is shown by default (progress=None) from this many chunks on, on a terminal.
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -1005,8 +1032,6 @@ def finer_weights(logits, /, classes=None, *, gamma: float = 0.6, references: in
     n, c = y.shape
     if c < 2:
         raise ValueError(f"Finer-CAM needs at least two classes; `logits` has shape {y.shape}")
-    from cam_core.explain import resolve_targets
-
     cls = resolve_targets(classes, y)
     t = min(int(references), c - 1)
     dist = np.abs(y - y[np.arange(n), cls][:, None])
@@ -1034,8 +1059,6 @@ class FinerTarget:
 
     def __call__(self, logits):
         w = finer_weights(logits, self.classes, gamma=self.gamma, references=self.references)
-        import array_api_compat
-
         if array_api_compat.is_array_api_obj(logits):
             xp = array_namespace(logits)
             wt = xp.asarray(w, dtype=logits.dtype, device=device_of(logits))
@@ -1226,80 +1249,87 @@ def iscam(
 
 
 # ------------------------------------------------------------------------------ eigen_smooth
+# Per-channel terms ``T[n, k]`` whose channel sum is a method's raw map (to float rounding);
+# ``eigen_smooth`` (pytorch-grad-cam's option) replaces the sum by the first principal component
+# of these terms, ``eigencam(terms)``. A method's ``MethodSpec.terms`` names its function here
+# (cam_core.explain.weighted_activations calls it). Each takes its method's arguments and returns
+# (N, K, h, w) float64 (float32 on a device without float64).
 
 
-def weighted_activations(method: str, activations, gradients=None, /, *, weights=None,
-                         classes=None, seed: int = 0):
-    """The per-channel terms ``T[n, k]`` whose channel sum is ``method``'s raw map.
+def cam_terms(activations, weights, classes, /):
+    """CAM's terms ``W[c, k] A_k`` (see :func:`cam`)."""
+    a = _activations(activations)
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
+    w = as_float(weights, "weights", shape=("C", "K"), like=a)
+    c = xp.asarray(as_int_array(classes, "classes", shape=("N",)), device=device_of(a))
+    wk = xp.astype(xp.take(w, c, axis=0), f64)
+    return wk[:, :, None, None] * xp.astype(a, f64)
 
-    ``sum_k T[:, k]`` equals the method's map (to float rounding): ``w_k A_k`` for the
-    channel-weight methods (Grad-CAM, Grad-CAM++, XGrad-CAM, RandomCAM, CAM), the element-wise
-    products for HiResCAM (``g A``), LayerCAM (``ReLU(g) A``) and Grad-CAM element-wise
-    (``ReLU(g A)``). ``eigen_smooth`` (pytorch-grad-cam's option) replaces the sum by the first
-    principal component of these terms: ``eigencam(weighted_activations(...))``.
 
-    Parameters
-    ----------
-    method : str
-        A method name of :data:`cam_core.explain.METHODS` among those above.
-    activations, gradients : array_like, shape (N, K, h, w)
-        ``gradients`` for the gradient methods.
-    weights, classes
-        CAM's classifier weights ``(C, K)`` and classes ``(N,)``.
-    seed : int
-        RandomCAM's seed.
+def randomcam_terms(activations, /, *, seed: int = 0):
+    """RandomCAM's terms ``w_k A_k`` (see :func:`randomcam`)."""
+    a = _activations(activations)
+    xp = array_namespace(a)
+    f64 = _acc(xp, a)
+    n, k = a.shape[:2]
+    wk = xp.asarray(np.broadcast_to(random_weights(k, seed=seed), (n, k)).copy(),
+                    dtype=f64, device=device_of(a))
+    return wk[:, :, None, None] * xp.astype(a, f64)
 
-    Returns
-    -------
-    array, shape (N, K, h, w), float64 (float32 on a device without float64)
-    """
-    from cam_core.explain import method_spec
 
-    name = method_spec(method).name
-    if name in ("cam", "randomcam"):
-        a = _activations(activations)
-        xp = array_namespace(a)
-        f64 = _acc(xp, a)
-        n, k = a.shape[:2]
-        if name == "cam":
-            w = as_float(weights, "weights", shape=("C", "K"), like=a)
-            c = xp.asarray(as_int_array(classes, "classes", shape=("N",)), device=device_of(a))
-            wk = xp.astype(xp.take(w, c, axis=0), f64)
-        else:
-            wk = xp.asarray(np.broadcast_to(random_weights(k, seed=seed), (n, k)).copy(),
-                            dtype=f64, device=device_of(a))
-        return wk[:, :, None, None] * xp.astype(a, f64)
-    if name not in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
-                    "gradcamelementwise", "finercam"):
-        raise ValueError(
-            f"`method` {method!r} is not a sum of per-channel terms of the activations; "
-            f"eigen_smooth applies to cam, gradcam, gradcam++, xgradcam, hirescam, layercam, "
-            f"gradcamelementwise, finercam and randomcam"
-        )
+def _pair64(activations, gradients):
+    """The checked pair, its namespace and both in the accumulation dtype."""
     a, g, _ = _pair(activations, gradients)
     xp = array_namespace(a)
     f64 = _acc(xp, a)
-    a64, g64 = xp.astype(a, f64), xp.astype(g, f64)
-    if name == "hirescam":
-        return g64 * a64
-    if name == "layercam":
-        return _relu(xp, g64) * a64
-    if name == "gradcamelementwise":
-        return _relu(xp, g64 * a64)
+    return xp, a, xp.astype(a, f64), xp.astype(g, f64)
+
+
+def gradcam_terms(activations, gradients, /):
+    """Grad-CAM's terms ``mean_ij(g_k) A_k`` (see :func:`gradcam`; Finer-CAM's too)."""
+    xp, a, a64, g64 = _pair64(activations, gradients)
     h, w = a.shape[2:]
-    if name in ("gradcam", "finercam"):
-        wk = xp.sum(g64, axis=(2, 3)) / (h * w)
-    elif name == "xgradcam":
-        sum_a = xp.sum(a64, axis=(2, 3))
-        zero = sum_a == 0
-        wk = _zeros_where(xp, zero, xp.sum(a64 * g64, axis=(2, 3)) / _safe(xp, zero, sum_a))
-    else:  # gradcam++
-        g2 = g64 * g64
-        denom = 2.0 * g2 + xp.sum(a64, axis=(2, 3))[:, :, None, None] * g2 * g64
-        zero = denom == 0
-        alpha = _zeros_where(xp, zero, g2 / _safe(xp, zero, denom))
-        wk = xp.sum(alpha * _relu(xp, g64), axis=(2, 3))
+    wk = xp.sum(g64, axis=(2, 3)) / (h * w)
     return wk[:, :, None, None] * a64
+
+
+def gradcam_pp_terms(activations, gradients, /):
+    """Grad-CAM++'s terms ``w_k A_k`` (see :func:`gradcam_pp`, ``eps = 0``)."""
+    xp, a, a64, g64 = _pair64(activations, gradients)
+    g2 = g64 * g64
+    denom = 2.0 * g2 + xp.sum(a64, axis=(2, 3))[:, :, None, None] * g2 * g64
+    zero = denom == 0
+    alpha = _zeros_where(xp, zero, g2 / _safe(xp, zero, denom))
+    wk = xp.sum(alpha * _relu(xp, g64), axis=(2, 3))
+    return wk[:, :, None, None] * a64
+
+
+def xgradcam_terms(activations, gradients, /):
+    """XGrad-CAM's terms ``w_k A_k`` (see :func:`xgradcam`)."""
+    xp, a, a64, g64 = _pair64(activations, gradients)
+    sum_a = xp.sum(a64, axis=(2, 3))
+    zero = sum_a == 0
+    wk = _zeros_where(xp, zero, xp.sum(a64 * g64, axis=(2, 3)) / _safe(xp, zero, sum_a))
+    return wk[:, :, None, None] * a64
+
+
+def hirescam_terms(activations, gradients, /):
+    """HiResCAM's terms ``g_k A_k`` (see :func:`hirescam`)."""
+    _, _, a64, g64 = _pair64(activations, gradients)
+    return g64 * a64
+
+
+def layercam_terms(activations, gradients, /):
+    """LayerCAM's terms ``ReLU(g_k) A_k`` (see :func:`layercam`)."""
+    xp, _, a64, g64 = _pair64(activations, gradients)
+    return _relu(xp, g64) * a64
+
+
+def gradcam_elementwise_terms(activations, gradients, /):
+    """Grad-CAM element-wise's terms ``ReLU(g_k A_k)`` (see :func:`gradcam_elementwise`)."""
+    xp, _, a64, g64 = _pair64(activations, gradients)
+    return _relu(xp, g64 * a64)
 
 
 # ----------------------------------------------------------------------- Smooth Grad-CAM++
@@ -1367,6 +1397,7 @@ def input_noise(seed: int, sample: int, shape) -> np.ndarray:
 # the same overflow rule for the methods added above
 gradcam_elementwise = finite_result("activations", "gradients")(gradcam_elementwise)
 eigengradcam = finite_result("activations", "gradients")(eigengradcam)
+smoothgradcam_pp = finite_result("activations", "gradient_samples")(smoothgradcam_pp)
 
 
 # ------------------------------------------------------------ FullGrad: every bias's gradient

@@ -107,6 +107,8 @@ TABLE = [
     Row("guided_gradcam", cc.guided_gradcam,
         {"guided": RNG.standard_normal((2, 3, 8, 8)), "maps": MAPS}, {"guided": (4,), "maps": (3,)}),
     Row("kpcacam", cc.kpcacam, {"activations": A}, {"activations": (4,)}),
+    Row("smoothgradcam_pp", cc.smoothgradcam_pp, {"activations": A, "gradient_samples": np.stack([G, G[::-1]])},
+        {"activations": (4,), "gradient_samples": (5,)}),
     Row("cam", cc.cam, {"activations": A, "weights": RNG.standard_normal((5, 3)), "classes": np.array([1, 4])},
         {"activations": (4,), "weights": (2,), "classes": (1,)}),
     Row("scorecam_combine", cc.scorecam_combine, {"activations": A, "scores": RNG.random((2, 3))},

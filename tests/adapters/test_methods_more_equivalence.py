@@ -20,7 +20,7 @@ from cam_core.adapters.transfer import torch_to_keras  # noqa: E402
 
 import cam_core  # noqa: E402
 from cam_core import methods as m  # noqa: E402
-from cam_core.explain import AUG_SMOOTH_FACTORS, EIGEN_SMOOTH_METHODS  # noqa: E402
+from cam_core.explain import AUG_SMOOTH_FACTORS, EIGEN_SMOOTH_METHODS, weighted_activations  # noqa: E402
 from tests.adapters.test_models import randomize_bn  # noqa: E402
 from tests.conftest import readonly  # noqa: E402
 
@@ -137,7 +137,7 @@ def test_eigen_smooth_golden_and_definition():
     (cap,) = ta.capture(model, x, layer="features", targets=[0, 4])
     for method in ("gradcam++", "layercam", "xgradcam", "cam"):
         e = ta.explain(model, x, method=method, layer="features", targets=[0, 4], eigen_smooth=True)
-        terms = m.weighted_activations(method, cap.activations, cap.gradients,
+        terms = weighted_activations(method, cap.activations, cap.gradients,
                                        weights=cap.weights, classes=cap.targets)
         np.testing.assert_allclose(e.raw, m.eigencam(terms), rtol=1e-4,
                                    atol=1e-5 * float(np.abs(e.raw).max()))

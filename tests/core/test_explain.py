@@ -264,3 +264,33 @@ def test_second_order_methods_need_a_session_with_hvp(session):
     # a logit after GAP + linear has no curvature: ShapleyCAM is Grad-CAM
     np.testing.assert_array_equal(explain_session(session, "shapleycam").maps,
                                   explain_session(session, "gradcam").maps)
+
+
+# ------------------------------------------------------------------ the registry is the one list
+
+
+def test_every_registered_function_is_exported():
+    """A method is one function and one registry entry: the function (and its eigen_smooth terms)
+    is public in ``cam_core.methods`` and the function at the top level too."""
+    import cam_core
+    from cam_core import methods as mod
+    from cam_core.explain import METHODS
+
+    public = {id(getattr(mod, n)): n for n in mod.__all__}
+    top = {id(getattr(cam_core, n)) for n in cam_core.__all__}
+    for spec in METHODS.values():
+        assert id(spec.function) in public, f"{spec.name}: its function is not in cam_core.methods.__all__"
+        assert id(spec.function) in top, f"{spec.name}: its function is not in cam_core.__all__"
+        if spec.terms is not None:
+            assert id(spec.terms) in public, f"{spec.name}: its terms are not in cam_core.methods.__all__"
+
+
+def test_spellings_come_from_the_registry():
+    from cam_core.explain import EIGEN_SMOOTH_METHODS, METHODS, method_spec
+
+    for spec in METHODS.values():
+        for alias in spec.aliases:
+            assert method_spec(alias) is spec
+            assert alias == alias.lower().replace("_", "").replace("-", "")
+    assert method_spec("Grad-CAM_PlusPlus").name == "gradcam++"
+    assert set(EIGEN_SMOOTH_METHODS) == {n for n, s in METHODS.items() if s.terms is not None}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cam_core import methods as m
+from cam_core.explain import weighted_activations
 from cam_core.maps import normalize
 from cam_core.resize import upsample
 from tests.conftest import readonly
@@ -177,7 +178,7 @@ def test_fem_matches_a_loop():
 )
 def test_weighted_activations_sum_to_the_methods_map(name, fn):
     a, g = _layer(6)
-    terms = m.weighted_activations(name, a, g)
+    terms = weighted_activations(name, a, g)
     assert terms.shape == a.shape
     np.testing.assert_allclose(terms.sum(axis=1), fn(a, g), rtol=1e-5, atol=1e-6)
 
@@ -186,12 +187,12 @@ def test_weighted_activations_of_cam_and_randomcam():
     a, _ = _layer(7)
     w = np.random.default_rng(0).normal(size=(4, a.shape[1])).astype(np.float32)
     cls = np.array([0, 3, 1])
-    np.testing.assert_allclose(m.weighted_activations("cam", a, weights=w, classes=cls).sum(1),
+    np.testing.assert_allclose(weighted_activations("cam", a, weights=w, classes=cls).sum(1),
                                m.cam(a, w, cls), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(m.weighted_activations("randomcam", a, seed=2).sum(1),
+    np.testing.assert_allclose(weighted_activations("randomcam", a, seed=2).sum(1),
                                m.randomcam(a, seed=2), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="eigen_smooth"):
-        m.weighted_activations("scorecam", a)
+        weighted_activations("scorecam", a)
 
 
 # ------------------------------------------------------------- SS-CAM and IS-CAM (score_masked)
@@ -264,7 +265,7 @@ def test_new_methods_run_on_torch_tensors_like_numpy():
         (m.kpcacam(ta, kernel="rbf"), m.kpcacam(a, kernel="rbf")),
         (m.fem(ta), m.fem(a)),
         (m.randomcam(ta), m.randomcam(a)),
-        (m.weighted_activations("gradcam++", ta, tg), m.weighted_activations("gradcam++", a, g)),
+        (weighted_activations("gradcam++", ta, tg), weighted_activations("gradcam++", a, g)),
     ]
     for got, ref in pairs:
         assert isinstance(got, torch.Tensor)
