@@ -1,6 +1,7 @@
 """What several benchmark stages share to score maps (imports no framework): the method lists,
 the two protocols' box figures of a method (:class:`BoxStats`, on the engine's accumulators), the
-maps fed to the WSOL reference, the BoxAcc figure and the correlation of two sets of maps."""
+maps fed to the WSOL reference, the BoxAcc figure, the correlation of two sets of maps, and
+the seeded CAM-like maps and boxes of the sweep benchmarks."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["FAST_METHODS", "FIXED_TAUS", "NEW_FAST_METHODS", "NEW_SLOW_METHODS", "OWN_PASS_METHODS",
-           "SLOW_METHODS", "WSOL_SIZE", "BoxStats", "map_correlation", "plot_boxacc", "targets_for",
-           "wsol_maps"]
+           "SLOW_METHODS", "WSOL_SIZE", "BoxStats", "cam_like_maps", "map_correlation", "plot_boxacc",
+           "random_gts", "targets_for", "wsol_maps"]
 
 # issue 15 added NEW_*: the methods from pytorch-grad-cam and torch-cam (SS-CAM, IS-CAM: slow)
 FAST_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
@@ -123,3 +124,30 @@ def map_correlation(a: np.ndarray, b: np.ndarray, *, up_to_sign: bool = False) -
             c = float(np.corrcoef(m1, m2)[0, 1])
             vals.append(abs(c) if up_to_sign else c)
     return float(np.mean(vals))
+
+
+def cam_like_maps(n: int, *, size: int = 224, seed: int = 0) -> np.ndarray:
+    """``n`` CAM-like float32 maps: ReLU of 7 x 7 standard normal fields, bicubic to ``size``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, size, size), dtype=np.float32)
+    for i in range(n):
+        field = np.maximum(rng.standard_normal((7, 7)), 0).astype(np.float32)
+        img = Image.fromarray(field, mode="F").resize((size, size), Image.BICUBIC)
+        out[i] = np.asarray(img)
+    return out
+
+
+def random_gts(n: int, height: int, width: int, seed: int) -> list[np.ndarray]:
+    """``n`` seeded random ground-truth boxes, one per image, inclusive corners inside
+    ``height`` x ``width`` (what the sweep benchmarks score :func:`cam_like_maps` against)."""
+    rng = np.random.default_rng(seed)
+    gts = []
+    for _ in range(n):
+        x0 = int(rng.integers(0, width // 2))
+        y0 = int(rng.integers(0, height // 2))
+        x1 = int(min(width - 1, x0 + rng.integers(width // 8, width // 2)))
+        y1 = int(min(height - 1, y0 + rng.integers(height // 8, height // 2)))
+        gts.append(np.array([[x0, y0, x1, y1]]))
+    return gts

@@ -3,7 +3,7 @@
 Two measurements:
 
 - **Sweep-bound part** (maps given, no model): batches of CAM-like 224 x 224 maps (the maps of
-  stage "sweep", seeded) scored as the engine scores them (:func:`cam_core.evaluate._score`: the
+  stage "sweep", seeded) scored as the engine scores them (:func:`cam_core.evaluate.score_task`: the
   WSOL sweep over 100 thresholds, MaxBoxAcc and MaxBoxAccV2, localisation at 20% and 15%, the
   gallery IoU), once in the calling process (1 worker) and once in a pool of 2 worker processes
   (the engine's pool, started before timing; its start-up is reported apart). Rounds interleave
@@ -39,11 +39,11 @@ def _load() -> str:
 
 
 def _tasks(n_maps: int, batch: int):
-    from benchmarks.stage_sweep import _random_gts, cam_like_maps
+    from benchmarks._scoring import cam_like_maps, random_gts
     from cam_core.evaluate import EvalSettings
 
     maps = cam_like_maps(n_maps).astype(np.float32)
-    gts = _random_gts(n_maps, maps.shape[1], maps.shape[2], 1)
+    gts = random_gts(n_maps, maps.shape[1], maps.shape[2], 1)
     native = [g.astype(np.float64) + np.array([0, 0, 1, 1]) for g in gts]
     settings = EvalSettings(methods=("cam",), protocol="wsol", batch_size=batch)
     correct = np.ones(n_maps, dtype=bool)
@@ -54,20 +54,20 @@ def _tasks(n_maps: int, batch: int):
 def _timed_score(task):
     """The engine's scoring of one task, with the task's wall and CPU seconds (the CPU time shows
     whether the process had a core to itself: on a shared machine it gets less)."""
-    from cam_core.evaluate import _score
+    from cam_core.evaluate import score_task
 
     w0, c0 = time.perf_counter(), time.process_time()
-    out, _ = _score(task)
+    out, _ = score_task(task)
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
 def sweep_bound(n_maps: int = 128, batch: int = 16, rounds: int = 3, workers: int = 2) -> dict:
     """Seconds per round of the engine's scoring of ``n_maps`` maps, inline and in a pool."""
-    from cam_core.evaluate import _sweep_pool
+    from cam_core.evaluate import sweep_pool
 
     tasks = _tasks(n_maps, batch)
     t0 = time.perf_counter()
-    pool = _sweep_pool(workers)
+    pool = sweep_pool(workers)
     list(pool.map(_timed_score, tasks[:workers]))  # start every worker (imports included)
     startup = time.perf_counter() - t0
     times: dict[str, list[float]] = {"1": [], str(workers): []}

@@ -34,8 +34,9 @@ from benchmarks._common import (
     md_table,
     progress_bar,
 )
+from benchmarks._scoring import cam_like_maps, random_gts
 
-__all__ = ["cam_like_maps", "opencv_reference_ious", "run"]
+__all__ = ["opencv_reference_ious", "run"]
 
 SEED = 0
 SIZE = 224
@@ -128,31 +129,6 @@ def _reference_counts(maps, gts, taus, *, multi_contour: bool) -> np.ndarray:
     return correct
 
 
-def cam_like_maps(n: int, *, size: int = SIZE, seed: int = SEED) -> np.ndarray:
-    """``n`` CAM-like float32 maps: ReLU of 7 x 7 standard normal fields, bicubic to ``size``."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, size, size), dtype=np.float32)
-    for i in range(n):
-        field = np.maximum(rng.standard_normal((7, 7)), 0).astype(np.float32)
-        img = Image.fromarray(field, mode="F").resize((size, size), Image.BICUBIC)
-        out[i] = np.asarray(img)
-    return out
-
-
-def _random_gts(n: int, height: int, width: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    gts = []
-    for _ in range(n):
-        x0 = int(rng.integers(0, width // 2))
-        y0 = int(rng.integers(0, height // 2))
-        x1 = int(min(width - 1, x0 + rng.integers(width // 8, width // 2)))
-        y1 = int(min(height - 1, y0 + rng.integers(height // 8, height // 2)))
-        gts.append(np.array([[x0, y0, x1, y1]]))
-    return gts
-
-
 def _measure(maps, gts, n_taus: int, rounds: int, progress: bool) -> dict:
     """Interleaved timing of cam_core and the OpenCV reference, and the count comparison."""
     from cam_core.metrics import BoxAccuracy
@@ -226,7 +202,7 @@ def run(*, quick: bool = True, out_dir: Path | None = None, progress: bool = Tru
                "deltas": list(DELTAS), "sets": {}}
     rows = []
     for name, maps in sets.items():
-        gts = _random_gts(len(maps), maps.shape[1], maps.shape[2], SEED + 1)
+        gts = random_gts(len(maps), maps.shape[1], maps.shape[2], SEED + 1)
         per = {}
         for n_taus in (100, 1000):
             m = _measure(maps, gts, n_taus, rounds if n_taus == 100 else max(1, rounds - 1),

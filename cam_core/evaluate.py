@@ -89,7 +89,9 @@ __all__ = [
     "merge",
     "missing_images",
     "save_state",
+    "score_task",
     "shares_capture",
+    "sweep_pool",
 ]
 
 # name -> (scale, mean, std): the model input is (pixel * scale - mean) / std, per channel
@@ -261,12 +263,13 @@ class RawMaps:
         return display_maps(self.raws, relu=self.relu, size=self.size, upsample=self.upsample)
 
 
-def _score(task) -> tuple[dict[str, np.ndarray], float]:
+def score_task(task) -> tuple[dict[str, np.ndarray], float]:
     """One (batch, method): the accumulators' counters and the per-image gallery figures.
 
-    Runs in a worker process (or inline). ``task`` = (maps or :class:`RawMaps`, metric ground
-    truth, native ground truth, correct, settings). Returns the arrays and the seconds spent
-    (the display pipeline of raw maps included).
+    Runs in a worker process of :func:`sweep_pool` (or inline); public for the benchmark that
+    measures the engine's scoring (``benchmarks/stage_evaluate.py``). ``task`` = (maps or
+    :class:`RawMaps`, metric ground truth, native ground truth, correct, settings). Returns the
+    arrays and the seconds spent (the display pipeline of raw maps included).
     """
 
     t0 = time.perf_counter()
@@ -789,7 +792,7 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
     n_done_images = sum(b - a for a, b in in_memory)
     bar = progress_bar(total=sum(b - a for a, b in bounds), progress=progress, initial=n_done_images,
                        unit="img", desc="evaluate", smoothing=0.1)
-    pool = _sweep_pool(workers) if todo and workers > 1 else None
+    pool = sweep_pool(workers) if todo and workers > 1 else None
     decode_threads = max(1, min(8, available_cores() // 2))
     decoder = ThreadPoolExecutor(max_workers=decode_threads,
                                  thread_name_prefix="cam-core-decode")
@@ -851,11 +854,11 @@ def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, rest
                 correct = arrays["predicted"] == arrays["labels"]
                 task = (maps, gts, batch.boxes, correct, settings)
                 if pool is None:
-                    out, seconds = _score(task)
+                    out, seconds = score_task(task)
                     timings["sweep"] += seconds
                     arrays.update({f"{method}/{k}": v for k, v in out.items()})
                 else:
-                    futures[method] = pool.submit(_score, task)
+                    futures[method] = pool.submit(score_task, task)
             if pool is None:
                 finish(bound, arrays)
             else:
@@ -917,7 +920,9 @@ def _batch_maps(model, x, labels, settings, arrays: dict, timings: dict):
         yield method, made.pop(method)
 
 
-def _sweep_pool(workers: int):
+def sweep_pool(workers: int):
+    """The engine's pool of ``workers`` sweep processes (forkserver where there is one, with the
+    scoring modules preloaded; else spawn), in which :func:`score_task` runs."""
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":

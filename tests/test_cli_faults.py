@@ -230,7 +230,7 @@ def test_unreadable_image_in_a_folder_is_skipped(tmp_path, two_pngs):
 
 def test_16_bit_png_is_scaled_to_8_bits(tmp_path):
     from cam_core.cli import load_image
-    from cam_core.data.batches import _load_rgb
+    from cam_core.data import Dataset, Record, iter_batches
 
     a16 = np.zeros((20, 30), dtype=np.uint16)
     a16[:, 10:] = 65535
@@ -239,7 +239,9 @@ def test_16_bit_png_is_scaled_to_8_bits(tmp_path):
     Image.fromarray(a16).save(path)
     with Image.open(path) as im:
         assert im.mode.startswith("I")
-    for img in (load_image(path), _load_rgb(path)):
+    record = Record(id="g16", path=path, label=0, boxes=np.zeros((0, 4), np.int64), size=(30, 20))
+    (batch,) = iter_batches(Dataset((record,)), batch_size=1, size=(20, 30))
+    for img in (load_image(path), batch.images[0]):
         assert img.dtype == np.uint8 and img.shape == (20, 30, 3)
         assert (img[:, :10] == 0).all() and (img[:, 10:20] == 255).all()
         assert (img[:, 20:] == 128).all()

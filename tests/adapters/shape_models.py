@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tests.adapters.torch_models import _seeded
+from tests.adapters.torch_models import seeded
 
 
 class Attention(nn.Module):
@@ -80,7 +80,7 @@ class MiniViT(nn.Module):
 
 
 def mini_vit(seed: int = 11, **kw) -> MiniViT:
-    return _seeded(MiniViT(**kw), seed)
+    return seeded(MiniViT(**kw), seed)
 
 
 class ClStage(nn.Module):
@@ -111,7 +111,7 @@ class ChannelsLastNet(nn.Module):
 
 
 def channels_last_net(seed: int = 12, **kw) -> ChannelsLastNet:
-    return _seeded(ChannelsLastNet(**kw), seed)
+    return seeded(ChannelsLastNet(**kw), seed)
 
 
 class ChannelsFirstTwin(nn.Module):

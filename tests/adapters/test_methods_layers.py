@@ -71,12 +71,12 @@ def test_refinecam_torch_and_keras_agree():
 
 
 # ------------------------------------------------------------------------------ ShapleyCAM
-# The fixed-weight model of tests/adapters/test_methods_more_equivalence.py: the layer is the
+# The fixed-weight model of tests/adapters/golden_models.py: the layer is the
 # identity on A_0 = [1, 2], A_1 = [-3, 1], then GAP and W = [[1, -1], [2, 1], [0, 1]].
 # Score z_0^2 / 2 with z_0 = 2.5: g = z_0 W[0] / 2 = (1.25, -1.25) per position, and
 # H A = (W[0] / 2)(W[0] . mean A) = g (a quadratic). Weights g - H A / 2 = (0.625, -0.625):
 # M = 0.625 (1, 2) - 0.625 (-3, 1) = (2.5, 0.625), half of Grad-CAM's (5, 1.25).
-from tests.adapters.test_methods_more_equivalence import X, _keras_model, _torch_model  # noqa: E402
+from tests.adapters.golden_models import X, keras_model, torch_model  # noqa: E402
 
 
 def _half_square(z):
@@ -84,15 +84,15 @@ def _half_square(z):
 
 
 def test_shapleycam_golden_in_both_frameworks():
-    t = ta.explain(_torch_model(), X, method="shapleycam", layer="features", targets=_half_square)
-    k = ka.explain(_keras_model(), X.transpose(0, 2, 3, 1), method="ShapleyCAM",
+    t = ta.explain(torch_model(), X, method="shapleycam", layer="features", targets=_half_square)
+    k = ka.explain(keras_model(), X.transpose(0, 2, 3, 1), method="ShapleyCAM",
                    layer="features", targets=_half_square)
     for e in (t, k):
         np.testing.assert_allclose(e.raw, [[[2.5, 0.625]]], rtol=1e-6)
-    (c,) = ta.capture(_torch_model(), X, layer="features", targets=_half_square, hvp=True)
+    (c,) = ta.capture(torch_model(), X, layer="features", targets=_half_square, hvp=True)
     np.testing.assert_allclose(c.hvp, [[[[1.25, 1.25]], [[-1.25, -1.25]]]], rtol=1e-6)
     np.testing.assert_allclose(
-        ka.capture(_keras_model(), X.transpose(0, 2, 3, 1), layer="features",
+        ka.capture(keras_model(), X.transpose(0, 2, 3, 1), layer="features",
                    targets=_half_square, hvp=True)[0].hvp, c.hvp, rtol=1e-6)
 
 
@@ -225,10 +225,9 @@ def test_fullgrad_refuses_a_layer_and_a_model_without_biases():
         ta.explain(_fullgrad_torch(False), XF, method="fullgrad", layer="conv")
     with pytest.raises(ValueError, match="leave `layer` out"):
         ka.explain(_fullgrad_keras(), XF.transpose(0, 2, 3, 1), method="fullgrad", layer="conv")
-    from tests.adapters.test_methods_more_equivalence import X, _torch_model
 
     with pytest.raises(ValueError, match="needs layers with a bias"):
-        ta.explain(_torch_model(), X, method="fullgrad")
+        ta.explain(torch_model(), X, method="fullgrad")
     from cam_core.explain import raw_maps
 
     (cap,) = ta.capture(_fullgrad_torch(False), XF, layer="conv")
@@ -338,12 +337,11 @@ def test_guided_backprop_golden_in_both_frameworks():
 
 
 def test_guided_backprop_refuses_a_model_without_relus():
-    from tests.adapters.test_methods_more_equivalence import X, _keras_model, _torch_model
 
     with pytest.raises(ValueError, match="has none"):
-        ta.guided_backprop(_torch_model(), X)
+        ta.guided_backprop(torch_model(), X)
     with pytest.raises(ValueError, match="has none"):
-        ka.guided_backprop(_keras_model(), X.transpose(0, 2, 3, 1))
+        ka.guided_backprop(keras_model(), X.transpose(0, 2, 3, 1))
 
 
 def test_guided_gradcam_torch_and_keras_agree_and_multiply_the_map():

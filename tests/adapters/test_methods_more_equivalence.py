@@ -21,6 +21,7 @@ from cam_core.adapters.transfer import torch_to_keras  # noqa: E402
 import cam_core  # noqa: E402
 from cam_core import methods as m  # noqa: E402
 from cam_core.explain import AUG_SMOOTH_FACTORS, EIGEN_SMOOTH_METHODS, weighted_activations  # noqa: E402
+from tests.adapters.golden_models import X, keras_model, torch_model  # noqa: E402
 from tests.adapters.test_models import randomize_bn  # noqa: E402
 from tests.conftest import readonly  # noqa: E402
 
@@ -28,42 +29,8 @@ NEW_METHODS = ("gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomca
                "sscam", "iscam")
 
 # ------------------------------------------------------------ the fixed-weight model, by hand
-# The target layer is the identity on a (1, 2, 1, 2) input, so the activations are the input:
-#   A_0 = [1, 2], A_1 = [-3, 1]
-# then global average pooling and a linear layer (no bias) with
-#   W = [[1, -1], [2, 1], [0, 1]]:  logits = W @ (1.5, -1) = (2.5, 2, -1)
-# Explained class 0: the gradient is W[0] / (h w) = (0.5, -0.5), uniform over positions.
-X = np.array([[[[1.0, 2.0]], [[-3.0, 1.0]]]], dtype=np.float32)
-W = np.array([[1.0, -1.0], [2.0, 1.0], [0.0, 1.0]], dtype=np.float32)
-
-
-def _torch_model():
-    from torch import nn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = nn.Identity()
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(2, 3, bias=False)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-    net = Net().eval()
-    with torch.no_grad():
-        net.fc.weight.copy_(torch.tensor(W))
-    return net
-
-
-def _keras_model():
-    L = keras.layers
-    inp = keras.Input((1, 2, 2))
-    f = L.Activation("linear", name="features")(inp)
-    out = L.Dense(3, use_bias=False, name="fc")(L.GlobalAveragePooling2D(name="pool")(f))
-    model = keras.Model(inp, out)
-    model.get_layer("fc").set_weights([W.T])
-    return model
+# (tests/adapters/golden_models.py: the identity layer on A_0 = [1, 2], A_1 = [-3, 1], GAP,
+# W = [[1, -1], [2, 1], [0, 1]]; class 0's gradient is (0.5, -0.5) at every position)
 
 
 _R_EIG = math.sqrt(1.0625)
@@ -87,8 +54,8 @@ GOLDEN = {
 
 
 def _explain_both(method, **kw):
-    t = ta.explain(_torch_model(), X, method=method, layer="features", targets=0, **kw)
-    k = ka.explain(_keras_model(), X.transpose(0, 2, 3, 1), method=method, layer="features",
+    t = ta.explain(torch_model(), X, method=method, layer="features", targets=0, **kw)
+    k = ka.explain(keras_model(), X.transpose(0, 2, 3, 1), method=method, layer="features",
                    targets=0, **kw)
     return t, k
 
@@ -282,16 +249,16 @@ def test_method_options_agree_between_frameworks_and_equal_the_core(method, opti
 
 def test_method_options_are_checked_by_name():
     with pytest.raises(ValueError, match=r"\['epsilon'\] are not options of 'gradcam\+\+'.*'eps'"):
-        ta.explain(_torch_model(), X, method="gradcam++", layer="features", targets=0,
+        ta.explain(torch_model(), X, method="gradcam++", layer="features", targets=0,
                    method_options={"epsilon": 1e-6})
     with pytest.raises(ValueError, match="its options: none"):
-        ka.explain(_keras_model(), X.transpose(0, 2, 3, 1), method="gradcam", layer="features",
+        ka.explain(keras_model(), X.transpose(0, 2, 3, 1), method="gradcam", layer="features",
                    targets=0, method_options={"eps": 1.0})
     with pytest.raises(ValueError, match=r"\['batch_size'\]"):  # set by the pipeline
-        ta.explain(_torch_model(), X, method="scorecam", layer="features", targets=0,
+        ta.explain(torch_model(), X, method="scorecam", layer="features", targets=0,
                    method_options={"batch_size": 2})
     with pytest.raises(TypeError, match="`method_options` must be a dict"):
-        ta.explain(_torch_model(), X, method="gradcam", layer="features", method_options=[1])
+        ta.explain(torch_model(), X, method="gradcam", layer="features", method_options=[1])
     with pytest.raises(ValueError, match="`eigen_smooth`.*no `method_options`"):
-        ta.explain(_torch_model(), X, method="gradcam++", layer="features", eigen_smooth=True,
+        ta.explain(torch_model(), X, method="gradcam++", layer="features", eigen_smooth=True,
                    method_options={"eps": 1e-6})

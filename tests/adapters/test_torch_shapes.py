@@ -70,7 +70,7 @@ def test_attention_tensors_are_never_picked():
             t = self.embed(x).flatten(2).transpose(1, 2)
             return self.head(self.attn(t).mean(dim=1))
 
-    model = sm._seeded(OneAttention(), 5)
+    model = sm.seeded(OneAttention(), 5)
     name, _ = ta.find_layer(model, inputs=batch())
     assert name == "attn"  # the attention block's token output, an 8 x 8 grid
     (cap,) = ta.capture(model, batch(), layer=name)
@@ -122,7 +122,7 @@ def test_torchvision_style_encoder_is_not_its_final_norm():
             t = torch.cat([self.class_token.expand(len(t), -1, -1), t], dim=1)
             return self.heads(self.encoder(t)[:, 0])
 
-    model = sm._seeded(TvViT(), 3)
+    model = sm.seeded(TvViT(), 3)
     name, _ = ta.find_layer(model, inputs=batch())
     assert name == "encoder.layers.1.norm1"
 
@@ -248,7 +248,7 @@ class BnInplace(nn.Module):
 @pytest.mark.parametrize("ablation", ["auto", "forward"])
 def test_ablationcam_with_inplace_relu_after_the_layer(ablation):
     torch.manual_seed(0)
-    plain = sm._seeded(BnInplace(False), 7)
+    plain = sm.seeded(BnInplace(False), 7)
     inplace = BnInplace(True)
     inplace.load_state_dict(plain.state_dict())
     x = batch(2)
@@ -300,7 +300,7 @@ def test_ambiguous_shape_in_a_model_without_channels_last_code_is_channels_first
         def forward(self, x):
             return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
 
-    model = sm._seeded(Net(), 9)
+    model = sm.seeded(Net(), 9)
     x = batch()
     (cap,) = ta.capture(model, x, layer="act")
     with torch.no_grad():

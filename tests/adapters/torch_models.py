@@ -22,7 +22,7 @@ def hand_net() -> nn.Sequential:
     return nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc)
 
 
-def _seeded(model: nn.Module, seed: int) -> nn.Module:
+def seeded(model: nn.Module, seed: int) -> nn.Module:
     """Fill every parameter and BatchNorm statistic from a seeded generator."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -58,7 +58,7 @@ class TinyNet(nn.Module):
 
 
 def tiny_net(classes: int = 5, seed: int = 0) -> TinyNet:
-    return _seeded(TinyNet(classes), seed)
+    return seeded(TinyNet(classes), seed)
 
 
 class MaxHead(nn.Module):
@@ -74,7 +74,7 @@ class MaxHead(nn.Module):
 
 
 def max_head(seed: int = 1) -> MaxHead:
-    return _seeded(MaxHead(), seed)
+    return seeded(MaxHead(), seed)
 
 
 class SideBranch(nn.Module):
@@ -92,7 +92,7 @@ class SideBranch(nn.Module):
 
 
 def side_branch(seed: int = 2) -> SideBranch:
-    return _seeded(SideBranch(), seed)
+    return seeded(SideBranch(), seed)
 
 
 class SharedAct(nn.Module):
@@ -112,7 +112,7 @@ class SharedAct(nn.Module):
 
 
 def shared_act(seed: int = 3) -> SharedAct:
-    return _seeded(SharedAct(), seed)
+    return seeded(SharedAct(), seed)
 
 
 class TokenNet(nn.Module):
@@ -134,7 +134,7 @@ class TokenNet(nn.Module):
 
 
 def token_net(seed: int = 4) -> TokenNet:
-    return _seeded(TokenNet(), seed)
+    return seeded(TokenNet(), seed)
 
 
 class LenNet(nn.Module):
@@ -150,4 +150,4 @@ class LenNet(nn.Module):
 
 
 def len_net(seed: int = 5) -> LenNet:
-    return _seeded(LenNet(), seed)
+    return seeded(LenNet(), seed)
