@@ -32,7 +32,6 @@ from cam_core.resize import upsample
 
 __all__ = [
     "COLORMAPS",
-    "atomic_write_bytes",
     "colormap",
     "draw_boxes",
     "image_grid",
