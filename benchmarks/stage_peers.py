@@ -140,6 +140,127 @@ def _pgc_own_pass(torch, pgc, ta, model, x, targets, contenders) -> None:
             {"pytorch-grad-cam FullGrad": (pgc_fullgrad, False)})
 
 
+def _lite0_rows(torch, tc, pgc, quick: bool, warmup: int, repeats: int, notes: list) -> list:
+    """EfficientNet-Lite0: the gradient and activation methods against both peers."""
+    from cam_core.adapters import torch as ta
+
+    model, x, source = _lite0_inputs(torch, 2 if quick else 8)
+    if model is None:
+        notes.append(f"EfficientNet-Lite0: skipped ({source})")
+        return []
+    layer = "_swish"
+    with torch.inference_mode():
+        targets = model(x).argmax(1).tolist()
+
+    def ours(method, at=layer, **kw):
+        return lambda: ta.explain(model, x, method=method, layer=at, targets=targets,
+                                  **kw).maps
+
+    contenders = {}
+    if tc is not None and hasattr(tc, "FinerCAM"):
+        def tc_finer():
+            with tc.FinerCAM(model, layer, input_shape=(3, 224, 224)) as ext:
+                scores = model(x)
+                (maps,) = ext(targets, scores)
+            return maps
+        contenders["finercam"] = (ours("finercam"), {"torchcam FinerCAM": (tc_finer, False)})
+    if pgc is not None:
+        notes.append(_PGC_NOTE)
+        _pgc_layer_methods(pgc, model, x, targets, ours, contenders)
+        _pgc_own_pass(torch, pgc, ta, model, x, targets, contenders)
+    return _rows_for(torch, f"EfficientNet-Lite0 ({source})", model, layer, x, contenders,
+                     warmup, repeats)
+
+
+def _pgc_layer_methods(pgc, model, x, targets, ours, contenders) -> None:
+    """pytorch-grad-cam's one-layer methods at ``_PGC_LAYER``, beside ours there."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    module = dict(model.named_modules())[_PGC_LAYER]
+
+    def pgc_fn(cls):
+        def f():
+            with cls(model=model, target_layers=[module]) as cam:
+                return cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+        return f
+
+    for method, cls, sign in (("gradcamelementwise", "GradCAMElementWise", False),
+                              ("eigengradcam", "EigenGradCAM", True),
+                              ("fem", "FEM", False), ("kpcacam", "KPCA_CAM", True)):
+        if hasattr(pgc, cls):
+            kw = {"method_options": {"convention": "pytorch-grad-cam"}} if (
+                method == "fem") else {}  # its FEM weights A by the masks' means
+            contenders.setdefault(method, (ours(method, _PGC_LAYER, **kw), {}))[1][
+                f"pytorch-grad-cam {cls}"] = (pgc_fn(getattr(pgc, cls)), sign)
+
+
+def _tiny_rows(torch, tc, quick: bool, warmup: int, repeats: int, notes: list) -> list:
+    """A tiny random CNN: the masked-input methods (IS-CAM, SS-CAM) against torch-cam's."""
+    from cam_core.adapters import models_torch as mt
+    from cam_core.adapters import torch as ta
+
+    from cam_core import methods as m
+    from cam_core.explain import display_maps
+
+    torch.manual_seed(0)
+    tiny = mt.tiny_gap_cnn(10).eval()
+    xs = torch.randn(1 if quick else 2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        t_targets = tiny(xs).argmax(1).tolist()
+    (cap,) = ta.capture(tiny, xs, layer="features", targets=t_targets, gradients=False)
+
+    def score(n, masks):
+        with torch.no_grad():
+            logits = tiny(xs[n:n + 1] * torch.as_tensor(np.asarray(masks))[:, None])
+        return logits[:, t_targets[n]].numpy()
+
+    def ours_masked(fn, **kw):
+        # the display pipeline of explain (ReLU: both papers have it; bilinear; min-max)
+        return lambda: display_maps(fn(cap.activations, score, input_size=(64, 64), **kw),
+                                    relu=True, size=(64, 64))
+
+    def tc_masked(cls, **kw):
+        def f():
+            with getattr(tc, cls)(tiny, "features", input_shape=(3, 64, 64), batch_size=64,
+                                  **kw) as ext:
+                scores = tiny(xs)
+                (maps,) = ext(t_targets, scores)
+            return maps
+        return f
+
+    n_is, n_ss = (_SAMPLES[bool(quick)],) * 2 if quick else (10, 35)
+    contenders = {
+        "iscam": (ours_masked(m.iscam, samples=n_is, convention="torch-cam"),
+                  {"torchcam ISCAM": (tc_masked("ISCAM", num_samples=n_is), False)}),
+        "sscam": (ours_masked(m.sscam, samples=n_ss, std=2.0),
+                  {"torchcam SSCAM (other noise)": (tc_masked("SSCAM", num_samples=n_ss,
+                                                                std=2.0), False)}),
+    }
+    notes.append(f"SS-CAM / IS-CAM: {n_ss} / {n_is} samples")
+    return _rows_for(torch, f"tiny CNN, random weights, 64x64 ({len(xs)} random inputs)", tiny,
+                     "features", xs, contenders, warmup, repeats)
+
+
+def _markdown(rows: list, notes: list, cpu: str, threads: int, warmup: int, repeats: int) -> str:
+    table = md_table(["model", "method", "contender", "corr. to ours", "ms / image",
+                      "cold ms / image", "x forward"],
+                     [[r["model"], r["method"], r["contender"], r["corr"],
+                       fmt(r["median_ms_per_image"], 2), fmt(r["cold_ms_per_image"], 2),
+                       fmt(r["ratio_to_forward"], 2)] for r in rows])
+    md = [
+        "### The new methods against the peers that ship them",
+        "",
+        f"Machine: CPU {cpu}, {threads} torch threads. Medians of {repeats} "
+        f"timed rounds after {warmup} warm-up (round 0, the cold call, apart), contenders "
+        f"interleaved. Correlation: Pearson per image of the maps at the input size, mean over "
+        f"the batch (Eigen-Grad-CAM and KPCA-CAM: its absolute value, pytorch-grad-cam keeps "
+        f"the sign its SVD or KernelPCA returns).",
+        "",
+        table,
+    ] + [f"\n{n}." for n in notes]
+    return "\n".join(md)
+
+
 def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
     """Correlation and time of our new methods against torch-cam / pytorch-grad-cam."""
     try:
@@ -153,134 +274,28 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True) -> dict:
         tc_why = f"{type(exc).__name__}: {exc}"
     try:
         import pytorch_grad_cam as pgc
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: F401
     except Exception as exc:
         pgc = None
         pgc_why = f"{type(exc).__name__}: {exc}"
     if tc is None and pgc is None:
         return {"name": "peers", "skipped": f"neither torch-cam ({tc_why}) nor pytorch-grad-cam "
                                             f"({pgc_why}) imports"}
-    from cam_core.adapters import models_torch as mt
-    from cam_core.adapters import torch as ta
-
-    from cam_core import methods as m
-
     threads = set_threads()
     set_seeds(0)
     warmup, repeats = _ROUNDS[bool(quick)]
-    rows, notes = [], []
-
-    # ---- EfficientNet-Lite0: the gradient and activation methods
-    model, x, source = _lite0_inputs(torch, 2 if quick else 8)
-    if model is None:
-        notes.append(f"EfficientNet-Lite0: skipped ({source})")
-    else:
-        layer = "_swish"
-        with torch.inference_mode():
-            targets = model(x).argmax(1).tolist()
-
-        def ours(method, at=layer, **kw):
-            return lambda: ta.explain(model, x, method=method, layer=at, targets=targets,
-                                      **kw).maps
-
-        contenders = {}
-        if tc is not None and hasattr(tc, "FinerCAM"):
-            def tc_finer():
-                with tc.FinerCAM(model, layer, input_shape=(3, 224, 224)) as ext:
-                    scores = model(x)
-                    (maps,) = ext(targets, scores)
-                return maps
-            contenders["finercam"] = (ours("finercam"), {"torchcam FinerCAM": (tc_finer, False)})
-        if pgc is not None:
-            module = dict(model.named_modules())[_PGC_LAYER]
-            notes.append(_PGC_NOTE)
-
-            def pgc_fn(cls):
-                def f():
-                    with cls(model=model, target_layers=[module]) as cam:
-                        return cam(input_tensor=x,
-                                   targets=[ClassifierOutputTarget(t) for t in targets])
-                return f
-
-            for method, cls, sign in (("gradcamelementwise", "GradCAMElementWise", False),
-                                      ("eigengradcam", "EigenGradCAM", True),
-                                      ("fem", "FEM", False), ("kpcacam", "KPCA_CAM", True)):
-                if hasattr(pgc, cls):
-                    kw = {"method_options": {"convention": "pytorch-grad-cam"}} if (
-                        method == "fem") else {}  # its FEM weights A by the masks' means
-                    contenders.setdefault(method, (ours(method, _PGC_LAYER, **kw), {}))[1][
-                        f"pytorch-grad-cam {cls}"] = (pgc_fn(getattr(pgc, cls)), sign)
-        if pgc is not None:
-            _pgc_own_pass(torch, pgc, ta, model, x, targets, contenders)
-        rows += _rows_for(torch, f"EfficientNet-Lite0 ({source})", model, layer, x, contenders,
-                          warmup, repeats)
-
-    # ---- a tiny random CNN: the masked-input methods
+    notes = []
+    rows = _lite0_rows(torch, tc, pgc, quick, warmup, repeats, notes)
     if tc is not None:
-        torch.manual_seed(0)
-        tiny = mt.tiny_gap_cnn(10).eval()
-        xs = torch.randn(1 if quick else 2, 3, 64, 64,
-                         generator=torch.Generator().manual_seed(1))
-        with torch.inference_mode():
-            t_targets = tiny(xs).argmax(1).tolist()
-        (cap,) = ta.capture(tiny, xs, layer="features", targets=t_targets, gradients=False)
-
-        def score(n, masks):
-            with torch.no_grad():
-                logits = tiny(xs[n:n + 1] * torch.as_tensor(np.asarray(masks))[:, None])
-            return logits[:, t_targets[n]].numpy()
-
-        def ours_masked(fn, **kw):
-            from cam_core.explain import display_maps
-
-            # the display pipeline of explain (ReLU: both papers have it; bilinear; min-max)
-            return lambda: display_maps(fn(cap.activations, score, input_size=(64, 64), **kw),
-                                        relu=True, size=(64, 64))
-
-        def tc_masked(cls, **kw):
-            def f():
-                with getattr(tc, cls)(tiny, "features", input_shape=(3, 64, 64), batch_size=64,
-                                      **kw) as ext:
-                    scores = tiny(xs)
-                    (maps,) = ext(t_targets, scores)
-                return maps
-            return f
-
-        n_is, n_ss = (_SAMPLES[bool(quick)],) * 2 if quick else (10, 35)
-        contenders = {
-            "iscam": (ours_masked(m.iscam, samples=n_is, convention="torch-cam"),
-                      {"torchcam ISCAM": (tc_masked("ISCAM", num_samples=n_is), False)}),
-            "sscam": (ours_masked(m.sscam, samples=n_ss, std=2.0),
-                      {"torchcam SSCAM (other noise)": (tc_masked("SSCAM", num_samples=n_ss,
-                                                                    std=2.0), False)}),
-        }
-        notes.append(f"SS-CAM / IS-CAM: {n_ss} / {n_is} samples")
-        rows += _rows_for(torch, f"tiny CNN, random weights, 64x64 ({len(xs)} random inputs)", tiny,
-                          "features", xs, contenders, warmup, repeats)
+        rows += _tiny_rows(torch, tc, quick, warmup, repeats, notes)
     else:
         notes.append(f"torch-cam: skipped ({tc_why})")
     if pgc is None:
         notes.append(f"pytorch-grad-cam: skipped ({pgc_why})")
     env = environment()
-    table = md_table(["model", "method", "contender", "corr. to ours", "ms / image",
-                      "cold ms / image", "x forward"],
-                     [[r["model"], r["method"], r["contender"], r["corr"],
-                       fmt(r["median_ms_per_image"], 2), fmt(r["cold_ms_per_image"], 2),
-                       fmt(r["ratio_to_forward"], 2)] for r in rows])
-    md = [
-        "### The new methods against the peers that ship them",
-        "",
-        f"Machine: CPU {env['machine']['cpu']}, {threads} torch threads. Medians of {repeats} "
-        f"timed rounds after {warmup} warm-up (round 0, the cold call, apart), contenders "
-        f"interleaved. Correlation: Pearson per image of the maps at the input size, mean over "
-        f"the batch (Eigen-Grad-CAM and KPCA-CAM: its absolute value, pytorch-grad-cam keeps "
-        f"the sign its SVD or KernelPCA returns).",
-        "",
-        table,
-    ] + [f"\n{n}." for n in notes]
     return {"name": "peers", "figures": {"rows": rows, "notes": notes,
                                          "machine": env["machine"]},
-            "markdown": "\n".join(md)}
+            "markdown": _markdown(rows, notes, env["machine"]["cpu"], threads, warmup, repeats)}
 
 
 if __name__ == "__main__":
