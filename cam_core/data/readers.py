@@ -253,53 +253,8 @@ def read_voc(annotations_dir, images_dir, *, class_index: Mapping[str, int] | No
     if not files:
         raise ValueError(f"`annotations_dir` {ann_dir} holds no .xml files")
 
-    raw = []
-    names_seen: set[str] = set()
-    for path in files:
-        root_node, lines = _parse_xml(path)
-
-        def text_of(node, tag: str, path=path, lines=lines) -> tuple[str, int]:
-            child = node.find(tag)
-            if child is None or child.text is None or not child.text.strip():
-                raise _err(path, lines[id(node)], f"<{tag}> is missing or empty in <{node.tag}>")
-            return child.text.strip(), lines[id(child)]
-
-        filename, file_line = text_of(root_node, "filename")
-        size_node = root_node.find("size")
-        if size_node is None:
-            raise _err(path, lines[id(root_node)], "<size> is missing")
-        (w_text, w_line), (h_text, h_line) = text_of(size_node, "width"), text_of(size_node, "height")
-        width = _int(w_text, path, w_line, "<width>")
-        height = _int(h_text, path, h_line, "<height>")
-        if width < 1 or height < 1:
-            raise _err(path, lines[id(size_node)], f"image size {width}x{height} must be positive")
-        image_path = _find_image(img_dir, filename)
-        if image_path is None:
-            raise _err(path, file_line, f"image {filename!r} not found in {img_dir}")
-        boxes, names = [], []
-        for obj in root_node.findall("object"):
-            name, name_line = text_of(obj, "name")
-            bnd = obj.find("bndbox")
-            if bnd is None:
-                raise _err(path, lines[id(obj)], f"object {name!r} has no <bndbox>")
-            corners = []
-            for tag in ("xmin", "ymin", "xmax", "ymax"):
-                value, line = text_of(bnd, tag)
-                corners.append(_int(value, path, line, f"<{tag}>"))
-            x0, y0, x1, y1 = corners
-            box = (x0 - origin, y0 - origin, x1 - origin + 1, y1 - origin + 1)
-            _check_box(box, (width, height), path, lines[id(bnd)],
-                       f"({x0}, {y0}, {x1}, {y1}) with origin {origin}")
-            boxes.append(box)
-            names.append((name, name_line))
-        if not names:
-            raise _err(path, lines[id(root_node)], "no <object>: the image has no class label")
-        for name, line in names[1:]:
-            if name != names[0][0]:
-                raise _err(path, line, f"object class {name!r} differs from {names[0][0]!r} of "
-                                       "the first object; one class per image is expected")
-        names_seen.add(names[0][0])
-        raw.append((path, filename, image_path, names[0], boxes, (width, height)))
+    raw = [_voc_file(path, img_dir, origin) for path in files]
+    names_seen = {entry[3][0] for entry in raw}
 
     if class_index is None:
         class_names = tuple(sorted(names_seen))
@@ -316,6 +271,63 @@ def read_voc(annotations_dir, images_dir, *, class_index: Mapping[str, int] | No
             boxes=frozen(np.array(boxes, dtype=np.int64).reshape(-1, 4)), size=size,
         ))
     return Dataset(tuple(records), class_names)
+
+
+def _xml_text(node, tag: str, path: Path, lines: dict) -> tuple[str, int]:
+    """The stripped text of ``node``'s child ``tag`` and its line; missing or empty is an error."""
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise _err(path, lines[id(node)], f"<{tag}> is missing or empty in <{node.tag}>")
+    return child.text.strip(), lines[id(child)]
+
+
+def _voc_file(path: Path, img_dir: Path, origin: int) -> tuple:
+    """One VOC XML file: (path, filename, image path, (class name, its line), half-open boxes,
+    (width, height)); every defect is a ``ValueError`` naming the file and the line."""
+    root_node, lines = _parse_xml(path)
+    filename, file_line = _xml_text(root_node, "filename", path, lines)
+    size_node = root_node.find("size")
+    if size_node is None:
+        raise _err(path, lines[id(root_node)], "<size> is missing")
+    (w_text, w_line) = _xml_text(size_node, "width", path, lines)
+    (h_text, h_line) = _xml_text(size_node, "height", path, lines)
+    width = _int(w_text, path, w_line, "<width>")
+    height = _int(h_text, path, h_line, "<height>")
+    if width < 1 or height < 1:
+        raise _err(path, lines[id(size_node)], f"image size {width}x{height} must be positive")
+    image_path = _find_image(img_dir, filename)
+    if image_path is None:
+        raise _err(path, file_line, f"image {filename!r} not found in {img_dir}")
+    boxes, names = _voc_objects(root_node, path, lines, origin, (width, height))
+    return path, filename, image_path, names[0], boxes, (width, height)
+
+
+def _voc_objects(root_node, path: Path, lines: dict, origin: int, size: tuple[int, int]):
+    """The half-open boxes of a file's ``<object>`` elements and their (name, line) pairs, all
+    of one class."""
+    boxes, names = [], []
+    for obj in root_node.findall("object"):
+        name, name_line = _xml_text(obj, "name", path, lines)
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise _err(path, lines[id(obj)], f"object {name!r} has no <bndbox>")
+        corners = []
+        for tag in ("xmin", "ymin", "xmax", "ymax"):
+            value, line = _xml_text(bnd, tag, path, lines)
+            corners.append(_int(value, path, line, f"<{tag}>"))
+        x0, y0, x1, y1 = corners
+        box = (x0 - origin, y0 - origin, x1 - origin + 1, y1 - origin + 1)
+        _check_box(box, size, path, lines[id(bnd)],
+                   f"({x0}, {y0}, {x1}, {y1}) with origin {origin}")
+        boxes.append(box)
+        names.append((name, name_line))
+    if not names:
+        raise _err(path, lines[id(root_node)], "no <object>: the image has no class label")
+    for name, line in names[1:]:
+        if name != names[0][0]:
+            raise _err(path, line, f"object class {name!r} differs from {names[0][0]!r} of "
+                                   "the first object; one class per image is expected")
+    return boxes, names
 
 
 def _parse_xml(path: Path):
