@@ -720,45 +720,15 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
     """
 
     t_start = time.perf_counter()
-    framework = framework_of(model)
-    if framework is None:
-        raise TypeError(f"`model` must be a torch.nn.Module or a Keras model; got "
-                        f"{type(model).__module__}.{type(model).__qualname__}")
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"`dataset` must be a cam_core.data.Dataset; got "
-                        f"{type(dataset).__name__}")
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    names = tuple(dict.fromkeys(method_spec(m).name for m in methods))
-    if not names:
-        raise ValueError("`methods` must name at least one method; got none")
-    if protocol not in ("native", "wsol"):
-        raise ValueError(f"`protocol` must be 'native' or 'wsol'; got {protocol!r}")
-    for name, value, low in (("batch_size", batch_size, 1), ("limit", limit, 1),
-                             ("workers", workers, 1), ("gallery", gallery, 0)):
-        if value is None and name in ("limit", "workers"):
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"`{name}` must be an int; got {type(value).__name__}")
-        if value < low:
-            raise ValueError(f"`{name}` must be at least {low}; got {value}")
+    framework, names = _checked_call(model, dataset, methods, protocol, batch_size=batch_size,
+                                     limit=limit, workers=workers, gallery=gallery)
     workers = available_cores() if workers is None else int(workers)
     pre = _as_preprocess(preprocess, size)
     settings = EvalSettings(methods=names, layer=layer, protocol=protocol,
                             batch_size=int(batch_size), gallery=int(gallery))
     if len(dataset) == 0:
         raise ValueError("`dataset` is empty")
-    group = None
-    if distributed:
-        if shard is not None:
-            raise ValueError("give `shard` or `distributed=True`, not both")
-        # torch.distributed: imported only when asked for (torch is an optional extra)
-        from cam_core.adapters.torch import DistributedGroup
-
-        group = DistributedGroup()
-        shard = (group.get_rank(), group.get_world_size())
-    if shard is not None:
-        shard = _check_shard(shard)
+    group, shard = _group_and_shard(distributed, shard)
     if model_id is None:
         model_id = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
                     "framework": framework}
@@ -777,6 +747,50 @@ def evaluate(model, dataset, *, methods=("cam", "gradcam"), protocol: str = "nat
         parts = [p for rank_parts in gathered for p in rank_parts]
     timings["total"] = time.perf_counter() - t_start
     return _summarise(parts, settings, fingerprint, len(dataset), timings)
+
+
+def _checked_call(model, dataset, methods, protocol, **ints) -> tuple[str, tuple[str, ...]]:
+    """:func:`evaluate`'s arguments checked: the model's framework and the methods' names."""
+    framework = framework_of(model)
+    if framework is None:
+        raise TypeError(f"`model` must be a torch.nn.Module or a Keras model; got "
+                        f"{type(model).__module__}.{type(model).__qualname__}")
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"`dataset` must be a cam_core.data.Dataset; got "
+                        f"{type(dataset).__name__}")
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    names = tuple(dict.fromkeys(method_spec(m).name for m in methods))
+    if not names:
+        raise ValueError("`methods` must name at least one method; got none")
+    if protocol not in ("native", "wsol"):
+        raise ValueError(f"`protocol` must be 'native' or 'wsol'; got {protocol!r}")
+    for name, low in (("batch_size", 1), ("limit", 1), ("workers", 1), ("gallery", 0)):
+        value = ints[name]
+        if value is None and name in ("limit", "workers"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"`{name}` must be an int; got {type(value).__name__}")
+        if value < low:
+            raise ValueError(f"`{name}` must be at least {low}; got {value}")
+    return framework, names
+
+
+def _group_and_shard(distributed: bool, shard):
+    """The ``torch.distributed`` group (None unless ``distributed``) and the checked shard
+    ``(k, n)`` this process evaluates (None: every batch)."""
+    group = None
+    if distributed:
+        if shard is not None:
+            raise ValueError("give `shard` or `distributed=True`, not both")
+        # torch.distributed: imported only when asked for (torch is an optional extra)
+        from cam_core.adapters.torch import DistributedGroup
+
+        group = DistributedGroup()
+        shard = (group.get_rank(), group.get_world_size())
+    if shard is not None:
+        shard = _check_shard(shard)
+    return group, shard
 
 
 def _run(model, dataset, pre, settings, bounds, fingerprint, *, checkpoint, restart, workers,
