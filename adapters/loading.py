@@ -14,6 +14,9 @@ from __future__ import annotations
 import builtins
 import importlib
 import os
+import re
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,73 +136,18 @@ def replay_torchscript(script):
     that CAM recognises the head). Autograd runs through the compiled leaves as usual. Code that
     uses constructs this replay cannot execute raises ``CliError`` when first called.
     """
-    import re
-    import types
-    import typing
-
-    import torch
     from torch import nn
 
-    class _Namespace:
-        """``torch.x``: the function when torch has one, else the tensor method ``x``."""
-
-        def __init__(self, module=None):
-            self._module = module
-
-        def __getattr__(self, name):
-            if name.startswith("_") or name in _REPLAY_DENIED:
-                raise AttributeError(f"torch.{name} is not available to a TorchScript replay")
-            fn = getattr(self._module, name, None) if self._module is not None else None
-            if isinstance(fn, types.ModuleType):
-                raise AttributeError(f"torch.{name} is not available to a TorchScript replay")
-            if fn is not None:
-                return fn
-            return lambda t, *a, **k: getattr(t, name)(*a, **k)
-
-    prim = types.SimpleNamespace(
-        NumToTensor=lambda v: v if isinstance(v, torch.Tensor) else torch.tensor(v),
-        device=lambda t: t.device,
-        dtype=lambda t: t.dtype,
-        shape=lambda t: list(t.shape),
-    )
-    base = {
-        "torch": _Namespace(torch),
-        "ops": types.SimpleNamespace(prim=prim, aten=torch.ops.aten),
-        "Tensor": torch.Tensor,
-        "List": list,
-        "Optional": typing.Optional,
-        "Tuple": tuple,
-        "Dict": dict,
-        "NoneType": type(None),
-        "Device": torch.device,
-        "number": float,
-        "annotate": lambda _type, value: value,
-        "uninitialized": lambda _type: None,
-    }
+    base = _replay_namespace()
 
     class Replay(nn.Module):
         def __init__(self, sm):
             super().__init__()
             object.__setattr__(self, "_script", sm)
-            object.__setattr__(self, "_fn", None)
             children = list(sm.named_children())
             for name, child in children:
                 self._modules[name] = _replay(child)  # add_module would see the script's
-            try:  # containers (ModuleList, ModuleDict) have no code
-                code, consts = sm.code_with_constants if children else (None, None)
-            except (AttributeError, RuntimeError):
-                code = None
-            if code is not None:
-                code = re.sub(r"\)\.forward\d*\(", ")(", code)
-                ns = dict(base, CONSTANTS=types.SimpleNamespace(**dict(consts.const_mapping)),
-                          __builtins__=_REPLAY_BUILTINS)
-                try:
-                    tree = check_replay_code(code)
-                    exec(compile(tree, f"<torchscript {sm.original_name}>", "exec"), ns)
-                except (SyntaxError, ValueError) as exc:
-                    raise CliError(f"cannot replay the TorchScript code of "
-                                   f"{sm.original_name}: {_first_line(exc)}") from exc
-                object.__setattr__(self, "_fn", ns["forward"])
+            object.__setattr__(self, "_fn", _compiled_forward(sm, base) if children else None)
 
         def forward(self, *args):
             if self._fn is None:
@@ -222,16 +170,87 @@ def replay_torchscript(script):
 
     def _replay(sm):
         if sm.original_name == "Linear" and not list(sm.named_children()):
-            w = sm.weight
-            b = getattr(sm, "bias", None)
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-            lin.weight = nn.Parameter(w.detach(), requires_grad=w.requires_grad)
-            if b is not None:
-                lin.bias = nn.Parameter(b.detach(), requires_grad=b.requires_grad)
-            return lin
+            return _linear_copy(sm)
         return Replay(sm)
 
     return _replay(script)
+
+
+class _TorchNamespace:
+    """``torch.x`` in replayed code: the function when torch has one, else the tensor method
+    ``x``; private names, submodules and :data:`_REPLAY_DENIED` are refused."""
+
+    def __init__(self, module=None):
+        self._module = module
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name in _REPLAY_DENIED:
+            raise AttributeError(f"torch.{name} is not available to a TorchScript replay")
+        fn = getattr(self._module, name, None) if self._module is not None else None
+        if isinstance(fn, types.ModuleType):
+            raise AttributeError(f"torch.{name} is not available to a TorchScript replay")
+        if fn is not None:
+            return fn
+        return lambda t, *a, **k: getattr(t, name)(*a, **k)
+
+
+def _replay_namespace() -> dict:
+    """The names TorchScript code uses (``torch``, ``ops.prim``, ``ops.aten``, its type names),
+    given to every replayed ``forward``."""
+    import torch
+
+    prim = types.SimpleNamespace(
+        NumToTensor=lambda v: v if isinstance(v, torch.Tensor) else torch.tensor(v),
+        device=lambda t: t.device,
+        dtype=lambda t: t.dtype,
+        shape=lambda t: list(t.shape),
+    )
+    return {
+        "torch": _TorchNamespace(torch),
+        "ops": types.SimpleNamespace(prim=prim, aten=torch.ops.aten),
+        "Tensor": torch.Tensor,
+        "List": list,
+        "Optional": typing.Optional,
+        "Tuple": tuple,
+        "Dict": dict,
+        "NoneType": type(None),
+        "Device": torch.device,
+        "number": float,
+        "annotate": lambda _type, value: value,
+        "uninitialized": lambda _type: None,
+    }
+
+
+def _compiled_forward(sm, base: dict):
+    """The ``forward`` of a scripted module's code run as Python, each ``(child).forward(...)``
+    a call of the child (so its hooks fire); None for a container without code."""
+    try:  # containers (ModuleList, ModuleDict) have no code
+        code, consts = sm.code_with_constants
+    except (AttributeError, RuntimeError):
+        return None
+    code = re.sub(r"\)\.forward\d*\(", ")(", code)
+    ns = dict(base, CONSTANTS=types.SimpleNamespace(**dict(consts.const_mapping)),
+              __builtins__=_REPLAY_BUILTINS)
+    try:
+        tree = check_replay_code(code)
+        exec(compile(tree, f"<torchscript {sm.original_name}>", "exec"), ns)
+    except (SyntaxError, ValueError) as exc:
+        raise CliError(f"cannot replay the TorchScript code of "
+                       f"{sm.original_name}: {_first_line(exc)}") from exc
+    return ns["forward"]
+
+
+def _linear_copy(sm):
+    """A scripted ``Linear`` leaf as ``torch.nn.Linear`` sharing its weights (CAM's head)."""
+    from torch import nn
+
+    w = sm.weight
+    b = getattr(sm, "bias", None)
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    lin.weight = nn.Parameter(w.detach(), requires_grad=w.requires_grad)
+    if b is not None:
+        lin.bias = nn.Parameter(b.detach(), requires_grad=b.requires_grad)
+    return lin
 
 
 def _keras_input_size(model) -> tuple[int, int] | None:
