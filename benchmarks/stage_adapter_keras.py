@@ -54,6 +54,7 @@ __all__ = ["run"]
 SIZE = 224
 BATCHES = (1, 32)
 LAYER = "resnet50/conv5_block3_out"
+_LABEL = "ResNet-50 (random weights) + GAP + Dense(1000), nested backbone"
 # (warm-up rounds after the cold one, timed rounds) per batch size
 _ROUNDS = {True: {1: (2, 7), 32: (1, 3)}, False: {1: (3, 21), 32: (2, 9)}}
 _CONTROL = "forward, second tf.function (control)"
@@ -227,30 +228,12 @@ def _plot(entry: dict, out_dir: Path) -> str | None:
                            color="#cc6677")
 
 
-def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
-    """Time CAM and Grad-CAM through the Keras adapter against the forward pass (module docstring)."""
-    try:
-        import tensorflow as tf  # noqa: F401  (threads are set before its first operation)
-
-        threads = set_threads()
-        import keras
-    except ImportError as exc:
-        return {"name": "adapter_keras", "skipped": f"keras / tensorflow is not installed ({exc})"}
-    if keras.backend.backend() != "tensorflow":
-        return {
-            "name": "adapter_keras",
-            "skipped": f"the Keras backend is {keras.backend.backend()!r}; this stage times TensorFlow",
-        }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    set_seeds(0)
-    vis, vis_skip = _tf_keras_vis()
-    rounds = _ROUNDS[bool(quick)]
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+def _measure_all(tf, keras, vis, rounds: dict, blocks: tuple, quick: bool, progress: bool):
+    """Every timing of the stage on the nested ResNet-50: each batch size interleaved, batch 1
+    back to back (with the forward pass right after a BLAS product) and profiled. Returns the
+    figures' entry, the model and its flat twin (tf-keras-vis's)."""
     model, flat = _model(keras)
-    label = "ResNet-50 (random weights) + GAP + Dense(1000), nested backbone"
-    entry = {"model": label, "layer": LAYER, "head_under_tape": _head_layers(model), "batches": []}
-    blocks = _BLOCKS[bool(quick)]
+    entry = {"model": _LABEL, "layer": LAYER, "head_under_tape": _head_layers(model), "batches": []}
     total = sum(1 + rounds[b][0] + rounds[b][1] for b in BATCHES) + blocks[0]
     with progress_bar(total=total, enabled=progress, desc="adapter_keras") as bar:
         for n in BATCHES:
@@ -266,27 +249,14 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
                                        _PROFILE_CALLS)
     for b in entry["batches"]:
         b.pop("fns", None)
-    raw_diff = None
-    if vis is not None:
-        x1 = tf.constant(np.random.default_rng(1).standard_normal((1, SIZE, SIZE, 3), np.float32))
-        raw_diff = _raw_difference(model, flat, x1, vis)
-    env = environment()
-    gpus = tf.config.list_physical_devices("GPU")
-    figures = {
-        "settings": {"size": SIZE, "batches": list(BATCHES), "layer": LAYER,
-                     "rounds": {str(k): v for k, v in rounds.items()}, "quick": bool(quick),
-                     "threads": threads, "floor": "model(x, training=False) in one tf.function",
-                     "ours": "explain(); forward/gradient passes as tf.function from the 2nd call",
-                     "tf_gpus": [g.name for g in gpus]},
-        "machine": env["machine"],
-        "versions": {**env["versions"], "tensorflow": tf.__version__, "keras": keras.__version__},
-        "load_average_1min": {"before": load_before,
-                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
-        "skipped_libraries": {} if vis is not None else {"tf-keras-vis gradcam": vis_skip},
-        "results": [entry],
-        "tf_keras_vis_raw_max_abs_difference": raw_diff,
-    }
-    png = _plot(entry, out_dir)
+    return entry, model, flat
+
+
+def _markdown(entry: dict, figures: dict, *, rounds: dict, blocks: tuple, quick: bool,
+              device_text: str, load_before, tf_version: str, keras_version: str, vis, vis_skip,
+              raw_diff, png) -> str:
+    """The stage's Markdown: the ratio table, batch 1 back to back and its profile, the BLAS
+    note and tf-keras-vis's agreement."""
     rows = []
     b2b = entry["batch1_back_to_back"]
     for b in entry["batches"]:
@@ -297,30 +267,22 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
                          fmt(row["cold_ms_per_image"], 2), fmt(row["ratio_to_forward"], 3),
                          "-" if steady is None else fmt(steady, 3),
                          "-" if corr is None else fmt(corr, 4)])
-    figures["headline_ratios"] = {
-        str(b["batch"]): {k: b["rows"][k]["ratio_to_forward"] for k in ("cam_core cam", "cam_core gradcam")}
-        for b in entry["batches"]
-    }
-    figures["headline_ratios"]["1, back to back"] = {
-        k: b2b[k]["ratio_to_forward"] for k in ("cam_core cam", "cam_core gradcam", _CONTROL)}
     prof = entry["batch1_profile"]
     prof_rows = [[name, fmt(p["wall_ms"], 1), fmt(p["graph_ms"], 1), fmt(p["python_ms"], 1),
                   ", ".join(f"`{k}` {fmt(v, 2)}" for k, v in list(p["top_python_self_ms"].items())[:3])]
                  for name, p in prof.items()]
     gap = prof["cam_core gradcam"]["wall_ms"] - prof["forward"]["wall_ms"]
     gap_python = prof["cam_core gradcam"]["python_ms"] - prof["forward"]["python_ms"]
-    device_text = (f"GPU {', '.join(g.name for g in gpus)}" if gpus
-                   else f"CPU {env['machine'].get('cpu')}, {threads} TensorFlow intra-op threads")
     lines = [
         "### Keras adapter: CAM and Grad-CAM end to end vs the forward pass",
         "",
-        f"{label}; layer `{LAYER}`; 224 x 224 random inputs; maps at the input size. The floor is "
+        f"{_LABEL}; layer `{LAYER}`; 224 x 224 random inputs; maps at the input size. The floor is "
         f"`model(x, training=False)` in one `tf.function`; the adapter's passes are `tf.function`s "
         f"from the second call (the cold first call runs eagerly). Under the tape (the head): "
         f"{', '.join(f'`{p}`' for p in entry['head_under_tape'])}. Medians of the timed rounds "
         f"(batch 1: {rounds[1][1]} after {rounds[1][0]} warm-up; batch 32: {rounds[32][1]} after "
         f"{rounds[32][0]}), contenders interleaved round by round; the cold first call apart. "
-        f"Machine: {device_text}; TensorFlow {tf.__version__}, Keras {keras.__version__}; 1-minute "
+        f"Machine: {device_text}; TensorFlow {tf_version}, Keras {keras_version}; 1-minute "
         f"load average {fmt(load_before, 2)} before the run and "
         f"{fmt(figures['load_average_1min']['after'], 2)} after it (the machine is shared). Aims: "
         f"CAM within 1.05x and Grad-CAM within 1.1x of the forward pass (the head splits off here).",
@@ -373,7 +335,65 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
         ]
     if png:
         lines += ["", f"![ratios to the forward pass]({png})"]
-    return {"name": "adapter_keras", "figures": figures, "markdown": "\n".join(lines)}
+    return "\n".join(lines)
+
+
+def run(*, quick: bool, out_dir: Path, progress: bool = True) -> dict:
+    """Time CAM and Grad-CAM through the Keras adapter against the forward pass (module docstring)."""
+    try:
+        import tensorflow as tf  # noqa: F401  (threads are set before its first operation)
+
+        threads = set_threads()
+        import keras
+    except ImportError as exc:
+        return {"name": "adapter_keras", "skipped": f"keras / tensorflow is not installed ({exc})"}
+    if keras.backend.backend() != "tensorflow":
+        return {
+            "name": "adapter_keras",
+            "skipped": f"the Keras backend is {keras.backend.backend()!r}; this stage times TensorFlow",
+        }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_seeds(0)
+    vis, vis_skip = _tf_keras_vis()
+    rounds, blocks = _ROUNDS[bool(quick)], _BLOCKS[bool(quick)]
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    entry, model, flat = _measure_all(tf, keras, vis, rounds, blocks, quick, progress)
+    raw_diff = None
+    if vis is not None:
+        x1 = tf.constant(np.random.default_rng(1).standard_normal((1, SIZE, SIZE, 3), np.float32))
+        raw_diff = _raw_difference(model, flat, x1, vis)
+    env = environment()
+    gpus = tf.config.list_physical_devices("GPU")
+    figures = {
+        "settings": {"size": SIZE, "batches": list(BATCHES), "layer": LAYER,
+                     "rounds": {str(k): v for k, v in rounds.items()}, "quick": bool(quick),
+                     "threads": threads, "floor": "model(x, training=False) in one tf.function",
+                     "ours": "explain(); forward/gradient passes as tf.function from the 2nd call",
+                     "tf_gpus": [g.name for g in gpus]},
+        "machine": env["machine"],
+        "versions": {**env["versions"], "tensorflow": tf.__version__, "keras": keras.__version__},
+        "load_average_1min": {"before": load_before,
+                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "skipped_libraries": {} if vis is not None else {"tf-keras-vis gradcam": vis_skip},
+        "results": [entry],
+        "tf_keras_vis_raw_max_abs_difference": raw_diff,
+    }
+    png = _plot(entry, out_dir)
+    b2b = entry["batch1_back_to_back"]
+    figures["headline_ratios"] = {
+        str(b["batch"]): {k: b["rows"][k]["ratio_to_forward"] for k in ("cam_core cam", "cam_core gradcam")}
+        for b in entry["batches"]
+    }
+    figures["headline_ratios"]["1, back to back"] = {
+        k: b2b[k]["ratio_to_forward"] for k in ("cam_core cam", "cam_core gradcam", _CONTROL)}
+    device_text = (f"GPU {', '.join(g.name for g in gpus)}" if gpus
+                   else f"CPU {env['machine'].get('cpu')}, {threads} TensorFlow intra-op threads")
+    markdown = _markdown(entry, figures, rounds=rounds, blocks=blocks, quick=quick,
+                         device_text=device_text, load_before=load_before,
+                         tf_version=tf.__version__, keras_version=keras.__version__, vis=vis,
+                         vis_skip=vis_skip, raw_diff=raw_diff, png=png)
+    return {"name": "adapter_keras", "figures": figures, "markdown": markdown}
 
 
 if __name__ == "__main__":
