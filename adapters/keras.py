@@ -83,6 +83,7 @@ __all__ = [
     "gap_classifier",
     "guided_backprop",
     "inputs_from_nhwc",
+    "layers_under_tape",
     "randomized_copy",
     "rest_target",
 ]
@@ -382,6 +383,15 @@ def find_layer(model, layer=None) -> tuple[str, keras.layers.Layer]:
     g = _graph(model)
     path, _, op = _auto(g, model) if layer is None else _resolve(g, layer, model)
     return path, op
+
+
+def layers_under_tape(model, layer=None) -> list[str]:
+    """The paths of the layer calls a gradient method re-runs under the gradient tape: the ones
+    after ``layer`` (found as :func:`find_layer` does) on the way to the logits. The rest of the
+    model runs once, outside the tape; the Keras adapter benchmark reports this list."""
+    g = _graph(model)
+    _, value, _ = _auto(g, model) if layer is None else _resolve(g, layer, model)
+    return [g.steps[i].path for i in _plan(g, (value,)).head]
 
 
 # --------------------------------------------------------------------------- backend helpers

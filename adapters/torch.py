@@ -99,6 +99,8 @@ __all__ = [
     "find_layer",
     "gap_classifier",
     "guided_backprop",
+    "MASKED_CHANNELS_LAST_CUDA",
+    "PINNED_COPY",
     "inputs_from_nhwc",
     "randomized_copy",
     "rest_target",
@@ -121,16 +123,17 @@ _CORES = ("auto", "device", "numpy")
 _CPU_BATCH_SIZE = 64
 _DEVICE_BATCH_RANGE = (16, 256)
 _ITEM_BUDGET = 256
+# Two switches a user (and the GPU benchmark, which times both settings) may flip:
 # Copy the final maps from a GPU into pinned memory (non-blocking, then one stream sync) rather
 # than a plain `.cpu()`. Measured on an H200 (benchmarks/results/gpu/report.md, warm calls, the
 # pinned block reused by torch's host allocator): ResNet-50 Grad-CAM at batch 256 1.30x the
 # forward pass through pinned memory against 2.22x through a pageable copy; batch 32 1.56x vs
 # 1.77x. The first call of a size pays the pinned allocation (the cold column). The benchmark
 # times the pageable copy beside it.
-_PINNED_COPY = True
+PINNED_COPY = True
 # Score-CAM's masked batches channels-last on CUDA too (cuDNN's tensor-core kernels prefer it);
 # off until measured (the GPU benchmark times both).
-_MASKED_CHANNELS_LAST_CUDA = False
+MASKED_CHANNELS_LAST_CUDA = False
 
 # Per model (weakly): the layer found automatically and how often shared modules run, per input
 # shape (C, H, W), so that later calls skip the extra forward pass of the auto-detection and start
@@ -1084,11 +1087,11 @@ class TorchSession(_Prepared):
         return t.detach().float() if self.on_device else _to_numpy(t)
 
     def to_host(self, maps) -> np.ndarray:
-        """The final maps on the host (through pinned memory from CUDA; see ``_PINNED_COPY``)."""
+        """The final maps on the host (through pinned memory from CUDA; see ``PINNED_COPY``)."""
         if not isinstance(maps, torch.Tensor):
             return np.asarray(maps)
         maps = maps.detach()
-        if maps.device.type != "cuda" or not _PINNED_COPY:
+        if maps.device.type != "cuda" or not PINNED_COPY:
             return _to_numpy(maps)
         host = torch.empty(maps.shape, dtype=maps.dtype, pin_memory=True)
         host.copy_(maps, non_blocking=True)
@@ -1133,7 +1136,7 @@ class TorchSession(_Prepared):
         never converted."""
         if self.masked_channels_last is None:
             self.masked_channels_last = batch.device.type == "cpu" or (
-                batch.device.type == "cuda" and _MASKED_CHANNELS_LAST_CUDA)
+                batch.device.type == "cuda" and MASKED_CHANNELS_LAST_CUDA)
         if self.masked_channels_last:
             try:
                 return self.model(batch.contiguous(memory_format=torch.channels_last))

@@ -209,16 +209,6 @@ def _raw_difference(model, flat, x, vis) -> float:
     return float(np.abs(ours - np.asarray(theirs)).max())
 
 
-def _head_layers(model) -> list[str]:
-    """The layer calls the adapter runs under the tape (after the target layer)."""
-    from cam_core.adapters import keras as ka
-
-    g = ka._graph(model)
-    _, value, _ = ka._resolve(g, LAYER, model)
-    plan = ka._plan(g, (value,))
-    return [g.steps[i].path for i in plan.head]
-
-
 def _plot(entry: dict, out_dir: Path) -> str | None:
     bars = [(f"{name}\nN={b['batch']}", row["ratio_to_forward"])
             for b in entry["batches"] for name, row in b["rows"].items()]
@@ -232,8 +222,11 @@ def _measure_all(tf, keras, vis, rounds: dict, blocks: tuple, quick: bool, progr
     """Every timing of the stage on the nested ResNet-50: each batch size interleaved, batch 1
     back to back (with the forward pass right after a BLAS product) and profiled. Returns the
     figures' entry, the model and its flat twin (tf-keras-vis's)."""
+    from cam_core.adapters.keras import layers_under_tape
+
     model, flat = _model(keras)
-    entry = {"model": _LABEL, "layer": LAYER, "head_under_tape": _head_layers(model), "batches": []}
+    entry = {"model": _LABEL, "layer": LAYER, "head_under_tape": layers_under_tape(model, LAYER),
+             "batches": []}
     total = sum(1 + rounds[b][0] + rounds[b][1] for b in BATCHES) + blocks[0]
     with progress_bar(total=total, enabled=progress, desc="adapter_keras") as bar:
         for n in BATCHES:

@@ -316,11 +316,11 @@ def _accel_contenders(torch, model, layer: str, x, targets: list[int], peers: di
         default = ours("gradcam", False)
 
         def pageable():
-            adapter._PINNED_COPY = False
+            adapter.PINNED_COPY = False
             try:
                 return default()
             finally:
-                adapter._PINNED_COPY = True
+                adapter.PINNED_COPY = True
 
         fns["cam_core gradcam, NumPy maps via a pageable copy"] = pageable
     tc, _ = peers["torchcam"]
@@ -406,11 +406,11 @@ def _scorecam_measure(torch, device, model, layer, x, peers, warmup, repeats, ba
         from cam_core.adapters import torch as adapter
 
         def channels_last():
-            adapter._MASKED_CHANNELS_LAST_CUDA = True
+            adapter.MASKED_CHANNELS_LAST_CUDA = True
             try:
                 return fns["cam_core scorecam"]()
             finally:
-                adapter._MASKED_CHANNELS_LAST_CUDA = False
+                adapter.MASKED_CHANNELS_LAST_CUDA = False
 
         fns["cam_core scorecam, channels-last masked batches"] = channels_last
     times, last = _timed_rounds(torch, device, fns, 1 + warmup + repeats, bar)

@@ -69,7 +69,7 @@ def _contenders(n: int, torch) -> dict:
 def _measure(n: int, torch, warmup: int, repeats: int, progress: bool) -> dict:
     from cam_core import resize
 
-    resize._matrix.cache_clear()  # the first round pays for building the matrices
+    resize.clear_cache()  # the first round pays for building the matrices
     fns = _contenders(n, torch)
     rounds = 1 + warmup + repeats
     with progress_bar(total=rounds, enabled=progress, desc=f"upsample N={n}", leave=False) as bar:

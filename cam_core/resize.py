@@ -41,7 +41,7 @@ from cam_core._validate import (
     is_numpy_namespace,
 )
 
-__all__ = ["INTERPOLATIONS", "interpolation_matrix", "upsample"]
+__all__ = ["INTERPOLATIONS", "clear_cache", "interpolation_matrix", "upsample"]
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
@@ -149,6 +149,17 @@ def interpolation_matrix(in_size: int, out_size: int, /, *, method: str = "bilin
     check_fits_memory(in_size * out_size * 8, "in_size" if in_size > out_size else "out_size",
                       f"a ({out_size}, {in_size}) matrix")
     return _matrix(in_size, out_size, _check_method(method), "float64")
+
+
+def clear_cache() -> None:
+    """Forget the cached interpolation matrices (host and device copies).
+
+    :func:`upsample` builds each (size, method, dtype) matrix once and keeps it; clearing frees
+    that memory and makes the next call pay for building them again (what a benchmark of a
+    cold call wants).
+    """
+    _matrix.cache_clear()
+    _DEVICE_MATRICES.clear()
 
 
 def upsample(maps, /, size, *, method: str = "bilinear", out: np.ndarray | None = None):

@@ -235,6 +235,13 @@ def test_layer_by_object_and_auto():
     assert ka.find_layer(model, model.get_layer("c2")) == ("c2", model.get_layer("c2"))
 
 
+def test_layers_under_tape_are_those_after_the_layer():
+    model = small_model(skip=True)
+    assert ka.layers_under_tape(model, "feat") == ["gap", "fc"]
+    assert ka.layers_under_tape(model) == ["gap", "fc"]  # the layer found automatically
+    assert ka.layers_under_tape(model, "c2") == ["c3", "add", "feat", "gap", "fc"]
+
+
 def test_unknown_layer_lists_close_names():
     model = small_model()
     with pytest.raises(ValueError, match=r"'feat'"):

@@ -123,7 +123,7 @@ def test_cuda_device_path_gives_the_cpu_maps(method, monkeypatch):
     c = ta.explain(gpu, x.cuda(), maps_on_device=True, **kw)
     assert c.maps.device.type == "cuda"
     np.testing.assert_allclose(c.maps.cpu().numpy(), a.maps, atol=1e-4)
-    monkeypatch.setattr(ta, "_PINNED_COPY", True)  # the pinned-memory copy gives the same maps
+    monkeypatch.setattr(ta, "PINNED_COPY", True)  # the pinned-memory copy gives the same maps
     d = ta.explain(gpu, x, **kw)
     np.testing.assert_array_equal(d.maps, b.maps)
     with ta.TorchSession(gpu, x) as s:

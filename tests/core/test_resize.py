@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cam_core.resize import interpolation_matrix, upsample
+from cam_core.resize import clear_cache, interpolation_matrix, upsample
 from tests.conftest import readonly
 
 SIZES = [
@@ -74,6 +74,15 @@ def test_matrix_rows_sum_to_one_and_read_only(method, n_in, n_out):
     assert not r.flags.writeable
     with pytest.raises(ValueError):
         r[0, 0] = 5.0
+
+
+def test_clear_cache_rebuilds_the_same_matrix():
+    before = interpolation_matrix(7, 224, method="bicubic")
+    assert interpolation_matrix(7, 224, method="bicubic") is before  # cached
+    clear_cache()
+    after = interpolation_matrix(7, 224, method="bicubic")
+    assert after is not before
+    np.testing.assert_array_equal(after, before)
 
 
 @pytest.mark.parametrize("method", ["bilinear", "bicubic", "nearest"])
