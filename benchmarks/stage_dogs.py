@@ -413,12 +413,10 @@ def linear_probe(model, train_feats, train_labels, val_feats, val_labels, *,
 # ----------------------------------------------------------------------------- evaluation
 def _ground_truth(split: Split):
     """Native (half-open, 224 frame) and WSOL (inclusive, truncated to 224) boxes per image."""
-    from cam_core.data import scale_boxes
-    from cam_core.evaluate import wsol_boxes
+    from cam_core.boxes import ground_truth
 
-    native = [scale_boxes(b, tuple(s), INPUT_SIZE) for b, s in zip(split.boxes, split.sizes)]
-    wsol = [wsol_boxes(b, tuple(s), INPUT_SIZE) for b, s in zip(split.boxes, split.sizes)]
-    return native, wsol
+    return tuple([ground_truth(b, tuple(s), INPUT_SIZE, protocol=p)
+                  for b, s in zip(split.boxes, split.sizes)] for p in ("native", "wsol"))
 
 
 class _Scores:
@@ -520,14 +518,10 @@ def _baselines(split: Split, gt_native, gt_wsol, train: Split) -> dict:
 
 def _iou_at(maps: np.ndarray, gts, tau: float):
     """The largest component's box at ``tau`` of each map and its best IoU with the truth."""
-    from cam_core.boxes import box_iou, boxes_from_map
+    from cam_core.boxes import best_iou, boxes_from_map
 
-    boxes, ious = [], []
-    for m, g in zip(maps, gts):
-        b = boxes_from_map(m, threshold=tau)
-        boxes.append(b)
-        ious.append(float(box_iou(b, g).max()) if len(b) else 0.0)
-    return boxes, np.array(ious)
+    boxes = [boxes_from_map(m, threshold=tau) for m in maps]
+    return boxes, np.array([best_iou(b, g) for b, g in zip(boxes, gts)])
 
 
 def _gallery(split: Split, maps: dict, gt_native, rows: int, out_dir: Path) -> dict:
@@ -535,14 +529,13 @@ def _gallery(split: Split, maps: dict, gt_native, rows: int, out_dir: Path) -> d
     boxes agree most and where they differ most."""
     from PIL import Image
 
-    from cam_core.boxes import box_iou
+    from cam_core.boxes import best_iou
     from cam_core.viz import draw_boxes, image_grid, overlay, save_png
 
     boxes, ious = {}, {}
     for m, tau in GALLERY_THRESHOLDS.items():
         boxes[m], ious[m] = _iou_at(maps[m], gt_native, tau)
-    between = np.array([float(box_iou(a, b).max()) if len(a) and len(b) else 0.0
-                        for a, b in zip(boxes["cam"], boxes["gradcam"])])
+    between = np.array([best_iou(a, b) for a, b in zip(boxes["cam"], boxes["gradcam"])])
     order = np.lexsort((-np.abs(ious["cam"] - ious["gradcam"]), between))  # differ most first
     k = min(rows, len(order) // 2) or 1
     differ = [int(i) for i in order[:k]]

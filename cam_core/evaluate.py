@@ -218,13 +218,6 @@ class EvalSettings:
 # the accumulator schema (shared with the benchmarks)
 
 
-def wsol_boxes(boxes, original_size, size=(224, 224)) -> np.ndarray:
-    """``ground_truth(boxes, original_size, size, protocol="wsol")`` (:mod:`cam_core.boxes`, the
-    home of box scaling): kept under this name for ``benchmarks/stage_dogs.py`` only; call
-    :func:`cam_core.boxes.ground_truth`."""
-    return ground_truth(boxes, original_size, size, protocol="wsol")
-
-
 def _fixed_key(tau: float) -> str:
     return f"{round(tau * 100):02d}"
 

@@ -58,7 +58,3 @@ __all__ = [
     "sample_photos",
 ]
 
-# box scaling lives in cam_core.boxes; this name stays importable for benchmarks/stage_dogs.py
-# (another session's file), which still imports it from here
-from cam_core.boxes import scale_boxes as scale_boxes  # noqa: E402
-
