@@ -193,6 +193,52 @@ def test_stage_report_on_a_handful_of_images(dogs_dir, tmp_path):
     saved = json.loads((tmp_path / "dogs_results.json").read_text())
     assert saved["checks"] == {k: bool(v) for k, v in checks.items()}
     assert "dogs top-1 torch / keras (%)" in res["headline"]
+    assert 0.0 <= fig["linear_probe"]["imagenet_head_val_top1"] <= 100.0
+
+
+def test_imagenet_head_from_cached_features_is_the_pretrained_classifier(dogs_dir):
+    _need_lite()
+    import torch
+    from cam_core.adapters.models_torch import efficientnet_lite0
+
+    from benchmarks import stage_dogs as sd
+
+    rows = sd.imagenet_rows(dogs_dir)
+    assert rows == [151, 187, 207, 208, 235, 267]  # Chihuahua ... standard poodle
+    val = sd.load_split(dogs_dir, "val", 6)
+    tmodel, _ = sd.build_models(keras_model=False)
+    got = sd.imagenet_logits(sd.cache_features(tmodel, val.images), rows)
+    with torch.inference_mode():
+        full = efficientnet_lite0(pretrained=True)(sd._preprocess(val.images)).numpy()
+    np.testing.assert_allclose(got, full[:, rows], rtol=0, atol=1e-4)
+
+
+def test_recipe_targets_smooth_and_distil():
+    from benchmarks import dogs_recipes as dr
+
+    y = np.array([0, 5])
+    plain = dr._targets(y, dr.STAGE, None, np.zeros((2, 6)))
+    np.testing.assert_array_equal(plain, np.eye(6)[y])
+    smooth = dr._targets(y, {**dr.STAGE, "label_smoothing": 0.12}, None, np.zeros((2, 6)))
+    np.testing.assert_allclose(smooth[0], [0.9, 0.02, 0.02, 0.02, 0.02, 0.02])
+    teacher = np.log(np.array([[1, 1, 1, 1, 1, 3], [2, 1, 1, 1, 1, 2]], float))
+    mixed = dr._targets(y, {**dr.STAGE, "distill": 0.5}, None, teacher)
+    np.testing.assert_allclose(mixed[0], 0.5 * np.eye(6)[0] + 0.5 * np.array([1, 1, 1, 1, 1, 3]) / 8)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0)
+
+
+def test_recipes_on_a_handful_of_images(dogs_dir, tmp_path):
+    _need_lite()
+    from benchmarks import dogs_recipes as dr
+
+    res = dr.run(dogs_dir, tmp_path, tiny=True, progress=False)
+    assert res["n_held_out"] == 6 and res["n_train"] == 18
+    for name, r in res["recipes"].items():
+        epochs = r["settings"]["epochs"]
+        assert len(r["held_out_top1"]) == len(r["loss"]) == epochs, name
+    assert (tmp_path / "dogs_recipes.md").read_text().startswith("## Dogs: training recipes")
+    assert json.loads((tmp_path / "dogs_recipes.json").read_text())["references"] == \
+        res["references"]
 
 
 def test_stage_skips_cleanly_without_the_data(tmp_path):
