@@ -60,7 +60,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert test_command in ci_lines
 
 
-def test_readme_python_examples_run_as_written():
+def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
     """The README's PyTorch, Keras and scoring examples, executed in order in one namespace (the
     scoring example continues from the Keras one; its ground-truth boxes are supplied here)."""
     pytest.importorskip("torch")
@@ -82,7 +82,35 @@ def test_readme_python_examples_run_as_written():
     exec(compile(blocks[2], "README, scoring example", "exec"), ns)
     assert ns["acc"].result().count == 2
     ns = {}
+    _wsol_folder(tmp_path / "my-photos")  # the example's own photographs, in the WSOL layout
+    monkeypatch.chdir(tmp_path)
     exec(compile(blocks[3], "README, GAP + Dense on a pretrained backbone", "exec"), ns)
-    assert ns["acc"].result().count == 2
-    assert ns["e_torch"].maps.shape == ns["e_keras"].maps.shape == (2, 224, 224)
-    assert np.abs(ns["e_torch"].maps - ns["e_keras"].maps).max() < 1e-3
+    ev = ns["ev"]  # the Keras twin's evaluation
+    assert ev.images == 2 and set(ev.methods) == {"cam", "gradcam"}
+    assert ev.settings.protocol == "wsol"
+    from cam_core.evaluate import evaluate
+
+    again = evaluate(ns["net"], ns["val"], methods=("cam", "gradcam"), protocol="wsol",
+                     layer="features", preprocess="lite", size=224)
+    np.testing.assert_array_equal(again.predicted, ev.predicted)  # same weights, same classes
+    assert ns["e"].maps.shape == (2, 224, 224) and len(ns["boxes"]) == 2
+
+
+def _wsol_folder(root) -> None:
+    """Two photographs of 40x48 with one box each, six classes, split "val"."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "val").mkdir(parents=True)
+    meta = root / "metadata" / "val"
+    meta.mkdir(parents=True)
+    ids = ["val/a.png", "val/b.png"]
+    for name in ids:
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / name)
+    (meta / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    (meta / "class_labels.txt").write_text(f"{ids[0]},0\n{ids[1]},5\n")
+    (meta / "image_sizes.txt").write_text(f"{ids[0]},48,40\n{ids[1]},48,40\n")
+    (meta / "localization.txt").write_text(f"{ids[0]},4,5,30,35\n{ids[1]},0,0,47,39\n")
+    (root / "metadata" / "classes.tsv").write_text(
+        "index\twnid\tnames\n" + "".join(f"{k}\tn{k}\tbreed {k}\n" for k in range(6)))
