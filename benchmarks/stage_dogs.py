@@ -635,6 +635,10 @@ def _plot_curves(logs: dict, probe: float | None, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- the stage
+def _blocks_text(start: int) -> str:
+    return "block 15" if start == 15 else f"blocks {start}-15"
+
+
 def _falling(values) -> bool:
     return all(b < a for a, b in zip(values, values[1:]))
 
@@ -649,7 +653,7 @@ def _markdown(res: dict) -> str:
         "## Dog breeds: fine-tuned EfficientNet-Lite0 + GAP + Dense(6), CAM and Grad-CAM",
         "",
         f"{res['n_train']} training and {res['n_val']} validation photographs from "
-        f"`{res['data']}` (64x64, resized to {INPUT_SIZE}). Trained: blocks {TRAIN_FROM}-15, the "
+        f"`{res['data']}` (64x64, resized to {INPUT_SIZE}). Trained: {_blocks_text(TRAIN_FROM)}, the "
         f"head convolution and the new Dense layer ({res['trainable_weights']:,} weights; "
         f"BatchNorm frozen); blocks 0-{TRAIN_FROM - 1} frozen and computed once for both "
         f"frameworks. Adam, peak learning rate {s['lr']:g}, cosine decay per step, batch "
