@@ -432,69 +432,47 @@ def _scorecam_measure(torch, device, model, layer, x, peers, warmup, repeats, ba
     return {"layer": layer, "channels": None, "rows": rows}
 
 
-def run_accelerator(*, quick: bool, out_dir: Path, progress: bool = True, device=None,
-                    tiny: bool = False) -> dict:
-    """The accelerator suite (module docstring): one call, a few minutes on a GPU."""
-    import torch
-
-    device = torch.device(device)
-    rounds_key = "tiny" if tiny else ("quick" if quick else "full")
-    warmup, repeats = _ACCEL_ROUNDS[rounds_key]
-    batches = TINY_BATCHES if tiny else ACCEL_BATCHES
-    size = TINY_SIZE if tiny else SIZE
-    peers = _peer_factories()
-    models = _accel_models(tiny)
-    total = (sum(1 for m in models if m[1] is not None) * len(batches) + 1) * (1 + warmup + repeats)
+def _accel_measure_all(torch, device, models, batches, size, peers, warmup, repeats, tiny,
+                       bar):
+    """Every model at every batch size, and Score-CAM on one ResNet-50 image; returns
+    ``(results, skipped_models, scorecam)``."""
     results, skipped_models, scorecam = [], {}, None
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    t_start = time.perf_counter()
-    with progress_bar(total=total, enabled=progress, desc="adapter_torch (accelerator)") as bar:
-        for label, model, layer, real in models:
-            if model is None:
-                skipped_models[label] = layer
-                continue
-            model = model.to(device).eval()
-            entry = {"model": label, "layer": layer, "batches": []}
-            for n in batches:
-                x, source = image_batch(torch, n, real, seed=n)
-                if tuple(x.shape[2:]) != (size, size):
-                    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
-                res = _accel_measure(torch, device, model, layer, x.to(device), peers, warmup,
-                                     repeats, bar)
-                res["inputs"] = source
-                entry["batches"].append(res)
-            results.append(entry)
-            if layer == "layer4":  # ResNet-50: Score-CAM on one image
-                x1, _ = image_batch(torch, 1, False, seed=1)
-                if tuple(x1.shape[2:]) != (size, size):
-                    x1 = torch.nn.functional.interpolate(x1, size=(size, size), mode="bilinear")
-                score_layer = "layer1" if tiny else "layer4"  # tiny: 256 channels, not 2,048
-                scorecam = _scorecam_measure(torch, device, model, score_layer, x1.to(device),
-                                             peers, warmup, repeats, bar)
-                scorecam["channels"] = 256 if tiny else 2048
-            model.to("cpu")
-            del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    env = environment()
-    device_text = (f"CUDA ({', '.join(env['machine']['gpus']) or 'GPU'})" if device.type == "cuda"
-                   else f"{device.type.upper()} {env['machine']['cpu']}, {torch.get_num_threads()} "
-                        f"torch threads")
-    figures = {
-        "settings": {"suite": "accelerator", "size": size, "batches": list(batches),
-                     "rounds": [warmup, repeats], "quick": bool(quick), "tiny": bool(tiny),
-                     "device": str(device), "device_name": device_text,
-                     "scorecam_batch_size": SCORECAM_BATCH},
-        "machine": env["machine"],
-        "versions": env["versions"],
-        "load_average_1min": {"before": load_before,
-                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
-        "skipped_libraries": {k: v[1] for k, v in peers.items() if v[0] is None},
-        "skipped_models": skipped_models,
-        "results": results,
-        "scorecam": scorecam,
-        "duration_s": time.perf_counter() - t_start,
-    }
+    for label, model, layer, real in models:
+        if model is None:
+            skipped_models[label] = layer
+            continue
+        model = model.to(device).eval()
+        entry = {"model": label, "layer": layer, "batches": []}
+        for n in batches:
+            x, source = image_batch(torch, n, real, seed=n)
+            if tuple(x.shape[2:]) != (size, size):
+                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
+            res = _accel_measure(torch, device, model, layer, x.to(device), peers, warmup,
+                                 repeats, bar)
+            res["inputs"] = source
+            entry["batches"].append(res)
+        results.append(entry)
+        if layer == "layer4":  # ResNet-50: Score-CAM on one image
+            x1, _ = image_batch(torch, 1, False, seed=1)
+            if tuple(x1.shape[2:]) != (size, size):
+                x1 = torch.nn.functional.interpolate(x1, size=(size, size), mode="bilinear")
+            score_layer = "layer1" if tiny else "layer4"  # tiny: 256 channels, not 2,048
+            scorecam = _scorecam_measure(torch, device, model, score_layer, x1.to(device),
+                                         peers, warmup, repeats, bar)
+            scorecam["channels"] = 256 if tiny else 2048
+        model.to("cpu")
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results, skipped_models, scorecam
+
+
+def _accel_markdown(figures: dict, peers: dict, device_text: str, torch_version) -> str:
+    """The suite's section: the ratio table, Score-CAM's, the skipped libraries and models.
+    Also puts ``headline_ratio_largest_batch`` into ``figures``."""
+    st = figures["settings"]
+    batches, size, repeats, warmup = st["batches"], st["size"], st["rounds"][1], st["rounds"][0]
+    results, scorecam = figures["results"], figures["scorecam"]
     rows, headline = [], {}
     for res in results:
         for b in res["batches"]:
@@ -513,7 +491,7 @@ def run_accelerator(*, quick: bool, out_dir: Path, progress: bool = True, device
     lines = [
         "### PyTorch adapter on an accelerator: CAM, Grad-CAM, Grad-CAM++ vs the forward pass",
         "",
-        f"Machine: {device_text}; torch {env['versions'].get('torch')}. {size} x {size} inputs, "
+        f"Machine: {device_text}; torch {torch_version}. {size} x {size} inputs, "
         f"maps at the input size; batches {', '.join(map(str, batches))}. Every call is "
         f"synchronised (`torch.cuda.synchronize()` before and after on CUDA); contenders "
         f"interleaved round by round; medians of {repeats} timed rounds after {warmup} warm-up "
@@ -543,9 +521,50 @@ def run_accelerator(*, quick: bool, out_dir: Path, progress: bool = True, device
     for name, (factory, why) in peers.items():
         if factory is None:
             lines += ["", f"{name}: skipped ({why})."]
-    for label, why in skipped_models.items():
+    for label, why in figures["skipped_models"].items():
         lines += ["", f"{label}: skipped ({why})."]
-    return {"name": "adapter_torch", "figures": figures, "markdown": "\n".join(lines)}
+    return "\n".join(lines)
+
+
+def run_accelerator(*, quick: bool, out_dir: Path, progress: bool = True, device=None,
+                    tiny: bool = False) -> dict:
+    """The accelerator suite (module docstring): one call, a few minutes on a GPU."""
+    import torch
+
+    device = torch.device(device)
+    rounds_key = "tiny" if tiny else ("quick" if quick else "full")
+    warmup, repeats = _ACCEL_ROUNDS[rounds_key]
+    batches = TINY_BATCHES if tiny else ACCEL_BATCHES
+    size = TINY_SIZE if tiny else SIZE
+    peers = _peer_factories()
+    models = _accel_models(tiny)
+    total = (sum(1 for m in models if m[1] is not None) * len(batches) + 1) * (1 + warmup + repeats)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    t_start = time.perf_counter()
+    with progress_bar(total=total, enabled=progress, desc="adapter_torch (accelerator)") as bar:
+        results, skipped_models, scorecam = _accel_measure_all(
+            torch, device, models, batches, size, peers, warmup, repeats, tiny, bar)
+    env = environment()
+    device_text = (f"CUDA ({', '.join(env['machine']['gpus']) or 'GPU'})" if device.type == "cuda"
+                   else f"{device.type.upper()} {env['machine']['cpu']}, {torch.get_num_threads()} "
+                        f"torch threads")
+    figures = {
+        "settings": {"suite": "accelerator", "size": size, "batches": list(batches),
+                     "rounds": [warmup, repeats], "quick": bool(quick), "tiny": bool(tiny),
+                     "device": str(device), "device_name": device_text,
+                     "scorecam_batch_size": SCORECAM_BATCH},
+        "machine": env["machine"],
+        "versions": env["versions"],
+        "load_average_1min": {"before": load_before,
+                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "skipped_libraries": {k: v[1] for k, v in peers.items() if v[0] is None},
+        "skipped_models": skipped_models,
+        "results": results,
+        "scorecam": scorecam,
+        "duration_s": time.perf_counter() - t_start,
+    }
+    markdown = _accel_markdown(figures, peers, device_text, env["versions"].get("torch"))
+    return {"name": "adapter_torch", "figures": figures, "markdown": markdown}
 
 
 if __name__ == "__main__":
