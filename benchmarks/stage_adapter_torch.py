@@ -200,13 +200,7 @@ def run(*, quick: bool, out_dir: Path, progress: bool = True, device: str | None
         "settings": {"size": SIZE, "batches": list(BATCHES), "rounds": {str(k): v for k, v in
                      rounds.items()}, "quick": bool(quick), "device": str(device),
                      "threads": threads},
-        "machine": env["machine"],
-        "versions": env["versions"],
-        "load_average_1min": {"before": load_before,
-                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
-        "skipped_libraries": {k: v[1] for k, v in libs.items() if v[0] is None},
-        "skipped_models": skipped_models,
-        "results": results,
+        **_run_record(env, load_before, libs, skipped_models, results),
     }
     png = _plot(results, out_dir) if results else None
     rows, headline = [], {}
@@ -432,6 +426,20 @@ def _scorecam_measure(torch, device, model, layer, x, peers, warmup, repeats, ba
     return {"layer": layer, "channels": None, "rows": rows}
 
 
+def _run_record(env: dict, load_before, libs: dict, skipped_models: dict, results: list) -> dict:
+    """What both suites record beside their settings: the machine, the versions, the load
+    before and after, what was skipped and why, and the measurements."""
+    return {
+        "machine": env["machine"],
+        "versions": env["versions"],
+        "load_average_1min": {"before": load_before,
+                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "skipped_libraries": {k: v[1] for k, v in libs.items() if v[0] is None},
+        "skipped_models": skipped_models,
+        "results": results,
+    }
+
+
 def _accel_measure_all(torch, device, models, batches, size, peers, warmup, repeats, tiny,
                        bar):
     """Every model at every batch size, and Score-CAM on one ResNet-50 image; returns
@@ -553,13 +561,7 @@ def run_accelerator(*, quick: bool, out_dir: Path, progress: bool = True, device
                      "rounds": [warmup, repeats], "quick": bool(quick), "tiny": bool(tiny),
                      "device": str(device), "device_name": device_text,
                      "scorecam_batch_size": SCORECAM_BATCH},
-        "machine": env["machine"],
-        "versions": env["versions"],
-        "load_average_1min": {"before": load_before,
-                              "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
-        "skipped_libraries": {k: v[1] for k, v in peers.items() if v[0] is None},
-        "skipped_models": skipped_models,
-        "results": results,
+        **_run_record(env, load_before, peers, skipped_models, results),
         "scorecam": scorecam,
         "duration_s": time.perf_counter() - t_start,
     }
