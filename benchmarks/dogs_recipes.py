@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -70,17 +71,14 @@ _TINY = {"n_train": 24, "holdout": 6, "recipes": ("stage recipe", "flips + label
                                                   "blocks 13-15 trained")}
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _targets(y, recipe, rng, teacher) -> np.ndarray:
+def _targets(y, recipe, teacher) -> np.ndarray:
+    """One-hot targets, smoothed by ``label_smoothing``, mixed with the softmax of the
+    teacher's logits by ``distill``."""
     ls = recipe["label_smoothing"]
     t = np.full((len(y), sd.CLASSES), ls / sd.CLASSES)
     t[np.arange(len(y)), y] += 1.0 - ls
     if recipe["distill"]:
-        t = (1.0 - recipe["distill"]) * t + recipe["distill"] * _softmax(teacher)
+        t = (1.0 - recipe["distill"]) * t + recipe["distill"] * softmax(teacher, axis=1)
     return t
 
 
@@ -117,7 +115,7 @@ def train_recipe(recipe: dict, views, y, held, y_held, teachers) -> dict:
             flip = rng.random(len(idx)) < 0.5 if r["flip"] else np.zeros(len(idx), bool)
             h = np.where(flip[:, None, None, None], views[1][idx], views[0][idx])
             teacher = np.where(flip[:, None], teachers[1][idx], teachers[0][idx])
-            t = _targets(y[idx], r, rng, teacher)
+            t = _targets(y[idx], r, teacher)
             if r["mixup"]:
                 lam, perm = rng.beta(r["mixup"], r["mixup"]), rng.permutation(len(idx))
                 h, t = lam * h + (1 - lam) * h[perm], lam * t + (1 - lam) * t[perm]

@@ -217,12 +217,12 @@ def test_recipe_targets_smooth_and_distil():
     from benchmarks import dogs_recipes as dr
 
     y = np.array([0, 5])
-    plain = dr._targets(y, dr.STAGE, None, np.zeros((2, 6)))
+    plain = dr._targets(y, dr.STAGE, np.zeros((2, 6)))
     np.testing.assert_array_equal(plain, np.eye(6)[y])
-    smooth = dr._targets(y, {**dr.STAGE, "label_smoothing": 0.12}, None, np.zeros((2, 6)))
+    smooth = dr._targets(y, {**dr.STAGE, "label_smoothing": 0.12}, np.zeros((2, 6)))
     np.testing.assert_allclose(smooth[0], [0.9, 0.02, 0.02, 0.02, 0.02, 0.02])
     teacher = np.log(np.array([[1, 1, 1, 1, 1, 3], [2, 1, 1, 1, 1, 2]], float))
-    mixed = dr._targets(y, {**dr.STAGE, "distill": 0.5}, None, teacher)
+    mixed = dr._targets(y, {**dr.STAGE, "distill": 0.5}, teacher)
     np.testing.assert_allclose(mixed[0], 0.5 * np.eye(6)[0] + 0.5 * np.array([1, 1, 1, 1, 1, 3]) / 8)
     np.testing.assert_allclose(mixed.sum(axis=1), 1.0)
 
