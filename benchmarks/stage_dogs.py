@@ -429,10 +429,13 @@ def linear_probe(model, train_feats, train_labels, val_feats, val_labels, *,
 
 
 # ----------------------------------------------------------------------------- evaluation
-def imagenet_rows(data) -> list[int]:
-    """The six breeds' classes in ImageNet-1k order (``metadata/classes.tsv``)."""
+def imagenet_rows(data) -> list[int] | None:
+    """The six breeds' classes in ImageNet-1k order (``metadata/classes.tsv``'s
+    ``imagenet_index``), or None for a folder without that column."""
     lines = (Path(data) / "metadata" / "classes.tsv").read_text(encoding="utf-8").splitlines()
     head = lines[0].split("\t")
+    if "imagenet_index" not in head:
+        return None
     col = head.index("imagenet_index")
     return [int(line.split("\t")[col]) for line in lines[1:] if line.strip()]
 
@@ -635,6 +638,14 @@ def _plot_curves(logs: dict, probe: float | None, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- the stage
+def _imagenet_text(probe: dict) -> str:
+    top1 = probe.get("imagenet_head_val_top1")
+    if top1 is None:  # the classes have no ImageNet index
+        return ""
+    return ("; the pretrained ImageNet classifier, trained on these breeds among its 1,000 "
+            f"classes at full resolution, restricted to the six: {top1:.1f}%")
+
+
 def _blocks_text(start: int) -> str:
     return "block 15" if start == 15 else f"blocks {start}-15"
 
@@ -676,10 +687,8 @@ def _markdown(res: dict) -> str:
         "",
         f"**Validation top-1: torch {res['val_top1']['torch']:.1f}%, Keras "
         f"{res['val_top1']['keras']:.1f}%** (linear probe on the frozen pretrained features: "
-        f"{res['linear_probe']['val_top1']:.1f}%; the pretrained ImageNet classifier, trained "
-        f"on these breeds among its 1,000 classes at full resolution, restricted to the six: "
-        f"{res['linear_probe']['imagenet_head_val_top1']:.1f}%). Top-1 of the full torch model "
-        f"on the raw images: {res['val_top1']['torch_full_model']:.1f}%.",
+        f"{res['linear_probe']['val_top1']:.1f}%{_imagenet_text(res['linear_probe'])}). Top-1 "
+        f"of the full torch model on the raw images: {res['val_top1']['torch_full_model']:.1f}%.",
         "",
         "![loss and validation top-1 per epoch](dogs_curves.png)",
         "",
@@ -888,8 +897,9 @@ def run(*, quick: bool = True, out_dir: Path, progress: bool = True, dogs=None,
                              desc="dogs: val features")
     with _timed(seconds, "linear_probe"):
         probe = linear_probe(tmodel, ftr, train.labels, fva, val.labels, device=device)
-        head = imagenet_logits(fva, imagenet_rows(data))
-        probe["imagenet_head_val_top1"] = 100.0 * float(np.mean(head.argmax(1) == val.labels))
+        rows = imagenet_rows(data)
+        probe["imagenet_head_val_top1"] = None if rows is None else 100.0 * float(
+            np.mean(imagenet_logits(fva, rows).argmax(1) == val.labels))
     trained = _train_both(tmodel, kmodel, ftr, fva, train, val, sz, device=device,
                           progress=progress, seconds=seconds)
     del ftr

@@ -58,6 +58,9 @@ def test_read_wsol_reads_one_split_folder_and_the_shared_class_names(tmp_path):
     np.testing.assert_array_equal(ds[1].boxes, [[2, 1, 5, 4]])  # inclusive -> half-open
     with pytest.raises(ValueError, match="split"):
         read_wsol(tmp_path, split="../x")
+    from benchmarks.stage_dogs import imagenet_rows
+
+    assert imagenet_rows(tmp_path) is None  # no imagenet_index column: no ImageNet reference
     with pytest.raises(ValueError, match="image_ids.txt"):
         read_wsol(tmp_path, split="val")  # no such folder: the reader names the missing file
 
