@@ -180,10 +180,10 @@ def _device(device: str | None):
     return torch.device(device)
 
 
-def _preprocess(images: np.ndarray):
+def _preprocess(images: np.ndarray, size: int = INPUT_SIZE):
     from cam_core.adapters.models_torch import preprocess_imagenet_lite
 
-    return preprocess_imagenet_lite(images, size=INPUT_SIZE)
+    return preprocess_imagenet_lite(images, size=size)
 
 
 # ----------------------------------------------------------------------------- models
@@ -232,8 +232,9 @@ def _trainable_torch(name: str, train_from: int = TRAIN_FROM) -> bool:
 
 def cache_features(model, images: np.ndarray, *, batch: int = 64, device=None,
                    progress: bool = False, desc: str = "features",
-                   stop: int = TRAIN_FROM) -> np.ndarray:
-    """The frozen part's output (stem and blocks ``0 .. stop - 1``), NCHW float32."""
+                   stop: int = TRAIN_FROM, size: int = INPUT_SIZE) -> np.ndarray:
+    """The frozen part's output (stem and blocks ``0 .. stop - 1``) for the images resized to
+    ``size``, NCHW float32."""
     import torch
 
     dev = _device(device)
@@ -243,7 +244,7 @@ def cache_features(model, images: np.ndarray, *, batch: int = 64, device=None,
     try:
         with torch.inference_mode():
             for i in range(0, len(images), batch):
-                x = _preprocess(images[i:i + batch]).to(dev)
+                x = _preprocess(images[i:i + batch], size).to(dev)
                 if dev.type == "cpu":  # depthwise convolutions: about 2x faster channels-last
                     x = x.contiguous(memory_format=torch.channels_last)
                 h = f.blocks(f.stem(x), 0, stop)
@@ -646,7 +647,7 @@ def _imagenet_text(probe: dict) -> str:
             f"classes at full resolution, restricted to the six: {top1:.1f}%")
 
 
-def _blocks_text(start: int) -> str:
+def blocks_text(start: int) -> str:
     return "block 15" if start == 15 else f"blocks {start}-15"
 
 
@@ -664,7 +665,7 @@ def _markdown(res: dict) -> str:
         "## Dog breeds: fine-tuned EfficientNet-Lite0 + GAP + Dense(6), CAM and Grad-CAM",
         "",
         f"{res['n_train']} training and {res['n_val']} validation photographs from "
-        f"`{res['data']}` (64x64, resized to {INPUT_SIZE}). Trained: {_blocks_text(TRAIN_FROM)}, the "
+        f"`{res['data']}` (64x64, resized to {INPUT_SIZE}). Trained: {blocks_text(TRAIN_FROM)}, the "
         f"head convolution and the new Dense layer ({res['trainable_weights']:,} weights; "
         f"BatchNorm frozen); blocks 0-{TRAIN_FROM - 1} frozen and computed once for both "
         f"frameworks. Adam, peak learning rate {s['lr']:g}, cosine decay per step, batch "

@@ -242,6 +242,21 @@ def test_recipes_on_a_handful_of_images(dogs_dir, tmp_path):
     assert (tmp_path / "dogs_recipes.md").read_text().startswith("## Dogs: training recipes")
     assert json.loads((tmp_path / "dogs_recipes.json").read_text())["references"] == \
         res["references"]
+    deep = res["recipes"]["input 160, blocks 3-15, ..., seed 1"]["settings"]
+    assert (deep["size"], deep["train_from"], deep["head_lr"]) == (160, 3, 1e-3)
+    # --recipes: the rows trained again replace theirs, the others stay
+    again = dr.run(dogs_dir, tmp_path, tiny=True, progress=False, only=["2 epochs"])
+    assert list(again["recipes"]) == [*res["recipes"], "2 epochs"]
+    assert again["recipes"]["stage recipe"] == res["recipes"]["stage recipe"]
+    assert len(again["recipes"]["2 epochs"]["loss"]) == 2
+    with pytest.raises(ValueError, match="unknown recipes"):
+        dr.run(dogs_dir, tmp_path, tiny=True, progress=False, only=["no such recipe"])
+    saved = json.loads((tmp_path / "dogs_recipes.json").read_text())
+    saved["references"]["linear_probe_held_out_top1"] += 1.0  # as if other held-out images
+    (tmp_path / "dogs_recipes.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="other held-out images"):
+        dr.run(dogs_dir, tmp_path, tiny=True, progress=False, only=["2 epochs"])
+    assert json.loads((tmp_path / "dogs_recipes.json").read_text()) == saved  # left as it was
 
 
 def test_stage_skips_cleanly_without_the_data(tmp_path):
