@@ -140,25 +140,75 @@ def test_both_frameworks_start_identical_and_take_the_same_first_step(dogs_dir):
                                   again.fc.weight.detach().numpy())  # the head is seeded
     assert max(weight_differences(tmodel, kmodel).values()) == 0.0
     feats = sd.cache_features(tmodel, train.images)
-    assert feats.shape == (8, 192, 7, 7)
+    side = sd.INPUT_SIZE // 8  # block 5's input: stride 8, 40 channels
+    assert feats.shape == (8, 40, side, side)
     plan = sd.batch_plan(8, epochs=1, batch=8)
-    tt = sd.torch_trainer(tmodel, lr=1e-3, total_steps=1)
-    kt = sd.keras_trainer(kmodel, lr=1e-3, total_steps=1)
+    tt = sd.torch_trainer(tmodel, lr=sd.LR, total_steps=1)
+    kt = sd.keras_trainer(kmodel, lr=sd.LR, total_steps=1)
     np.testing.assert_allclose(tt.logits(feats), kt.logits(feats), rtol=0, atol=1e-4)
     (idx,) = plan[0]
     before = tt.logits(feats)
+    w0 = {"fc": tmodel.fc.weight.detach().clone(),
+          "conv_head": tmodel.features._conv_head.weight.detach().clone()}
+    k0 = {n: np.array(kmodel.get_layer("features").get_layer(n).kernel if n == "conv_head"
+                      else kmodel.get_layer(n).kernel) for n in w0}
     lt = tt.train_batch(feats[idx], train.labels[idx])
     lk = kt.train_batch(feats[idx], train.labels[idx])
     assert lt == pytest.approx(lk, abs=1e-5)  # the same loss on the same batch
-    # the trainers train the same tensors: block 15, the head convolution and the Dense layer
+    # the trainers train the same tensors: blocks 5-15, the head convolution and the Dense layer
     n_keras = sum(int(np.prod(v.shape)) for v in kt.tail.trainable_weights)
     assert n_keras == sum(p.numel() for p in tt.params)
     assert not any("_bn" in n for n, p in tmodel.named_parameters() if p.requires_grad)
-    # and both moved the same way: one Adam step of 1e-3 changes the logits alike
+    assert not any(p.requires_grad for n, p in tmodel.named_parameters()
+                   if n.startswith(("features._conv_stem", "features._blocks.4.")))
+    # Adam's first step moves every weight by about its learning rate: 1e-3 for the Dense
+    # layer, 1e-4 for the backbone, in both frameworks (Keras through ScaledAdam)
+    steps = {"torch": {"fc": (tmodel.fc.weight.detach() - w0["fc"]).abs().max().item(),
+                       "conv_head": (tmodel.features._conv_head.weight.detach()
+                                     - w0["conv_head"]).abs().max().item()},
+             "keras": {n: float(np.abs(np.array(
+                 kmodel.get_layer("features").get_layer(n).kernel if n == "conv_head"
+                 else kmodel.get_layer(n).kernel) - k0[n]).max()) for n in w0}}
+    for fw, moved in steps.items():
+        assert moved["fc"] == pytest.approx(sd.LR["head"], rel=0.01), fw
+        assert moved["conv_head"] == pytest.approx(sd.LR["backbone"], rel=0.01), fw
+    # and both moved the same way: the logits change alike
     after_t, after_k = tt.logits(feats), kt.logits(feats)
     moved = np.abs(after_t - before).max()
     assert moved > 1e-2  # the step changed the model ...
     np.testing.assert_allclose(after_t, after_k, rtol=0, atol=moved / 20)  # ... alike in both
+
+
+def test_flip_plan_is_seeded_and_fit_feeds_the_mirror_views_it_names():
+    from benchmarks import stage_dogs as sd
+
+    plan = sd.batch_plan(9, epochs=2, batch=4, seed=2)
+    flips = sd.flip_plan(plan, seed=2)
+    assert [[len(c) for c in e] for e in flips] == [[len(b) for b in e] for e in plan]
+    for e, same in zip(flips, sd.flip_plan(plan, seed=2)):
+        for a, b in zip(e, same):
+            np.testing.assert_array_equal(a, b)
+    coins = np.concatenate([c for e in flips for c in e])
+    assert 0 < coins.sum() < len(coins)  # some mirrored, some not
+
+    class Recorder:  # a trainer that keeps what it was fed
+        def __init__(self):
+            self.log, self.fed = sd._Log(), []
+
+        def train_batch(self, h, y):
+            self.fed.append(h.copy())
+            return 1.0
+
+        def logits(self, h):
+            return np.zeros((len(h), sd.CLASSES))
+
+    views = (np.arange(9, dtype=np.float32).reshape(9, 1, 1, 1),
+             -np.arange(9, dtype=np.float32).reshape(9, 1, 1, 1) - 100)
+    rec = Recorder()
+    sd.fit(rec, views, np.zeros(9, np.int64), plan, flips, views[0], np.zeros(9, np.int64))
+    for h, idx, coin in zip(rec.fed, [b for e in plan for b in e], [c for e in flips for c in e]):
+        np.testing.assert_array_equal(h.ravel(), np.where(coin, -idx - 100, idx))
+    assert len(rec.log.flips) == len(rec.log.batches) == sum(len(e) for e in plan)
 
 
 def test_stage_report_on_a_handful_of_images(dogs_dir, tmp_path):
