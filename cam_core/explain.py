@@ -771,7 +771,9 @@ def _warn_constant(maps: np.ndarray, method: str, layers: tuple[str, ...]) -> No
     warnings.warn(
         f"{len(bad)} of {len(flags)} {method} maps at layer {', '.join(map(repr, layers))} are "
         f"constant (images {shown}): they localise nothing and their boxes cover the whole "
-        f"image. The layer's positions get no signal (e.g. a class-token head explained at the "
+        f"image. No position has positive evidence for the target: the model may reject that "
+        f"class for those images (the raw map has no positive value; `Explanation.raw` keeps "
+        f"it), or the layer's positions get no signal (e.g. a class-token head explained at the "
         f"last block's output, or a zero head); `Explanation.constant` marks them",
         ConstantMapWarning,
         stacklevel=_outside_stacklevel(),

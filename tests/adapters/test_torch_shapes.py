@@ -212,6 +212,20 @@ def test_constant_maps_warn_once_and_are_marked():
     assert (e.maps == 0).all()
 
 
+def test_a_class_the_model_rejects_everywhere_gives_a_constant_gradcam_map():
+    """Grad-CAM of a class whose evidence is negative at every position: ReLU leaves nothing,
+    the warning says why, and the raw map keeps the (negative) evidence."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[4].weight[1] = -1.0  # class 1: every (non-negative) activation counts against it
+    x = batch(2)
+    with pytest.warns(cam_core.ConstantMapWarning, match="may reject that class"):
+        e = ta.explain(model, x, method="gradcam", layer="1", targets=[1, 1])
+    assert e.constant.all() and (e.maps == 0).all()
+    assert (np.asarray(e.raw) <= 0).all() and (np.asarray(e.raw) < 0).any()
+
+
 def test_constant_map_of_one_image_is_named():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten(), nn.Linear(4, 2))
