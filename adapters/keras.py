@@ -1450,14 +1450,15 @@ class KerasSession:
             if row is None:
                 values.append(t)
                 continue
-            rep = keras.ops.repeat(row, b, axis=0)
-            if v == lay.value:
-                k = int(rep.shape[k_axis])
+            if v == lay.value:  # the row times a mask per copy: broadcasting makes the copies
+                k = int(row.shape[k_axis])
                 onehot = np.ones((b, k), dtype=np.float32)
                 onehot[np.arange(b), ch] = 0.0
                 shape = (b, k, 1, 1) if lay.channels_first else (b, 1, 1, k)
-                rep = rep * keras.ops.cast(keras.ops.convert_to_tensor(onehot.reshape(shape)), rep.dtype)
-            values.append(rep)
+                mask = keras.ops.convert_to_tensor(onehot.reshape(shape))
+                values.append(row * keras.ops.cast(mask, row.dtype))
+            else:
+                values.append(keras.ops.repeat(row, b, axis=0))
         logits = _compiled(g, plan, "head")(values)
         return self._scores_of(logits, index)
 
