@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["FAST_METHODS", "FIXED_TAUS", "NEW_FAST_METHODS", "NEW_SLOW_METHODS", "OWN_PASS_METHODS",
-           "SLOW_METHODS", "WSOL_SIZE", "BoxStats", "cam_like_maps", "map_correlation", "plot_boxacc",
-           "random_gts", "targets_for", "wsol_maps"]
+           "SLOW_METHODS", "WSOL_SIZE", "BoxStats", "cam_like_maps", "map_correlation", "part_states",
+           "plot_boxacc", "random_gts", "targets_for", "wsol_maps"]
 
 # issue 15 added NEW_*: the methods from pytorch-grad-cam and torch-cam (SS-CAM, IS-CAM: slow)
 FAST_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
@@ -56,34 +56,74 @@ def wsol_maps(raw: np.ndarray, relu: bool) -> np.ndarray:
                         upsample="bicubic", normalise=False)
 
 
+def _accumulate(accs: dict, maps, boxes, correct) -> dict:
+    """Feed one batch to one protocol's accumulators (:func:`cam_core.evaluate.accumulators`)."""
+    for name, acc in accs.items():
+        if name == "sweep":
+            acc.update(maps, boxes)
+        else:
+            acc.update(maps, boxes, correct)
+    return accs
+
+
+def part_states(maps, boxes, correct, settings) -> tuple[dict, float]:
+    """One batch through fresh accumulators of ``settings``: their states and the CPU seconds
+    spent, what a sweep worker of :class:`BoxStats` returns."""
+    import time
+
+    from cam_core.evaluate import accumulators
+
+    t0 = time.process_time()
+    accs = _accumulate(accumulators(settings), maps, boxes, correct)
+    return {name: acc.state() for name, acc in accs.items()}, time.process_time() - t0
+
+
 class BoxStats:
     """The box figures of one method under both protocols, accumulated batch by batch with the
     engine's accumulators and summarised in its schema (:func:`cam_core.evaluate.figures`):
     ``result()`` is ``{"images": N, "native": {...}, "wsol": {...}}``, each protocol's entry
-    the engine's metrics ("MaxBoxAcc", "GT-known loc@20", ...) plus its "curves"."""
+    the engine's metrics ("MaxBoxAcc", "GT-known loc@20", ...) plus its "curves".
 
-    def __init__(self):
+    ``pool``: an executor (:func:`cam_core.evaluate.sweep_pool`) that runs the sweeps while the
+    caller goes on with the next batch; the parts are merged in ``result()`` (the counters add
+    up, so the figures are those of the inline sweeps; ``worker_cpu`` sums the workers' CPU
+    seconds). Call ``result()`` before the pool shuts down or after it finished its work."""
+
+    def __init__(self, pool=None):
         from cam_core.evaluate import EvalSettings, accumulators
 
         self.settings = {p: EvalSettings(methods=(), protocol=p, n_thresholds=100,
                                          fixed_thresholds=FIXED_TAUS) for p in ("native", "wsol")}
         self.accs = {p: accumulators(s) for p, s in self.settings.items()}
         self.images = 0
+        self.pool, self._pending, self.worker_cpu = pool, [], 0.0
 
     def update(self, maps, boxes, wsol_maps_, wsol_boxes, correct) -> None:
         """``maps``/``boxes``: native (half-open, the maps' frame); ``wsol_*``: the reference's
         224x224 maps and inclusive-corner boxes; ``correct``: top-1 right, per image."""
         for p, (m, b) in {"native": (maps, boxes), "wsol": (wsol_maps_, wsol_boxes)}.items():
-            for name, acc in self.accs[p].items():
-                if name == "sweep":
-                    acc.update(m, b)
-                else:
-                    acc.update(m, b, correct)
+            if self.pool is None:
+                _accumulate(self.accs[p], m, b, correct)
+            else:
+                task = (np.ascontiguousarray(m), list(b), np.asarray(correct), self.settings[p])
+                self._pending.append((p, self.pool.submit(part_states, *task)))
         self.images += len(maps)
+
+    def _merge_pending(self) -> None:
+        from cam_core.evaluate import accumulators
+
+        for p, future in self._pending:
+            parts = accumulators(self.settings[p])
+            states, cpu = future.result()
+            self.worker_cpu += cpu
+            for name, state in states.items():
+                self.accs[p][name].merge(parts[name].load_state(state))
+        self._pending = []
 
     def result(self) -> dict:
         from cam_core.evaluate import figures
 
+        self._merge_pending()
         out = {"images": self.images}
         for p, accs in self.accs.items():
             metrics, curves = figures(accs, self.settings[p])

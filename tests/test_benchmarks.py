@@ -363,3 +363,26 @@ def test_keras_stage_back_to_back_blocks_and_profile_split():
     prof = st._profile(fns, ("forward", "cam_core gradcam"), 4)
     for p in prof.values():  # no TensorFlow graph here: all of the call is Python
         assert p["graph_ms"] == 0.0 and p["python_ms"] == pytest.approx(p["wall_ms"])
+
+
+def test_box_stats_give_the_same_figures_with_their_sweeps_in_a_worker():
+    """BoxStats with a sweep pool: the batches' parts merge into the figures of the inline
+    sweeps, every counter and curve alike, and the worker's CPU time is counted."""
+    from benchmarks._scoring import BoxStats, cam_like_maps, random_gts
+    from cam_core.evaluate import sweep_pool
+
+    maps = cam_like_maps(12, size=32, seed=3)
+    maps /= maps.max(axis=(1, 2), keepdims=True)
+    wsol = random_gts(12, 32, 32, seed=4)
+    native = [g + [0, 0, 1, 1] for g in wsol]
+    correct = np.arange(12) % 3 > 0
+    inline = BoxStats()
+    with sweep_pool(1) as pool:
+        pooled = BoxStats(pool)
+        for i in range(0, 12, 5):  # uneven batches
+            sl = slice(i, i + 5)
+            for s in (inline, pooled):
+                s.update(maps[sl], native[sl], maps[sl], wsol[sl], correct[sl])
+        got = pooled.result()
+    assert got == inline.result()
+    assert got["images"] == 12 and pooled.worker_cpu > 0 and inline.worker_cpu == 0

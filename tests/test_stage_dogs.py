@@ -211,6 +211,47 @@ def test_flip_plan_is_seeded_and_fit_feeds_the_mirror_views_it_names():
     assert len(rec.log.flips) == len(rec.log.batches) == sum(len(e) for e in plan)
 
 
+def _split(boxes, size=64):
+    from benchmarks.stage_dogs import Split
+
+    n = len(boxes)
+    return Split(np.zeros((n, size, size, 3), np.uint8), np.zeros(n, np.int64),
+                 [np.asarray([b], np.float64) for b in boxes], np.full((n, 2), size),
+                 tuple(str(i) for i in range(n)), ())
+
+
+def test_baselines_score_each_box_itself_at_every_threshold():
+    """A baseline is one box per image: its figures are the share of images whose IoU with
+    that box reaches each criterion, in both protocols (native: half-open boxes; wsol: the
+    reference's box one pixel wider and taller, inclusive corners), never the full image that
+    the native tau = 0 (``>= 0``) would give a map with 0 outside the box."""
+    from benchmarks import stage_dogs as sd
+    from cam_core.boxes import best_iou
+
+    train = _split([[16, 16, 48, 48]] * 2)  # the centred box: half the image each way
+    gt_native = [np.array([[0.0, 0, 224, 224]]), np.array([[56.0, 56, 168, 168]]),
+                 np.array([[28.0, 28, 196, 196]])]
+    gt_wsol = [(g - [0, 0, 1, 1]).astype(np.int64) for g in gt_native]
+    res = sd._baselines(_split([[0, 0, 1, 1]] * 3), gt_native, gt_wsol, train)
+    assert res["centred_mean_box"]["box"] == [56, 56, 168, 168]
+    for name, box in (("full_image", [0, 0, 224, 224]), ("centred_mean_box", [56, 56, 168, 168])):
+        native = np.array([box], np.float64)
+        # the reference: x1 = min(x0 + w, 223) taken as inclusive, against inclusive truth
+        wsol = np.array([[box[0], box[1], min(box[2], 223) + 1, min(box[3], 223) + 1]], float)
+        for proto, pred, gts in (("native", native, gt_native),
+                                 ("wsol", wsol, [g + [0, 0, 1, 1] for g in gt_wsol])):
+            ious = np.array([best_iou(pred, g) for g in gts])
+            hits = {d: 100.0 * np.mean(ious >= float(d)) for d in ("0.3", "0.5", "0.7")}
+            fig = res[name][proto]
+            for d, curve in fig["curves"]["box_acc_all"].items():
+                assert min(curve) == max(curve) == pytest.approx(hits[d]), (name, proto, d)
+            assert fig["MaxBoxAccV2"] == pytest.approx(np.mean(list(hits.values())))
+    # here the centred box scores (2 + 1 + 1) / 9 and the full image (2 + 2 + 1) / 9, which
+    # is also the better box at each criterion
+    assert res["centred_mean_box"]["native"]["MaxBoxAccV2"] == pytest.approx(400 / 9)
+    assert sd.better_box_v2(res, "native") == pytest.approx(500 / 9)
+
+
 def test_stage_report_on_a_handful_of_images(dogs_dir, tmp_path):
     _need_lite()
     pytest.importorskip("matplotlib")
